@@ -1,0 +1,123 @@
+"""``modelgate demo``: the embedded end-to-end tour on one machine (SQLite, no Redis).
+
+It starts a gateway process on a fresh SQLite file under ``./var/demo``, makes an admin
+token, publishes a generated ONNX model in several versions, shows how constraints resolve,
+and keeps serving (unless ``--no-keep``) with commands to try printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from backends.synthetic import scale_model
+
+__all__ = ["run_demo"]
+
+ROOT = Path("var/demo")
+console = Console()
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MODELGATE_REDIS_URL", None)
+    env["MODELGATE_DATABASE_URL"] = f"sqlite+aiosqlite:///{(root / 'registry.db').resolve()}"
+    env["MODELGATE_ARTIFACT_ROOT"] = str((root / "artifacts").resolve())
+    return env
+
+
+def _cli(*args: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], env=env, check=True, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    return result.stdout.strip()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the gateway exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/v2/health/live", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit(f"the gateway did not answer on {url} within {timeout_s:.0f}s")
+
+
+def _tour(client: httpx.Client, model: str) -> None:
+    client.post("/admin/v1/models", json={"name": model, "description": "generated y = x * k"})
+    published = Table("version", "scale", "sha256", title=f"published {model}")
+    for version, scale in (("1.0.0", 1.0), ("1.1.0", 1.5), ("1.2.0-rc.1", 2.0), ("2.0.0", 3.0)):
+        files = {"file": (f"{model}-{version}.onnx", scale_model(scale), "application/octet-stream")}
+        out = client.post(f"/admin/v1/models/{model}/versions", data={"version": version}, files=files)
+        out.raise_for_status()
+        published.add_row(version, str(scale), out.json()["sha256"][:16] + "…")
+    console.print(published)
+    _resolutions(client, model, "resolution")
+    client.patch(f"/admin/v1/models/{model}/versions/2.0.0", json={"status": "deprecated"})
+    client.put(f"/admin/v1/models/{model}/aliases/canary", json={"version": "1.2.0-rc.1"})
+    _resolutions(client, model, "after deprecating 2.0.0 and pointing alias canary at 1.2.0-rc.1")
+
+
+def _resolutions(client: httpx.Client, model: str, title: str) -> None:
+    table = Table("reference", "resolves to", "candidates", title=title)
+    for ref in ("^1.0", "~1.1", "stable", "latest", "^1.2.0-rc.1", "2.0.0", "canary", "^3"):
+        response = client.get(f"/admin/v1/models/{model}/resolve", params={"version": ref})
+        body: dict[str, Any] = response.json()
+        if response.status_code == 200:
+            table.add_row(ref, body["version"], ", ".join(body["candidates"]))
+        else:
+            table.add_row(ref, f"[red]{response.status_code}[/red]", body.get("error", ""))
+    console.print(table)
+
+
+def run_demo(*, port: int = 8000, keep: bool = True) -> None:
+    """Run the tour against a fresh embedded deployment; serve on until Ctrl-C when ``keep``."""
+    shutil.rmtree(ROOT, ignore_errors=True)
+    ROOT.mkdir(parents=True)
+    env = _env(ROOT)
+    _cli("db", "upgrade", env=env)
+    token = _cli("tokens", "create", "--name", "demo-admin", "--scope", "admin", env=env)
+    url = f"http://127.0.0.1:{port}"
+    console.print(f"[bold]modelgate demo[/bold]: gateway on {url}, SQLite at {ROOT}/registry.db")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env=env
+    )
+    try:
+        _wait_ready(url, server)
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+            _tour(client, "resnet-demo")
+        console.print(
+            "\n[bold]Try it[/bold] (admin token below):\n"
+            f"  export TOKEN={token}\n"
+            f"  curl -s -H \"Authorization: Bearer $TOKEN\" '{url}/admin/v1/models/resnet-demo/"
+            "resolve?version=%5E1.0' | python -m json.tool\n"
+            f"  curl -s -H \"Authorization: Bearer $TOKEN\" {url}/admin/v1/audit | python -m json.tool\n"
+            f"  open {url}/schema for the OpenAPI document\n"
+        )
+        if keep:
+            console.print("serving; Ctrl-C stops the demo")
+            server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()

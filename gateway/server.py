@@ -1,0 +1,34 @@
+"""Running the gateway under an ASGI server (uvicorn by default; granian by setting)."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from gateway.settings import GatewaySettings
+
+__all__ = ["make_app", "run_gateway"]
+
+
+def make_app() -> Litestar:
+    """App factory for servers that import it by name; settings come from the environment."""
+    from gateway.app import create_app
+
+    return create_app()
+
+
+def run_gateway(settings: GatewaySettings) -> None:
+    if settings.server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces
+
+        Granian(
+            "gateway.server:make_app", address=settings.host, port=settings.port,
+            interface=Interfaces.ASGI, factory=True, log_level=settings.log_level,
+        ).serve()  # fmt: skip
+        return
+    import uvicorn
+
+    uvicorn.run(
+        "gateway.server:make_app", factory=True, host=settings.host, port=settings.port,
+        log_level=settings.log_level, access_log=False, loop="uvloop", http="httptools",
+    )  # fmt: skip

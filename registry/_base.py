@@ -1,0 +1,110 @@
+"""What every registry service shares: sessions, the clock, audit rows, the revision, ETags."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from registry.errors import PreconditionFailed
+from registry.models import AuditEvent, Model, RegistryState
+from registry.resolution import unknown_model
+
+__all__ = ["Clock", "ServiceBase", "as_utc", "check_if_match", "etag", "utcnow"]
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every datetime stored here is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def etag(kind: str, row_id: int, row_version: int) -> str:
+    return f'"{kind}{row_id}.{row_version}"'
+
+
+def check_if_match(if_match: str | None, current: str) -> None:
+    """Raise 412 when ``If-Match`` is given and names none of ``current`` (or ``*``)."""
+    if if_match is None:
+        return
+    tags = [t.strip().removeprefix("W/") for t in if_match.split(",")]
+    if "*" in tags or current in tags:
+        return
+    raise PreconditionFailed(f"If-Match {if_match} does not match the current ETag {current}")
+
+
+class ServiceBase:
+    """Holds the session factory and clock; writes the audit row and bumps the revision."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock = utcnow) -> None:
+        self.sessions = sessions
+        self.clock = clock
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One transaction; commits on success, rolls back on any error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def record(
+        self,
+        session: AsyncSession,
+        *,
+        actor: str,
+        action: str,
+        model: str | None,
+        target: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> int:
+        """Bump the registry revision and write the audit row, inside ``session``'s transaction."""
+        now = self.clock()
+        result = await session.execute(
+            update(RegistryState)
+            .where(RegistryState.id == 1)
+            .values(revision=RegistryState.revision + 1, updated_at=now)
+            .returning(RegistryState.revision)
+        )
+        revision = int(result.scalar_one())
+        session.add(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                action=action,
+                model=model,
+                target=target,
+                before=before,
+                after=after,
+                revision=revision,
+            )
+        )
+        return revision
+
+    async def model_row(self, session: AsyncSession, name: str, *, lock: bool = False) -> Model:
+        query = select(Model).where(Model.name == name)
+        if lock:
+            query = query.with_for_update()
+        model = (await session.execute(query)).scalar_one_or_none()
+        if model is None:
+            names = (await session.execute(select(Model.name))).scalars().all()
+            raise unknown_model(name, names)
+        return model
+
+    async def revision(self) -> int:
+        async with self.read() as session:
+            value = await session.scalar(select(RegistryState.revision).where(RegistryState.id == 1))
+            return int(value or 0)

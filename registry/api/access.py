@@ -1,0 +1,45 @@
+"""Tokens, the audit log and the workers table."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from registry.api.deps import actor, registry_of
+from registry.api.models import Limit, Offset
+from registry.schemas import Page, TokenIn, TokenOut, WorkerOut
+
+__all__ = ["AccessController"]
+
+
+class AccessController(Controller):
+    path = "/"
+    tags = ["access"]
+
+    @post("/tokens", status_code=201, opt={"scope": "admin"})
+    async def create_token(self, request: Request[Any, Any, Any], data: JSONBody[TokenIn]) -> Response[TokenOut]:
+        out = await registry_of(request).tokens.create(actor(request), data.name, list(data.scopes))
+        return Response(out, status_code=201, headers={"Cache-Control": "no-store"})
+
+    @get("/tokens", opt={"scope": "admin"})
+    async def tokens(self, request: Request[Any, Any, Any]) -> list[TokenOut]:
+        return await registry_of(request).tokens.list()
+
+    @delete("/tokens/{token_id:int}", opt={"scope": "admin"})
+    async def revoke(self, request: Request[Any, Any, Any], token_id: FromPath[int]) -> None:
+        await registry_of(request).tokens.revoke(actor(request), token_id)
+
+    @get("/audit", opt={"scope": "admin"})
+    async def audit(
+        self, request: Request[Any, Any, Any],
+        model: Annotated[str | None, QueryParameter(max_length=128)] = None,
+        offset: Offset = 0, limit: Limit = 50,
+    ) -> Page:  # fmt: skip
+        return await registry_of(request).audit.events(model=model, offset=offset, limit=limit)
+
+    @get("/workers")
+    async def workers(self, request: Request[Any, Any, Any]) -> list[WorkerOut]:
+        return await registry_of(request).audit.workers(stale_after=timedelta(seconds=15))

@@ -1,0 +1,117 @@
+"""``/admin/v1/models/{model}/versions``: publish, list, read, deprecate/yank, priority."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, patch, post
+from litestar.datastructures import UploadFile
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+
+from registry.api.deps import actor, registry_of, with_etag
+from registry.api.models import Limit, Offset
+from registry.artifacts import CHUNK
+from registry.errors import BadRequest
+from registry.publishing import Publisher
+from registry.schemas import Page, PublishByUri, VersionOut, VersionPatch
+
+__all__ = ["VersionController"]
+
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False)]
+PUBLISH_DOC = """Publish a version. Either `multipart/form-data` with `file` (the ONNX model),
+`version`, and optional `priority`, `labels` (a JSON object) and `description`; or JSON
+`{version, artifact_uri, sha256, priority?, labels?, description?}` (file:// under the
+configured import roots, or http(s):// from allowed hosts). The sha256 is computed (upload)
+or verified (URI). 201 with the version; 409 if it exists; 413 if the artifact is too large."""
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(CHUNK):
+        yield chunk
+
+
+def _form_int(value: Any, name: str) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise BadRequest(f'form field "{name}" must be an integer, got {value!r}') from None
+    if not 0 <= number <= 1_000_000:
+        raise BadRequest(f'form field "{name}" must be between 0 and 1000000, got {number}')
+    return number
+
+
+def _form_labels(value: Any) -> dict[str, str]:
+    try:
+        return msgspec.json.decode(str(value), type=dict[str, str])
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f'form field "labels" must be a JSON object of strings: {exc}') from None
+
+
+class VersionController(Controller):
+    path = "/models/{model:str}/versions"
+    tags = ["versions"]
+
+    @post("/", status_code=201, opt={"scope": "publish"}, description=PUBLISH_DOC)
+    async def publish(self, request: Request[Any, Any, Any], model: FromPath[str]) -> Response[VersionOut]:
+        registry = registry_of(request)
+        publisher = Publisher(registry.settings, registry.store, registry.catalog)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "application/json":
+            data = msgspec.json.decode(await request.body(), type=PublishByUri, strict=True)
+            out = await publisher.from_uri(actor(request), model, data)
+        elif kind == "multipart/form-data":
+            out = await self._upload(request, publisher, model)
+        else:
+            raise BadRequest(
+                f'unsupported Content-Type "{kind or "(none)"}": send multipart/form-data with a '
+                f"file, or application/json with artifact_uri and sha256"
+            )
+        return with_etag(out, out.etag, 201)
+
+    async def _upload(self, request: Request[Any, Any, Any], publisher: Publisher, model: FromPath[str]) -> VersionOut:
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise BadRequest('multipart publish needs a "file" part with the ONNX model')
+        version = form.get("version")
+        if not isinstance(version, str) or not version.strip():
+            raise BadRequest('multipart publish needs a "version" field, e.g. 1.2.0')
+        try:
+            return await publisher.upload(
+                actor(request), model, version.strip(), _chunks(upload),
+                filename=upload.filename or "model.onnx",
+                priority=_form_int(form.get("priority", 0), "priority"),
+                labels=_form_labels(form["labels"]) if "labels" in form else None,
+                description=str(form.get("description", "")),
+            )  # fmt: skip
+        finally:
+            await upload.close()
+
+    @get("/")
+    async def index(
+        self, request: Request[Any, Any, Any], model: FromPath[str],
+        status: Annotated[str | None, QueryParameter(pattern="^(active|deprecated|yanked)$")] = None,
+        constraint: Annotated[str | None, QueryParameter(max_length=256)] = None,
+        include_prerelease: FromQuery[bool] = False, offset: Offset = 0, limit: Limit = 50,
+    ) -> Page:  # fmt: skip
+        return await registry_of(request).catalog.list_versions(
+            model, status=status, constraint=constraint, include_prerelease=include_prerelease,
+            offset=offset, limit=limit,
+        )  # fmt: skip
+
+    @get("/{version:str}")
+    async def show(self, request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str]) -> Response[VersionOut]:
+        out = await registry_of(request).catalog.get_version(model, version)
+        return with_etag(out, out.etag)
+
+    @patch("/{version:str}", opt={"scope": "publish"})
+    async def update(
+        self, request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str], data: JSONBody[VersionPatch],
+        if_match: IfMatch = None,
+    ) -> Response[VersionOut]:  # fmt: skip
+        out = await registry_of(request).catalog.patch_version(
+            actor(request), model, version, data, if_match
+        )
+        return with_etag(out, out.etag)

@@ -1,0 +1,47 @@
+"""Reading the audit log and the workers table (writes happen inside each mutation)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from registry._base import ServiceBase, as_utc
+from registry.models import AuditEvent, Worker
+from registry.schemas import AuditOut, Page, WorkerOut
+
+__all__ = ["AuditService"]
+
+
+class AuditService(ServiceBase):
+    async def events(self, *, model: str | None, offset: int, limit: int) -> Page:
+        """Audit events, newest first, optionally for one model."""
+        async with self.read() as session:
+            query = select(AuditEvent)
+            count = select(func.count()).select_from(AuditEvent)
+            if model is not None:
+                query = query.where(AuditEvent.model == model)
+                count = count.where(AuditEvent.model == model)
+            total = await session.scalar(count) or 0
+            rows = await session.execute(
+                query.order_by(AuditEvent.id.desc()).offset(offset).limit(limit)
+            )
+            items = [
+                AuditOut(id=e.id, at=e.at, actor=e.actor, action=e.action, model=e.model,
+                         target=e.target, before=e.before, after=e.after, revision=e.revision)
+                for e in rows.scalars()
+            ]  # fmt: skip
+        return Page(items=items, total=int(total), offset=offset, limit=limit)
+
+    async def workers(self, stale_after: timedelta) -> list[WorkerOut]:
+        now = self.clock()
+        async with self.read() as session:
+            rows = (await session.execute(select(Worker).order_by(Worker.id))).scalars()
+            return [
+                WorkerOut(id=w.id, url=w.url, state=w.state, loaded=w.loaded,
+                          in_flight=w.in_flight, queue_depth=w.queue_depth, capacity=w.capacity,
+                          device=w.device, last_seen=w.last_seen,
+                          stale=as_utc(w.last_seen) < now - stale_after)
+                for w in rows
+            ]  # fmt: skip
+

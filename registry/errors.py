@@ -1,0 +1,125 @@
+"""Errors of the registry, and the project-wide error base every package extends.
+
+Each error carries the HTTP status it maps to; one exception handler
+(`registry.api.errors`) renders every error as ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AliasNotFound",
+    "ArtifactError",
+    "ArtifactTooLarge",
+    "AuthError",
+    "BadRequest",
+    "ChecksumMismatch",
+    "Conflict",
+    "Forbidden",
+    "ModelNotFound",
+    "ModelgateError",
+    "NoVersionSatisfies",
+    "NotFound",
+    "PreconditionFailed",
+    "RegistryError",
+    "Unauthorized",
+    "VersionConflict",
+    "VersionNotFound",
+]
+
+
+class ModelgateError(Exception):
+    """Base of every error modelgate answers to a client; ``status_code`` picks the HTTP status."""
+
+    status_code = 500
+    headers: dict[str, str] | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RegistryError(ModelgateError):
+    """An error raised by the registry's rules or services."""
+
+
+class BadRequest(RegistryError):
+    status_code = 400
+
+
+class NotFound(RegistryError):
+    status_code = 404
+
+
+class Conflict(RegistryError):
+    status_code = 409
+
+
+class PreconditionFailed(RegistryError):
+    status_code = 412
+
+
+class AuthError(RegistryError):
+    status_code = 401
+
+
+class Unauthorized(AuthError):
+    status_code = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="modelgate"'}
+
+
+class Forbidden(AuthError):
+    status_code = 403
+
+
+class ArtifactError(BadRequest):
+    """The artifact could not be read, fetched or understood."""
+
+
+class ChecksumMismatch(ArtifactError):
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"sha256 mismatch: expected {expected}, artifact has {actual}")
+
+
+class ArtifactTooLarge(RegistryError):
+    status_code = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"artifact is larger than the limit of {limit} bytes")
+
+
+def _listing(versions: Iterable[str]) -> str:
+    shown = list(versions)
+    if not shown:
+        return "no versions are published"
+    if len(shown) > 20:
+        return "have " + ", ".join(shown[:20]) + f", … ({len(shown)} in all)"
+    return "have " + ", ".join(shown)
+
+
+class ModelNotFound(NotFound):
+    def __init__(self, name: str, close: Iterable[str] = ()) -> None:
+        hint = list(close)
+        suffix = f" (did you mean {', '.join(repr(c) for c in hint)}?)" if hint else ""
+        super().__init__(f'model "{name}" not found{suffix}')
+        self.name = name
+
+
+class VersionNotFound(NotFound):
+    def __init__(self, model: str, version: str, reason: str = "is not published") -> None:
+        super().__init__(f'version "{version}" of "{model}" {reason}')
+
+
+class AliasNotFound(NotFound):
+    def __init__(self, model: str, alias: str) -> None:
+        super().__init__(f'alias "{alias}" of "{model}" not found')
+
+
+class NoVersionSatisfies(NotFound):
+    def __init__(self, model: str, constraint: str, have: Iterable[str]) -> None:
+        super().__init__(f'no version of "{model}" satisfies "{constraint}" ({_listing(have)})')
+
+
+class VersionConflict(Conflict):
+    """A version equal (ignoring build metadata) to an existing one was published."""

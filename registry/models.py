@@ -1,0 +1,217 @@
+"""SQLAlchemy 2 ORM of the registry: the source of truth.
+
+Every table here is owned by Alembic (``migrations/``); a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = [
+    "Alias",
+    "AliasHistory",
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "Model",
+    "ModelVersion",
+    "RegistryState",
+    "TrafficPolicy",
+    "VersionStatus",
+    "Worker",
+]
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Json = JSON(none_as_null=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class VersionStatus(enum.StrEnum):
+    ACTIVE = "active"
+    DEPRECATED = "deprecated"
+    YANKED = "yanked"
+
+
+TS = DateTime(timezone=True)
+
+
+class RegistryState(Base):
+    """One row (id 1): the registry revision, bumped by every mutation in its transaction."""
+
+    __tablename__ = "registry_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+
+
+class Model(Base):
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    row_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    versions: Mapped[list[ModelVersion]] = relationship(back_populates="model")
+
+
+class ModelVersion(Base):
+    """A published version. Immutable except for status, priority and labels.
+
+    The unique key on (model, major, minor, patch, prerelease) makes a version equal to an
+    existing one ignoring build metadata a conflict, enforced by the database itself so that
+    concurrent publishes cannot both win.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint(
+            "model_id", "major", "minor", "patch", "prerelease", name="uq_model_versions_precedence"
+        ),
+        Index("ix_model_versions_model_status", "model_id", "status"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False)
+    version: Mapped[str] = mapped_column(String(256), nullable=False)
+    major: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    minor: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    patch: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    prerelease: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    build: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    is_prerelease: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    artifact_uri: Mapped[str] = mapped_column(Text, nullable=False)
+    storage_key: Mapped[str] = mapped_column(String(256), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    runtime: Mapped[str] = mapped_column(String(64), nullable=False)
+    signature: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=VersionStatus.ACTIVE)
+    priority: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    labels: Mapped[dict[str, str]] = mapped_column(Json, nullable=False, default=dict)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    row_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    model: Mapped[Model] = relationship(back_populates="versions")
+
+
+class Alias(Base):
+    """A named pointer at one exact version of a model."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("model_id", "name", name="uq_aliases_model_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    row_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    target: Mapped[ModelVersion] = relationship()
+
+
+class AliasHistory(Base):
+    """Every move or drop of an alias, kept forever."""
+
+    __tablename__ = "alias_history"
+    __table_args__ = (Index("ix_alias_history_model_alias", "model_id", "alias"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False)
+    alias: Mapped[str] = mapped_column(String(64), nullable=False)
+    from_version: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    to_version: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    changed_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    changed_by: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class TrafficPolicy(Base):
+    """A model's traffic policy, replaced whole: weighted arms, sticky header, shadow."""
+
+    __tablename__ = "traffic_policies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False, unique=True)
+    arms: Mapped[list[dict[str, Any]]] = mapped_column(Json, nullable=False)
+    sticky_header: Mapped[str] = mapped_column(String(64), nullable=False)
+    shadow: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    row_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+
+class Worker(Base):
+    """A worker's last announcement: where it is, what it has loaded, how loaded it is."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    url: Mapped[str] = mapped_column(String(512), nullable=False)
+    #: ``[{"model": m, "version": v, "ready": bool}]``
+    loaded: Mapped[list[dict[str, Any]]] = mapped_column(Json, nullable=False, default=list)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    in_flight: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    queue_depth: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    capacity: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    device: Mapped[str] = mapped_column(String(64), nullable=False, default="cpu")
+    started_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    last_seen: Mapped[datetime] = mapped_column(TS, nullable=False)
+
+
+class ApiToken(Base):
+    """A bearer token: only its sha256 is stored; the secret is shown once at creation."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    scopes: Mapped[list[str]] = mapped_column(Json, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+
+
+class AuditEvent(Base):
+    """Who did what to which object, with the object before and after."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_model", "model"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    target: Mapped[str] = mapped_column(String(512), nullable=False)
+    before: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
+    revision: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -1,0 +1,264 @@
+"""Aliases (moved atomically, history kept), traffic policies (replaced whole), and explain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry._base import ServiceBase, check_if_match, etag
+from registry.catalog import CatalogService, parse_published_version, version_info
+from registry.constraints import InvalidConstraint, parse_constraint
+from registry.errors import AliasNotFound, BadRequest, NotFound, VersionNotFound
+from registry.models import Alias, AliasHistory, Model, ModelVersion, TrafficPolicy, VersionStatus
+from registry.resolution import (
+    ALIAS_PATTERN,
+    RESERVED,
+    Arm,
+    ModelView,
+    Policy,
+    Shadow,
+    resolve,
+)
+from registry.schemas import AliasOut, ResolveOut, TrafficIn, TrafficOut
+from registry.traffic import choose
+
+__all__ = ["PolicyService", "load_views"]
+
+
+async def load_views(session: AsyncSession, models: Sequence[Model]) -> dict[str, ModelView]:
+    """Build resolution views for ``models`` in three queries (used by explain and snapshots)."""
+    ids = [m.id for m in models]
+    versions: dict[int, list[ModelVersion]] = {i: [] for i in ids}
+    by_id: dict[int, ModelVersion] = {}
+    for row in (await session.execute(select(ModelVersion).where(ModelVersion.model_id.in_(ids)))).scalars():
+        versions[row.model_id].append(row)
+        by_id[row.id] = row
+    aliases: dict[int, dict[str, str]] = {i: {} for i in ids}
+    for alias in (await session.execute(select(Alias).where(Alias.model_id.in_(ids)))).scalars():
+        aliases[alias.model_id][alias.name] = by_id[alias.version_id].version
+    policies: dict[int, Policy] = {}
+    query = select(TrafficPolicy).where(TrafficPolicy.model_id.in_(ids))
+    for row in (await session.execute(query)).scalars():
+        policies[row.model_id] = policy_of(row)
+    return {
+        m.name: ModelView.build(
+            m.name, [version_info(v) for v in versions[m.id]], aliases[m.id], policies.get(m.id)
+        )
+        for m in models
+    }
+
+
+def policy_of(row: TrafficPolicy) -> Policy:
+    shadow = Shadow(row.shadow["version"], float(row.shadow["fraction"])) if row.shadow else None
+    arms = tuple(Arm(a["version"], int(a["weight"])) for a in row.arms)
+    return Policy(arms, row.sticky_header, shadow)
+
+
+def _traffic_out(model: str, row: TrafficPolicy) -> TrafficOut:
+    return TrafficOut(model=model, arms=row.arms, sticky_header=row.sticky_header,
+                      shadow=row.shadow, updated_at=row.updated_at, updated_by=row.updated_by,
+                      etag=etag("t", row.id, row.row_version))  # fmt: skip
+
+
+def _traffic_doc(row: TrafficPolicy | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"arms": row.arms, "sticky_header": row.sticky_header, "shadow": row.shadow}
+
+
+def check_alias_name(alias: str) -> None:
+    if not ALIAS_PATTERN.match(alias) or alias in RESERVED:
+        raise BadRequest(
+            f'invalid alias "{alias}": use 1-64 lower-case letters, digits, "_" or "-", starting '
+            f'with a letter, and not "latest" or "stable"'
+        )
+    try:
+        parse_constraint(alias)
+    except InvalidConstraint:
+        return
+    raise BadRequest(f'invalid alias "{alias}": it would be read as a version constraint')
+
+
+class PolicyService(ServiceBase):
+    """What serves: aliases, the traffic policy, and the explanation of a resolution."""
+
+    async def _servable(self, session: AsyncSession, model: Model, version: str) -> ModelVersion:
+        parsed = parse_published_version(version)
+        row = await session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.model_id == model.id,
+                ModelVersion.major == parsed.major,
+                ModelVersion.minor == parsed.minor,
+                ModelVersion.patch == parsed.patch,
+                ModelVersion.prerelease == (parsed.prerelease or ""),
+            )
+        )
+        if row is None:
+            raise VersionNotFound(model.name, version)
+        if row.status == VersionStatus.YANKED:
+            raise VersionNotFound(model.name, row.version, reason="is yanked and cannot serve")
+        return row
+
+    async def _alias_out(self, session: AsyncSession, model: Model, alias: Alias) -> AliasOut:
+        target = await session.get(ModelVersion, alias.version_id)
+        history = (
+            await session.execute(
+                select(AliasHistory)
+                .where(AliasHistory.model_id == model.id, AliasHistory.alias == alias.name)
+                .order_by(AliasHistory.id.desc())
+                .limit(50)
+            )
+        ).scalars()
+        return AliasOut(
+            model=model.name, alias=alias.name, version=target.version if target else "",
+            updated_at=alias.updated_at, updated_by=alias.updated_by,
+            etag=etag("a", alias.id, alias.row_version),
+            history=[{"from": h.from_version, "to": h.to_version, "at": h.changed_at.isoformat(),
+                      "by": h.changed_by} for h in history],
+        )  # fmt: skip
+
+    async def get_alias(self, model: str, alias: str) -> AliasOut:
+        async with self.read() as session:
+            owner = await self.model_row(session, model)
+            row = await session.scalar(
+                select(Alias).where(Alias.model_id == owner.id, Alias.name == alias)
+            )
+            if row is None:
+                raise AliasNotFound(model, alias)
+            return await self._alias_out(session, owner, row)
+
+    async def set_alias(
+        self, actor: str, model: str, alias: str, version: str, if_match: str | None
+    ) -> tuple[AliasOut, bool]:
+        """Point ``alias`` at ``version``; returns the alias and whether it was created."""
+        check_alias_name(alias)
+        async with self.write() as session:
+            owner = await self.model_row(session, model, lock=True)
+            target = await self._servable(session, owner, version)
+            row = await session.scalar(
+                select(Alias).where(Alias.model_id == owner.id, Alias.name == alias)
+            )
+            now = self.clock()
+            before: str | None = None
+            created = row is None
+            if row is None:
+                if if_match not in (None, "*"):
+                    raise AliasNotFound(model, alias)
+                row = Alias(model_id=owner.id, name=alias, version_id=target.id, updated_at=now,
+                            updated_by=actor)  # fmt: skip
+                session.add(row)
+            else:
+                check_if_match(if_match, etag("a", row.id, row.row_version))
+                previous = await session.get(ModelVersion, row.version_id)
+                before = previous.version if previous else None
+                row.version_id, row.updated_at, row.updated_by = target.id, now, actor
+                row.row_version += 1
+            session.add(AliasHistory(model_id=owner.id, alias=alias, from_version=before,
+                                     to_version=target.version, changed_at=now, changed_by=actor))  # fmt: skip
+            await session.flush()
+            await self.record(session, actor=actor, action="alias.set", model=model,
+                              target=f"{model}:{alias}",
+                              before=None if before is None else {"version": before},
+                              after={"version": target.version})  # fmt: skip
+            return await self._alias_out(session, owner, row), created
+
+    async def delete_alias(self, actor: str, model: str, alias: str, if_match: str | None) -> None:
+        async with self.write() as session:
+            owner = await self.model_row(session, model, lock=True)
+            row = await session.scalar(
+                select(Alias).where(Alias.model_id == owner.id, Alias.name == alias)
+            )
+            if row is None:
+                raise AliasNotFound(model, alias)
+            check_if_match(if_match, etag("a", row.id, row.row_version))
+            previous = await session.get(ModelVersion, row.version_id)
+            before = previous.version if previous else None
+            await session.delete(row)
+            session.add(AliasHistory(model_id=owner.id, alias=alias, from_version=before,
+                                     to_version=None, changed_at=self.clock(), changed_by=actor))  # fmt: skip
+            await self.record(session, actor=actor, action="alias.delete", model=model,
+                              target=f"{model}:{alias}", before={"version": before}, after=None)  # fmt: skip
+
+    async def get_traffic(self, model: str) -> TrafficOut:
+        async with self.read() as session:
+            owner = await self.model_row(session, model)
+            row = await session.scalar(select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id))
+            if row is None:
+                raise NotFound(f'model "{model}" has no traffic policy')
+            return _traffic_out(model, row)
+
+    async def put_traffic(
+        self, actor: str, model: str, data: TrafficIn, if_match: str | None
+    ) -> TrafficOut:
+        """Replace the whole policy; every arm and the shadow must name a servable version."""
+        seen: set[str] = set()
+        for arm in data.arms:
+            if arm.version in seen:
+                raise BadRequest(f'version "{arm.version}" appears in more than one arm')
+            seen.add(arm.version)
+        if sum(a.weight for a in data.arms) <= 0:
+            raise BadRequest("the arms' weights add up to 0; at least one arm needs weight > 0")
+        async with self.write() as session:
+            owner = await self.model_row(session, model, lock=True)
+            arms = [{"version": (await self._servable(session, owner, a.version)).version,
+                     "weight": a.weight} for a in data.arms]  # fmt: skip
+            shadow = None
+            if data.shadow is not None:
+                target = await self._servable(session, owner, data.shadow.version)
+                shadow = {"version": target.version, "fraction": data.shadow.fraction}
+            row = await session.scalar(select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id))
+            before = _traffic_doc(row)
+            now = self.clock()
+            if row is None:
+                if if_match not in (None, "*"):
+                    raise NotFound(f'model "{model}" has no traffic policy')
+                row = TrafficPolicy(model_id=owner.id, arms=arms, sticky_header=data.sticky_header,
+                                    shadow=shadow, updated_at=now, updated_by=actor)  # fmt: skip
+                session.add(row)
+            else:
+                check_if_match(if_match, etag("t", row.id, row.row_version))
+                row.arms, row.sticky_header, row.shadow = arms, data.sticky_header, shadow
+                row.updated_at, row.updated_by = now, actor
+                row.row_version += 1
+            await session.flush()
+            await self.record(session, actor=actor, action="traffic.set", model=model,
+                              target=model, before=before, after=_traffic_doc(row))  # fmt: skip
+            return _traffic_out(model, row)
+
+    async def delete_traffic(self, actor: str, model: str, if_match: str | None) -> None:
+        async with self.write() as session:
+            owner = await self.model_row(session, model, lock=True)
+            row = await session.scalar(select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id))
+            if row is None:
+                raise NotFound(f'model "{model}" has no traffic policy')
+            check_if_match(if_match, etag("t", row.id, row.row_version))
+            before = _traffic_doc(row)
+            await session.execute(delete(TrafficPolicy).where(TrafficPolicy.id == row.id))
+            await self.record(session, actor=actor, action="traffic.delete", model=model,
+                              target=model, before=before, after=None)  # fmt: skip
+
+    async def explain(
+        self, catalog: CatalogService, model: str, reference: str | None, key: str | None,
+        include_prerelease: bool,
+    ) -> ResolveOut:  # fmt: skip
+        """What would serve ``reference`` for route key ``key``, with the reasoning."""
+        view = await catalog.view(model)
+        resolution = resolve(view, reference, include_prerelease=include_prerelease)
+        choice = choose(resolution, view.policy, key)
+        trace = [
+            f"reference {reference or '(none)'!r} is {resolution.kind}"
+            + (f" → {resolution.normalized}" if resolution.kind == "constraint" else ""),
+            "candidates: " + ", ".join(c.version for c in resolution.candidates),
+            "policy: " + ("none" if view.policy is None else
+                          ", ".join(f"{a.version}={a.weight}" for a in view.policy.arms)),
+            f"route {choice.route} → {choice.version}"
+            + (f" (key {key!r})" if key is not None else " (no route key: random by weight)"),
+        ]  # fmt: skip
+        return ResolveOut(
+            model=model, reference=reference or "", kind=resolution.kind, version=choice.version,
+            candidates=[c.version for c in resolution.candidates], arm=choice.route,
+            weights=dict(choice.weights), worker=None, trace=trace,
+        )  # fmt: skip

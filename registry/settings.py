@@ -1,0 +1,33 @@
+"""Typed settings of the registry, read once from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["RegistrySettings"]
+
+
+class RegistrySettings(BaseSettings):
+    """``MODELGATE_DATABASE_URL`` and ``MODELGATE_ARTIFACT_ROOT`` are the documented names;
+    the rest take the ``MODELGATE_REGISTRY_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_REGISTRY_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./var/modelgate.db",
+        validation_alias=AliasChoices("MODELGATE_DATABASE_URL", "database_url"),
+    )
+    artifact_root: Path = Field(
+        default=Path("./var/artifacts"),
+        validation_alias=AliasChoices("MODELGATE_ARTIFACT_ROOT", "artifact_root"),
+    )
+    max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
+    #: Hosts an ``http(s)://`` artifact URI may name; empty allows none (file:// only).
+    fetch_allowed_hosts: list[str] = Field(default_factory=list)
+    #: Folders a ``file://`` artifact URI may point into; empty allows none.
+    import_roots: list[Path] = Field(default_factory=list)
+    fetch_timeout_s: float = Field(default=60.0, gt=0)
+    page_size_max: int = Field(default=500, gt=0)

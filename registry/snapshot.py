@@ -1,0 +1,58 @@
+"""An immutable in-memory view of the whole registry at one revision, for the hot path.
+
+The gateway resolves from a snapshot and swaps in a new one when the revision moves; a
+snapshot is never mutated, so results are cached per (model, reference, prerelease flag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from registry.models import Model, RegistryState
+from registry.policies import load_views
+from registry.resolution import ModelView, Resolution, resolve, unknown_model
+
+__all__ = ["RegistrySnapshot", "load_snapshot"]
+
+CACHE_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    revision: int
+    models: Mapping[str, ModelView]
+    _cache: dict[tuple[str, str | None, bool], Resolution] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def view(self, model: str) -> ModelView:
+        view = self.models.get(model)
+        if view is None:
+            raise unknown_model(model, self.models)
+        return view
+
+    def resolve(
+        self, model: str, reference: str | None, *, include_prerelease: bool = False
+    ) -> Resolution:
+        """Like `registry.resolution.resolve`, cached; errors are not cached."""
+        key = (model, reference, include_prerelease)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        result = resolve(self.view(model), reference, include_prerelease=include_prerelease)
+        if len(self._cache) < CACHE_LIMIT:
+            self._cache[key] = result
+        return result
+
+
+async def load_snapshot(sessions: async_sessionmaker[AsyncSession]) -> RegistrySnapshot:
+    """Read the whole registry in one transaction, so the snapshot is consistent."""
+    async with sessions() as session, session.begin():
+        revision = await session.scalar(select(RegistryState.revision).where(RegistryState.id == 1))
+        models = (await session.execute(select(Model))).scalars().all()
+        views = await load_views(session, models)
+    return RegistrySnapshot(int(revision or 0), views)

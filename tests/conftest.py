@@ -1,0 +1,204 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases migrated to head, tiny ONNX models.
+
+PostgreSQL is the machine's (``MODELGATE_TEST_POSTGRES`` overrides the server URL); each
+run makes its own database and drops it afterwards. ``make test`` starts the server when it
+is down; if it still cannot be reached, the PostgreSQL tests fail rather than skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import NullPool
+
+from backends.synthetic import scale_model
+from gateway.app import create_app
+from registry.db import make_engine, make_sessionmaker, upgrade_to_head
+from registry.settings import RegistrySettings
+from registry.tokens import TokenService
+
+POSTGRES_SERVER = os.environ.get("MODELGATE_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+
+
+def onnx_bytes(scale: float = 2.0, width: int = 4) -> bytes:
+    """A tiny model: ``output = input * scale`` over ``[batch, width]`` FP32."""
+    return scale_model(scale, width)
+
+
+async def _create_pg_database(name: str) -> None:
+    import asyncpg
+
+    dsn = POSTGRES_SERVER.replace("postgresql+asyncpg", "postgresql") + "/postgres"
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_pg_database(name: str) -> None:
+    import asyncpg
+
+    dsn = POSTGRES_SERVER.replace("postgresql+asyncpg", "postgresql") + "/postgres"
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_database_factory() -> Iterator[object]:
+    """Makes fresh PostgreSQL databases (URLs) and drops them all at the end of the run."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"modelgate_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_create_pg_database(name))
+        made.append(name)
+        return f"{POSTGRES_SERVER}/{name}"
+
+    yield make
+    for name in made:
+        asyncio.run(_drop_pg_database(name))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_database_factory: object
+) -> str:
+    """A database migrated to head, once per backend per run."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'registry.db'}"
+    else:
+        url = pg_database_factory()  # type: ignore[operator]
+    upgrade_to_head(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(database_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def artifact_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def registry_settings(database_url: str, artifact_root: Path, tmp_path_factory: pytest.TempPathFactory) -> RegistrySettings:
+    imports = tmp_path_factory.mktemp("imports")
+    return RegistrySettings(
+        database_url=database_url,
+        artifact_root=artifact_root,
+        max_artifact_bytes=256 * 1024,
+        import_roots=[imports],
+    )
+
+
+@pytest.fixture(scope="session")
+def import_root(registry_settings: RegistrySettings) -> Path:
+    return registry_settings.import_roots[0]
+
+
+@pytest.fixture(scope="session")
+async def app(registry_settings: RegistrySettings) -> AsyncIterator[Litestar]:
+    # NOTE: the test client runs the app on its own event loop in a thread, so the app gets an
+    # engine without a pool: pooled asyncpg connections must not cross event loops.
+    app_engine = make_engine(registry_settings.database_url, poolclass=NullPool)
+    yield create_app(registry_settings, engine=app_engine)
+    await app_engine.dispose()
+
+
+async def make_token(engine: AsyncEngine, *scopes: str) -> str:
+    out = await TokenService(make_sessionmaker(engine)).create("test", f"t-{'-'.join(scopes)}", list(scopes))
+    assert out.token is not None
+    return out.token
+
+
+@pytest.fixture(scope="session")
+async def tokens(engine: AsyncEngine) -> dict[str, str]:
+    return {scope: await make_token(engine, scope) for scope in ("read", "publish", "admin")}
+
+
+@pytest.fixture
+async def client(app: Litestar, tokens: dict[str, str]) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """An in-process client with the admin token set."""
+    async with AsyncTestClient(app=app) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {tokens['admin']}"
+        yield test_client
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"m-{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: object, timeout_s: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200 (bounded); fail if the process dies first."""
+    import subprocess
+    import time
+
+    import httpx
+
+    assert isinstance(process, subprocess.Popen)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A real ``modelgate serve`` process on a fresh SQLite database: (base URL, admin token)."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("live")
+    env = dict(os.environ)
+    env.pop("MODELGATE_REDIS_URL", None)
+    env.update(
+        MODELGATE_DATABASE_URL=f"sqlite+aiosqlite:///{root / 'registry.db'}",
+        MODELGATE_ARTIFACT_ROOT=str(root / "artifacts"),
+        MODELGATE_REGISTRY_MAX_ARTIFACT_BYTES=str(256 * 1024),
+    )
+    cli = [sys.executable, "-m", "gateway.cli"]
+    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
+    token = subprocess.run(
+        [*cli, "tokens", "create", "--name", "live-admin", "--scope", "admin"],
+        env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/v2/health/live", server)
+        yield base, token
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
