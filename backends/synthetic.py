@@ -20,7 +20,7 @@ def _finish(graph: onnx.GraphProto) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 def scale_model(scale: float = 2.0, width: int = 4, input_name: str = "input") -> bytes:

@@ -19,8 +19,18 @@ from registry.resolution import Arm, ModelView, Policy, VersionInfo
 from registry.snapshot import RegistrySnapshot
 from registry.traffic import choose
 
-REFERENCES = ["^1.2", "~2.1.1", ">=1.0.0 <3", "0.x || 2.x", "stable", "latest", "canary", None,
-              "1.3.1", "^0.4.0-rc.1"]  # fmt: skip
+REFERENCES = [
+    "^1.2",
+    "~2.1.1",
+    ">=1.0.0 <3",
+    "0.x || 2.x",
+    "stable",
+    "latest",
+    "canary",
+    None,
+    "1.3.1",
+    "^0.4.0-rc.1",
+]
 
 
 def build(models: int, versions: int) -> RegistrySnapshot:
@@ -33,7 +43,9 @@ def build(models: int, versions: int) -> RegistrySnapshot:
             parsed = semver.Version(major, minor, patch, pre)
             infos.append(VersionInfo(str(parsed), parsed, "active", 0))
         policy = Policy((Arm(infos[-1].version, 90), Arm(infos[-2].version, 10))) if m % 2 else None
-        views[f"model-{m}"] = ModelView.build(f"model-{m}", infos, {"canary": infos[-3].version}, policy)
+        views[f"model-{m}"] = ModelView.build(
+            f"model-{m}", infos, {"canary": infos[-3].version}, policy
+        )
     return RegistrySnapshot(1, views)
 
 

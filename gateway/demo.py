@@ -38,9 +38,12 @@ def _env(root: Path) -> dict[str, str]:
 
 def _cli(*args: str, env: dict[str, str]) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], env=env, check=True, capture_output=True,
+        [sys.executable, "-m", "gateway.cli", *args],
+        env=env,
+        check=True,
+        capture_output=True,
         text=True,
-    )  # fmt: skip
+    )
     return result.stdout.strip()
 
 
@@ -61,8 +64,12 @@ def _tour(client: httpx.Client, model: str) -> None:
     client.post("/admin/v1/models", json={"name": model, "description": "generated y = x * k"})
     published = Table("version", "scale", "sha256", title=f"published {model}")
     for version, scale in (("1.0.0", 1.0), ("1.1.0", 1.5), ("1.2.0-rc.1", 2.0), ("2.0.0", 3.0)):
-        files = {"file": (f"{model}-{version}.onnx", scale_model(scale), "application/octet-stream")}
-        out = client.post(f"/admin/v1/models/{model}/versions", data={"version": version}, files=files)
+        files = {
+            "file": (f"{model}-{version}.onnx", scale_model(scale), "application/octet-stream")
+        }
+        out = client.post(
+            f"/admin/v1/models/{model}/versions", data={"version": version}, files=files
+        )
         out.raise_for_status()
         published.add_row(version, str(scale), out.json()["sha256"][:16] + "…")
     console.print(published)
@@ -101,13 +108,17 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
             _tour(client, "resnet-demo")
+        console.print("\n[bold]Try it[/bold] (admin token below):\n", soft_wrap=True)
         console.print(
-            "\n[bold]Try it[/bold] (admin token below):\n"
+            ""
             f"  export TOKEN={token}\n"
-            f"  curl -s -H \"Authorization: Bearer $TOKEN\" '{url}/admin/v1/models/resnet-demo/"
+            f'  curl -s -H "Authorization: Bearer $TOKEN" \'{url}/admin/v1/models/resnet-demo/'
             "resolve?version=%5E1.0' | python -m json.tool\n"
-            f"  curl -s -H \"Authorization: Bearer $TOKEN\" {url}/admin/v1/audit | python -m json.tool\n"
-            f"  open {url}/schema for the OpenAPI document\n"
+            f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/admin/v1/audit'
+            " | python -m json.tool\n"
+            f"  open {url}/schema for the OpenAPI document\n",
+            soft_wrap=True,
+            highlight=False,
         )
         if keep:
             console.print("serving; Ctrl-C stops the demo")

@@ -20,15 +20,26 @@ def run_gateway(settings: GatewaySettings) -> None:
     if settings.server == "granian":
         from granian import Granian
         from granian.constants import Interfaces
+        from granian.log import LogLevels
 
         Granian(
-            "gateway.server:make_app", address=settings.host, port=settings.port,
-            interface=Interfaces.ASGI, factory=True, log_level=settings.log_level,
-        ).serve()  # fmt: skip
+            "gateway.server:make_app",
+            address=settings.host,
+            port=settings.port,
+            interface=Interfaces.ASGI,
+            factory=True,
+            log_level=LogLevels(settings.log_level),
+        ).serve()
         return
     import uvicorn
 
     uvicorn.run(
-        "gateway.server:make_app", factory=True, host=settings.host, port=settings.port,
-        log_level=settings.log_level, access_log=False, loop="uvloop", http="httptools",
-    )  # fmt: skip
+        "gateway.server:make_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from registry.db import WRITE_INTENT
 from registry.errors import PreconditionFailed
 from registry.models import AuditEvent, Model, RegistryState
 from registry.resolution import unknown_model
@@ -58,6 +59,7 @@ class ServiceBase:
     async def write(self) -> AsyncIterator[AsyncSession]:
         """One transaction; commits on success, rolls back on any error."""
         async with self.sessions() as session, session.begin():
+            await session.connection(execution_options={WRITE_INTENT: True})
             yield session
 
     async def record(
@@ -106,5 +108,7 @@ class ServiceBase:
 
     async def revision(self) -> int:
         async with self.read() as session:
-            value = await session.scalar(select(RegistryState.revision).where(RegistryState.id == 1))
+            value = await session.scalar(
+                select(RegistryState.revision).where(RegistryState.id == 1)
+            )
             return int(value or 0)

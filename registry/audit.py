@@ -27,10 +27,19 @@ class AuditService(ServiceBase):
                 query.order_by(AuditEvent.id.desc()).offset(offset).limit(limit)
             )
             items = [
-                AuditOut(id=e.id, at=e.at, actor=e.actor, action=e.action, model=e.model,
-                         target=e.target, before=e.before, after=e.after, revision=e.revision)
+                AuditOut(
+                    id=e.id,
+                    at=e.at,
+                    actor=e.actor,
+                    action=e.action,
+                    model=e.model,
+                    target=e.target,
+                    before=e.before,
+                    after=e.after,
+                    revision=e.revision,
+                )
                 for e in rows.scalars()
-            ]  # fmt: skip
+            ]
         return Page(items=items, total=int(total), offset=offset, limit=limit)
 
     async def workers(self, stale_after: timedelta) -> list[WorkerOut]:
@@ -38,10 +47,17 @@ class AuditService(ServiceBase):
         async with self.read() as session:
             rows = (await session.execute(select(Worker).order_by(Worker.id))).scalars()
             return [
-                WorkerOut(id=w.id, url=w.url, state=w.state, loaded=w.loaded,
-                          in_flight=w.in_flight, queue_depth=w.queue_depth, capacity=w.capacity,
-                          device=w.device, last_seen=w.last_seen,
-                          stale=as_utc(w.last_seen) < now - stale_after)
+                WorkerOut(
+                    id=w.id,
+                    url=w.url,
+                    state=w.state,
+                    loaded=w.loaded,
+                    in_flight=w.in_flight,
+                    queue_depth=w.queue_depth,
+                    capacity=w.capacity,
+                    device=w.device,
+                    last_seen=w.last_seen,
+                    stale=as_utc(w.last_seen) < now - stale_after,
+                )
                 for w in rows
-            ]  # fmt: skip
-
+            ]

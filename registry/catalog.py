@@ -54,8 +54,12 @@ def version_out(model: str, row: ModelVersion) -> VersionOut:
 
 
 def _mutable(row: ModelVersion) -> dict[str, Any]:
-    return {"version": row.version, "status": row.status, "priority": row.priority,
-            "labels": dict(row.labels)}  # fmt: skip
+    return {
+        "version": row.version,
+        "status": row.status,
+        "priority": row.priority,
+        "labels": dict(row.labels),
+    }
 
 
 def parse_published_version(text: str) -> Any:
@@ -82,8 +86,15 @@ class CatalogService(ServiceBase):
                 session.add(model)
                 await session.flush()
                 after = {"name": model.name, "description": model.description}
-                await self.record(session, actor=actor, action="model.create", model=model.name,
-                                  target=model.name, before=None, after=after)  # fmt: skip
+                await self.record(
+                    session,
+                    actor=actor,
+                    action="model.create",
+                    model=model.name,
+                    target=model.name,
+                    before=None,
+                    after=after,
+                )
         except IntegrityError:
             raise Conflict(f'model "{data.name}" already exists') from None
         return model_out(model, 0)
@@ -185,8 +196,15 @@ class CatalogService(ServiceBase):
                 session.add(row)
                 await session.flush()
                 after = _mutable(row) | {"sha256": row.sha256, "artifact_uri": artifact_uri}
-                await self.record(session, actor=actor, action="version.publish", model=model,
-                                  target=f"{model}@{row.version}", before=None, after=after)  # fmt: skip
+                await self.record(
+                    session,
+                    actor=actor,
+                    action="version.publish",
+                    model=model,
+                    target=f"{model}@{row.version}",
+                    before=None,
+                    after=after,
+                )
         except IntegrityError:
             raise VersionConflict(
                 f'version "{parsed}" of "{model}" was published concurrently by someone else'
@@ -234,7 +252,11 @@ class CatalogService(ServiceBase):
         parsed = {row.id: parse_published_version(row.version) for row in rows}
         rows.sort(key=lambda r: parsed[r.id], reverse=True)
         if allowed is not None:
-            rows = [r for r in rows if allowed.allows(parsed[r.id], include_prerelease=include_prerelease)]
+            rows = [
+                r
+                for r in rows
+                if allowed.allows(parsed[r.id], include_prerelease=include_prerelease)
+            ]
         items = [version_out(model, r) for r in rows[offset : offset + limit]]
         return Page(items=items, total=len(rows), offset=offset, limit=limit)
 
@@ -256,9 +278,18 @@ class CatalogService(ServiceBase):
             if after != before:
                 row.row_version += 1
                 row.updated_at = self.clock()
-                action = "version.status" if after["status"] != before["status"] else "version.update"
-                await self.record(session, actor=actor, action=action, model=model,
-                                  target=f"{model}@{row.version}", before=before, after=after)  # fmt: skip
+                action = (
+                    "version.status" if after["status"] != before["status"] else "version.update"
+                )
+                await self.record(
+                    session,
+                    actor=actor,
+                    action=action,
+                    model=model,
+                    target=f"{model}@{row.version}",
+                    before=before,
+                    after=after,
+                )
             await session.flush()
         return version_out(model, row)
 

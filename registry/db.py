@@ -14,7 +14,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-__all__ = ["alembic_config", "make_engine", "make_sessionmaker", "upgrade_to_head"]
+__all__ = ["WRITE_INTENT", "alembic_config", "make_engine", "make_sessionmaker", "upgrade_to_head"]
+
+#: Execution option marking a transaction that will write (SQLite: ``BEGIN IMMEDIATE``).
+WRITE_INTENT = "modelgate_write_intent"
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -22,9 +25,10 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Create the async engine; for SQLite, make the file's folder and serialise writers.
 
-    NOTE: SQLite transactions start with ``BEGIN IMMEDIATE`` so that two concurrent writers
-    queue on ``busy_timeout`` instead of failing with "database is locked" when both try to
-    upgrade a read lock; the registry's writes are few, so the cost is negligible.
+    NOTE: SQLite write transactions (those whose connection carries the execution option
+    ``WRITE_INTENT``) start with ``BEGIN IMMEDIATE`` so that two concurrent writers queue on
+    ``busy_timeout`` instead of failing with "database is locked" when both try to upgrade a
+    read lock; reads start with a plain ``BEGIN`` and never wait for writers (WAL).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -46,7 +50,8 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        immediate = conn.get_execution_options().get(WRITE_INTENT, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
 

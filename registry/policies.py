@@ -33,7 +33,9 @@ async def load_views(session: AsyncSession, models: Sequence[Model]) -> dict[str
     ids = [m.id for m in models]
     versions: dict[int, list[ModelVersion]] = {i: [] for i in ids}
     by_id: dict[int, ModelVersion] = {}
-    for row in (await session.execute(select(ModelVersion).where(ModelVersion.model_id.in_(ids)))).scalars():
+    for row in (
+        await session.execute(select(ModelVersion).where(ModelVersion.model_id.in_(ids)))
+    ).scalars():
         versions[row.model_id].append(row)
         by_id[row.id] = row
     aliases: dict[int, dict[str, str]] = {i: {} for i in ids}
@@ -41,8 +43,8 @@ async def load_views(session: AsyncSession, models: Sequence[Model]) -> dict[str
         aliases[alias.model_id][alias.name] = by_id[alias.version_id].version
     policies: dict[int, Policy] = {}
     query = select(TrafficPolicy).where(TrafficPolicy.model_id.in_(ids))
-    for row in (await session.execute(query)).scalars():
-        policies[row.model_id] = policy_of(row)
+    for policy_row in (await session.execute(query)).scalars():
+        policies[policy_row.model_id] = policy_of(policy_row)
     return {
         m.name: ModelView.build(
             m.name, [version_info(v) for v in versions[m.id]], aliases[m.id], policies.get(m.id)
@@ -58,9 +60,15 @@ def policy_of(row: TrafficPolicy) -> Policy:
 
 
 def _traffic_out(model: str, row: TrafficPolicy) -> TrafficOut:
-    return TrafficOut(model=model, arms=row.arms, sticky_header=row.sticky_header,
-                      shadow=row.shadow, updated_at=row.updated_at, updated_by=row.updated_by,
-                      etag=etag("t", row.id, row.row_version))  # fmt: skip
+    return TrafficOut(
+        model=model,
+        arms=row.arms,
+        sticky_header=row.sticky_header,
+        shadow=row.shadow,
+        updated_at=row.updated_at,
+        updated_by=row.updated_by,
+        etag=etag("t", row.id, row.row_version),
+    )
 
 
 def _traffic_doc(row: TrafficPolicy | None) -> dict[str, Any] | None:
@@ -113,12 +121,22 @@ class PolicyService(ServiceBase):
             )
         ).scalars()
         return AliasOut(
-            model=model.name, alias=alias.name, version=target.version if target else "",
-            updated_at=alias.updated_at, updated_by=alias.updated_by,
+            model=model.name,
+            alias=alias.name,
+            version=target.version if target else "",
+            updated_at=alias.updated_at,
+            updated_by=alias.updated_by,
             etag=etag("a", alias.id, alias.row_version),
-            history=[{"from": h.from_version, "to": h.to_version, "at": h.changed_at.isoformat(),
-                      "by": h.changed_by} for h in history],
-        )  # fmt: skip
+            history=[
+                {
+                    "from": h.from_version,
+                    "to": h.to_version,
+                    "at": h.changed_at.isoformat(),
+                    "by": h.changed_by,
+                }
+                for h in history
+            ],
+        )
 
     async def get_alias(self, model: str, alias: str) -> AliasOut:
         async with self.read() as session:
@@ -147,8 +165,13 @@ class PolicyService(ServiceBase):
             if row is None:
                 if if_match not in (None, "*"):
                     raise AliasNotFound(model, alias)
-                row = Alias(model_id=owner.id, name=alias, version_id=target.id, updated_at=now,
-                            updated_by=actor)  # fmt: skip
+                row = Alias(
+                    model_id=owner.id,
+                    name=alias,
+                    version_id=target.id,
+                    updated_at=now,
+                    updated_by=actor,
+                )
                 session.add(row)
             else:
                 check_if_match(if_match, etag("a", row.id, row.row_version))
@@ -156,13 +179,26 @@ class PolicyService(ServiceBase):
                 before = previous.version if previous else None
                 row.version_id, row.updated_at, row.updated_by = target.id, now, actor
                 row.row_version += 1
-            session.add(AliasHistory(model_id=owner.id, alias=alias, from_version=before,
-                                     to_version=target.version, changed_at=now, changed_by=actor))  # fmt: skip
+            session.add(
+                AliasHistory(
+                    model_id=owner.id,
+                    alias=alias,
+                    from_version=before,
+                    to_version=target.version,
+                    changed_at=now,
+                    changed_by=actor,
+                )
+            )
             await session.flush()
-            await self.record(session, actor=actor, action="alias.set", model=model,
-                              target=f"{model}:{alias}",
-                              before=None if before is None else {"version": before},
-                              after={"version": target.version})  # fmt: skip
+            await self.record(
+                session,
+                actor=actor,
+                action="alias.set",
+                model=model,
+                target=f"{model}:{alias}",
+                before=None if before is None else {"version": before},
+                after={"version": target.version},
+            )
             return await self._alias_out(session, owner, row), created
 
     async def delete_alias(self, actor: str, model: str, alias: str, if_match: str | None) -> None:
@@ -177,15 +213,32 @@ class PolicyService(ServiceBase):
             previous = await session.get(ModelVersion, row.version_id)
             before = previous.version if previous else None
             await session.delete(row)
-            session.add(AliasHistory(model_id=owner.id, alias=alias, from_version=before,
-                                     to_version=None, changed_at=self.clock(), changed_by=actor))  # fmt: skip
-            await self.record(session, actor=actor, action="alias.delete", model=model,
-                              target=f"{model}:{alias}", before={"version": before}, after=None)  # fmt: skip
+            session.add(
+                AliasHistory(
+                    model_id=owner.id,
+                    alias=alias,
+                    from_version=before,
+                    to_version=None,
+                    changed_at=self.clock(),
+                    changed_by=actor,
+                )
+            )
+            await self.record(
+                session,
+                actor=actor,
+                action="alias.delete",
+                model=model,
+                target=f"{model}:{alias}",
+                before={"version": before},
+                after=None,
+            )
 
     async def get_traffic(self, model: str) -> TrafficOut:
         async with self.read() as session:
             owner = await self.model_row(session, model)
-            row = await session.scalar(select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id))
+            row = await session.scalar(
+                select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id)
+            )
             if row is None:
                 raise NotFound(f'model "{model}" has no traffic policy')
             return _traffic_out(model, row)
@@ -203,20 +256,33 @@ class PolicyService(ServiceBase):
             raise BadRequest("the arms' weights add up to 0; at least one arm needs weight > 0")
         async with self.write() as session:
             owner = await self.model_row(session, model, lock=True)
-            arms = [{"version": (await self._servable(session, owner, a.version)).version,
-                     "weight": a.weight} for a in data.arms]  # fmt: skip
+            arms = [
+                {
+                    "version": (await self._servable(session, owner, a.version)).version,
+                    "weight": a.weight,
+                }
+                for a in data.arms
+            ]
             shadow = None
             if data.shadow is not None:
                 target = await self._servable(session, owner, data.shadow.version)
                 shadow = {"version": target.version, "fraction": data.shadow.fraction}
-            row = await session.scalar(select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id))
+            row = await session.scalar(
+                select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id)
+            )
             before = _traffic_doc(row)
             now = self.clock()
             if row is None:
                 if if_match not in (None, "*"):
                     raise NotFound(f'model "{model}" has no traffic policy')
-                row = TrafficPolicy(model_id=owner.id, arms=arms, sticky_header=data.sticky_header,
-                                    shadow=shadow, updated_at=now, updated_by=actor)  # fmt: skip
+                row = TrafficPolicy(
+                    model_id=owner.id,
+                    arms=arms,
+                    sticky_header=data.sticky_header,
+                    shadow=shadow,
+                    updated_at=now,
+                    updated_by=actor,
+                )
                 session.add(row)
             else:
                 check_if_match(if_match, etag("t", row.id, row.row_version))
@@ -224,26 +290,46 @@ class PolicyService(ServiceBase):
                 row.updated_at, row.updated_by = now, actor
                 row.row_version += 1
             await session.flush()
-            await self.record(session, actor=actor, action="traffic.set", model=model,
-                              target=model, before=before, after=_traffic_doc(row))  # fmt: skip
+            await self.record(
+                session,
+                actor=actor,
+                action="traffic.set",
+                model=model,
+                target=model,
+                before=before,
+                after=_traffic_doc(row),
+            )
             return _traffic_out(model, row)
 
     async def delete_traffic(self, actor: str, model: str, if_match: str | None) -> None:
         async with self.write() as session:
             owner = await self.model_row(session, model, lock=True)
-            row = await session.scalar(select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id))
+            row = await session.scalar(
+                select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id)
+            )
             if row is None:
                 raise NotFound(f'model "{model}" has no traffic policy')
             check_if_match(if_match, etag("t", row.id, row.row_version))
             before = _traffic_doc(row)
             await session.execute(delete(TrafficPolicy).where(TrafficPolicy.id == row.id))
-            await self.record(session, actor=actor, action="traffic.delete", model=model,
-                              target=model, before=before, after=None)  # fmt: skip
+            await self.record(
+                session,
+                actor=actor,
+                action="traffic.delete",
+                model=model,
+                target=model,
+                before=before,
+                after=None,
+            )
 
     async def explain(
-        self, catalog: CatalogService, model: str, reference: str | None, key: str | None,
+        self,
+        catalog: CatalogService,
+        model: str,
+        reference: str | None,
+        key: str | None,
         include_prerelease: bool,
-    ) -> ResolveOut:  # fmt: skip
+    ) -> ResolveOut:
         """What would serve ``reference`` for route key ``key``, with the reasoning."""
         view = await catalog.view(model)
         resolution = resolve(view, reference, include_prerelease=include_prerelease)
@@ -252,13 +338,23 @@ class PolicyService(ServiceBase):
             f"reference {reference or '(none)'!r} is {resolution.kind}"
             + (f" → {resolution.normalized}" if resolution.kind == "constraint" else ""),
             "candidates: " + ", ".join(c.version for c in resolution.candidates),
-            "policy: " + ("none" if view.policy is None else
-                          ", ".join(f"{a.version}={a.weight}" for a in view.policy.arms)),
+            "policy: "
+            + (
+                "none"
+                if view.policy is None
+                else ", ".join(f"{a.version}={a.weight}" for a in view.policy.arms)
+            ),
             f"route {choice.route} → {choice.version}"
             + (f" (key {key!r})" if key is not None else " (no route key: random by weight)"),
-        ]  # fmt: skip
+        ]
         return ResolveOut(
-            model=model, reference=reference or "", kind=resolution.kind, version=choice.version,
-            candidates=[c.version for c in resolution.candidates], arm=choice.route,
-            weights=dict(choice.weights), worker=None, trace=trace,
-        )  # fmt: skip
+            model=model,
+            reference=reference or "",
+            kind=resolution.kind,
+            version=choice.version,
+            candidates=[c.version for c in resolution.candidates],
+            arm=choice.route,
+            weights=dict(choice.weights),
+            worker=None,
+            trace=trace,
+        )

@@ -45,27 +45,51 @@ class Publisher:
     ) -> VersionOut:
         await self.catalog.check_publishable(model, version)
         stored = await self.store.ingest(chunks, limit=self.settings.max_artifact_bytes)
-        return await self._record(actor, model, version, stored, f"upload:{filename}",
-                                  priority, labels, description)  # fmt: skip
+        return await self._record(
+            actor, model, version, stored, f"upload:{filename}", priority, labels, description
+        )
 
     async def from_uri(self, actor: str, model: str, data: PublishByUri) -> VersionOut:
         await self.catalog.check_publishable(model, data.version)
         stored = await self.store.ingest(
-            self._fetch(data.artifact_uri), limit=self.settings.max_artifact_bytes,
+            self._fetch(data.artifact_uri),
+            limit=self.settings.max_artifact_bytes,
             expected_sha256=data.sha256,
-        )  # fmt: skip
-        return await self._record(actor, model, data.version, stored, data.artifact_uri,
-                                  data.priority, data.labels, data.description)  # fmt: skip
+        )
+        return await self._record(
+            actor,
+            model,
+            data.version,
+            stored,
+            data.artifact_uri,
+            data.priority,
+            data.labels,
+            data.description,
+        )
 
     async def _record(
-        self, actor: str, model: str, version: str, stored: StoredArtifact, uri: str,
-        priority: int, labels: dict[str, str] | None, description: str,
-    ) -> VersionOut:  # fmt: skip
+        self,
+        actor: str,
+        model: str,
+        version: str,
+        stored: StoredArtifact,
+        uri: str,
+        priority: int,
+        labels: dict[str, str] | None,
+        description: str,
+    ) -> VersionOut:
         signature = await asyncio.to_thread(read_signature, stored.path)
         return await self.catalog.publish(
-            actor, model, version, artifact=stored, artifact_uri=uri, signature=signature,
-            priority=priority, labels=labels, description=description,
-        )  # fmt: skip
+            actor,
+            model,
+            version,
+            artifact=stored,
+            artifact_uri=uri,
+            signature=signature,
+            priority=priority,
+            labels=labels,
+            description=description,
+        )
 
     def _fetch(self, uri: str) -> AsyncIterator[bytes]:
         parts = urlsplit(uri)

@@ -139,13 +139,13 @@ def close_matches(name: str, names: Iterable[str]) -> list[str]:
 
 def _stable(view: ModelView) -> tuple[VersionInfo, ...]:
     return tuple(
-        v
-        for v in view.versions
-        if v.status == VersionStatus.ACTIVE and not v.parsed.prerelease
+        v for v in view.versions if v.status == VersionStatus.ACTIVE and not v.parsed.prerelease
     )
 
 
-def _pin(view: ModelView, info: VersionInfo | None, reference: str, kind: ReferenceKind) -> Resolution:
+def _pin(
+    view: ModelView, info: VersionInfo | None, reference: str, kind: ReferenceKind
+) -> Resolution:
     if info is None:
         raise VersionNotFound(view.name, reference)
     if not info.servable:
@@ -183,9 +183,11 @@ def resolve(
         if ALIAS_PATTERN.match(ref):
             raise AliasNotFound(view.name, ref) from None
         raise
-    active = [v for v in view.versions if v.status == VersionStatus.ACTIVE]
     matching = tuple(
-        v for v in active if constraint.allows(v.parsed, include_prerelease=include_prerelease)
+        v
+        for v in view.versions
+        if v.status == VersionStatus.ACTIVE
+        and constraint.allows(v.parsed, include_prerelease=include_prerelease)
     )
     if not matching:
         raise NoVersionSatisfies(view.name, ref, view.servable_names())

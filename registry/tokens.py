@@ -38,9 +38,16 @@ class Principal:
 
 
 def _out(row: ApiToken, token: str | None = None) -> TokenOut:
-    return TokenOut(id=row.id, name=row.name, scopes=list(row.scopes), prefix=row.prefix,
-                    created_at=row.created_at, created_by=row.created_by,
-                    revoked=row.revoked_at is not None, token=token)  # fmt: skip
+    return TokenOut(
+        id=row.id,
+        name=row.name,
+        scopes=list(row.scopes),
+        prefix=row.prefix,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        revoked=row.revoked_at is not None,
+        token=token,
+    )
 
 
 class TokenService(ServiceBase):
@@ -48,13 +55,25 @@ class TokenService(ServiceBase):
         """Create a token; the returned ``token`` field is the only time the secret is shown."""
         secret = PREFIX + secrets.token_urlsafe(32)
         async with self.write() as session:
-            row = ApiToken(name=name, token_hash=hash_token(secret), prefix=secret[:10],
-                           scopes=sorted(set(scopes)), created_at=self.clock(), created_by=actor)  # fmt: skip
+            row = ApiToken(
+                name=name,
+                token_hash=hash_token(secret),
+                prefix=secret[:10],
+                scopes=sorted(set(scopes)),
+                created_at=self.clock(),
+                created_by=actor,
+            )
             session.add(row)
             await session.flush()
-            await self.record(session, actor=actor, action="token.create", model=None,
-                              target=f"token:{row.id}", before=None,
-                              after={"name": name, "scopes": row.scopes, "prefix": row.prefix})  # fmt: skip
+            await self.record(
+                session,
+                actor=actor,
+                action="token.create",
+                model=None,
+                target=f"token:{row.id}",
+                before=None,
+                after={"name": name, "scopes": row.scopes, "prefix": row.prefix},
+            )
         return _out(row, secret)
 
     async def authenticate(self, secret: str) -> Principal:
@@ -77,6 +96,12 @@ class TokenService(ServiceBase):
             if row is None or row.revoked_at is not None:
                 raise NotFound(f"token {token_id} not found or already revoked")
             row.revoked_at = self.clock()
-            await self.record(session, actor=actor, action="token.revoke", model=None,
-                              target=f"token:{token_id}", before={"name": row.name},
-                              after=None)  # fmt: skip
+            await self.record(
+                session,
+                actor=actor,
+                action="token.revoke",
+                model=None,
+                target=f"token:{token_id}",
+                before={"name": row.name},
+                after=None,
+            )

@@ -25,7 +25,9 @@ from registry.db import make_engine, make_sessionmaker, upgrade_to_head
 from registry.settings import RegistrySettings
 from registry.tokens import TokenService
 
-POSTGRES_SERVER = os.environ.get("MODELGATE_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+POSTGRES_SERVER = os.environ.get(
+    "MODELGATE_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432"
+)
 
 
 def onnx_bytes(scale: float = 2.0, width: int = 4) -> bytes:
@@ -73,7 +75,9 @@ def pg_database_factory() -> Iterator[object]:
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_database_factory: object
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_database_factory: object,
 ) -> str:
     """A database migrated to head, once per backend per run."""
     if request.param == "sqlite":
@@ -97,7 +101,9 @@ def artifact_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def registry_settings(database_url: str, artifact_root: Path, tmp_path_factory: pytest.TempPathFactory) -> RegistrySettings:
+def registry_settings(
+    database_url: str, artifact_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> RegistrySettings:
     imports = tmp_path_factory.mktemp("imports")
     return RegistrySettings(
         database_url=database_url,
@@ -122,7 +128,9 @@ async def app(registry_settings: RegistrySettings) -> AsyncIterator[Litestar]:
 
 
 async def make_token(engine: AsyncEngine, *scopes: str) -> str:
-    out = await TokenService(make_sessionmaker(engine)).create("test", f"t-{'-'.join(scopes)}", list(scopes))
+    out = await TokenService(make_sessionmaker(engine)).create(
+        "test", f"t-{'-'.join(scopes)}", list(scopes)
+    )
     assert out.token is not None
     return out.token
 
@@ -191,8 +199,11 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     token = subprocess.run(
         [*cli, "tokens", "create", "--name", "live-admin", "--scope", "admin"],
-        env=env, check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     port = free_port()
     server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}"

@@ -16,7 +16,7 @@ FORM_OVERHEAD = 64 * 1024
 
 
 def admin_router(max_upload_bytes: int) -> Router:
-    """All admin routes; publishing accepts bodies up to ``max_upload_bytes`` (plus form overhead)."""
+    """All admin routes; publishing takes bodies up to ``max_upload_bytes`` plus form overhead."""
     # NOTE: only publishing takes large bodies; every other admin route keeps 1 MiB.
     versions = type(
         "VersionController",

@@ -20,7 +20,9 @@ class AccessController(Controller):
     tags = ["access"]
 
     @post("/tokens", status_code=201, opt={"scope": "admin"})
-    async def create_token(self, request: Request[Any, Any, Any], data: JSONBody[TokenIn]) -> Response[TokenOut]:
+    async def create_token(
+        self, request: Request[Any, Any, Any], data: JSONBody[TokenIn]
+    ) -> Response[TokenOut]:
         out = await registry_of(request).tokens.create(actor(request), data.name, list(data.scopes))
         return Response(out, status_code=201, headers={"Cache-Control": "no-store"})
 
@@ -34,10 +36,12 @@ class AccessController(Controller):
 
     @get("/audit", opt={"scope": "admin"})
     async def audit(
-        self, request: Request[Any, Any, Any],
+        self,
+        request: Request[Any, Any, Any],
         model: Annotated[str | None, QueryParameter(max_length=128)] = None,
-        offset: Offset = 0, limit: Limit = 50,
-    ) -> Page:  # fmt: skip
+        offset: Offset = 0,
+        limit: Limit = 50,
+    ) -> Page:
         return await registry_of(request).audit.events(model=model, offset=offset, limit=limit)
 
     @get("/workers")

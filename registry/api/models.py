@@ -21,15 +21,21 @@ class ModelController(Controller):
     tags = ["models"]
 
     @post("/", status_code=201, opt={"scope": "publish"})
-    async def create(self, request: Request[Any, Any, Any], data: JSONBody[ModelIn]) -> Response[ModelOut]:
+    async def create(
+        self, request: Request[Any, Any, Any], data: JSONBody[ModelIn]
+    ) -> Response[ModelOut]:
         out = await registry_of(request).catalog.create_model(actor(request), data)
         return with_etag(out, out.etag, 201)
 
     @get("/")
-    async def index(self, request: Request[Any, Any, Any], offset: Offset = 0, limit: Limit = 50) -> Page:
+    async def index(
+        self, request: Request[Any, Any, Any], offset: Offset = 0, limit: Limit = 50
+    ) -> Page:
         return await registry_of(request).catalog.list_models(offset, limit)
 
     @get("/{model:str}")
-    async def show(self, request: Request[Any, Any, Any], model: FromPath[str]) -> Response[ModelOut]:
+    async def show(
+        self, request: Request[Any, Any, Any], model: FromPath[str]
+    ) -> Response[ModelOut]:
         out = await registry_of(request).catalog.get_model(model)
         return with_etag(out, out.etag)

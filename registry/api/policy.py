@@ -19,15 +19,21 @@ class PolicyController(Controller):
     tags = ["policy"]
 
     @get("/aliases/{alias:str}")
-    async def alias(self, request: Request[Any, Any, Any], model: FromPath[str], alias: FromPath[str]) -> Response[AliasOut]:
+    async def alias(
+        self, request: Request[Any, Any, Any], model: FromPath[str], alias: FromPath[str]
+    ) -> Response[AliasOut]:
         out = await registry_of(request).policies.get_alias(model, alias)
         return with_etag(out, out.etag)
 
     @put("/aliases/{alias:str}", opt={"scope": "publish"})
     async def set_alias(
-        self, request: Request[Any, Any, Any], model: FromPath[str], alias: FromPath[str], data: JSONBody[AliasIn],
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        alias: FromPath[str],
+        data: JSONBody[AliasIn],
         if_match: IfMatch = None,
-    ) -> Response[AliasOut]:  # fmt: skip
+    ) -> Response[AliasOut]:
         out, created = await registry_of(request).policies.set_alias(
             actor(request), model, alias, data.version, if_match
         )
@@ -35,18 +41,28 @@ class PolicyController(Controller):
 
     @delete("/aliases/{alias:str}", opt={"scope": "publish"})
     async def drop_alias(
-        self, request: Request[Any, Any, Any], model: FromPath[str], alias: FromPath[str], if_match: IfMatch = None
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        alias: FromPath[str],
+        if_match: IfMatch = None,
     ) -> None:
         await registry_of(request).policies.delete_alias(actor(request), model, alias, if_match)
 
     @get("/traffic")
-    async def traffic(self, request: Request[Any, Any, Any], model: FromPath[str]) -> Response[TrafficOut]:
+    async def traffic(
+        self, request: Request[Any, Any, Any], model: FromPath[str]
+    ) -> Response[TrafficOut]:
         out = await registry_of(request).policies.get_traffic(model)
         return with_etag(out, out.etag)
 
     @put("/traffic", opt={"scope": "publish"})
     async def set_traffic(
-        self, request: Request[Any, Any, Any], model: FromPath[str], data: JSONBody[TrafficIn], if_match: IfMatch = None
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        data: JSONBody[TrafficIn],
+        if_match: IfMatch = None,
     ) -> Response[TrafficOut]:
         out = await registry_of(request).policies.put_traffic(actor(request), model, data, if_match)
         return with_etag(out, out.etag)
@@ -59,11 +75,13 @@ class PolicyController(Controller):
 
     @get("/resolve")
     async def resolve(
-        self, request: Request[Any, Any, Any], model: FromPath[str],
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
         version: Annotated[str | None, QueryParameter(max_length=256)] = None,
         key: Annotated[str | None, QueryParameter(max_length=1024)] = None,
         include_prerelease: FromQuery[bool] = False,
-    ) -> ResolveOut:  # fmt: skip
+    ) -> ResolveOut:
         registry = registry_of(request)
         return await registry.policies.explain(
             registry.catalog, model, version, key, include_prerelease

@@ -54,7 +54,9 @@ class VersionController(Controller):
     tags = ["versions"]
 
     @post("/", status_code=201, opt={"scope": "publish"}, description=PUBLISH_DOC)
-    async def publish(self, request: Request[Any, Any, Any], model: FromPath[str]) -> Response[VersionOut]:
+    async def publish(
+        self, request: Request[Any, Any, Any], model: FromPath[str]
+    ) -> Response[VersionOut]:
         registry = registry_of(request)
         publisher = Publisher(registry.settings, registry.store, registry.catalog)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -70,7 +72,9 @@ class VersionController(Controller):
             )
         return with_etag(out, out.etag, 201)
 
-    async def _upload(self, request: Request[Any, Any, Any], publisher: Publisher, model: FromPath[str]) -> VersionOut:
+    async def _upload(
+        self, request: Request[Any, Any, Any], publisher: Publisher, model: FromPath[str]
+    ) -> VersionOut:
         form = await request.form()
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -80,37 +84,56 @@ class VersionController(Controller):
             raise BadRequest('multipart publish needs a "version" field, e.g. 1.2.0')
         try:
             return await publisher.upload(
-                actor(request), model, version.strip(), _chunks(upload),
+                actor(request),
+                model,
+                version.strip(),
+                _chunks(upload),
                 filename=upload.filename or "model.onnx",
                 priority=_form_int(form.get("priority", 0), "priority"),
                 labels=_form_labels(form["labels"]) if "labels" in form else None,
                 description=str(form.get("description", "")),
-            )  # fmt: skip
+            )
         finally:
             await upload.close()
 
     @get("/")
     async def index(
-        self, request: Request[Any, Any, Any], model: FromPath[str],
-        status: Annotated[str | None, QueryParameter(pattern="^(active|deprecated|yanked)$")] = None,
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        status: Annotated[
+            str | None, QueryParameter(pattern="^(active|deprecated|yanked)$")
+        ] = None,
         constraint: Annotated[str | None, QueryParameter(max_length=256)] = None,
-        include_prerelease: FromQuery[bool] = False, offset: Offset = 0, limit: Limit = 50,
-    ) -> Page:  # fmt: skip
+        include_prerelease: FromQuery[bool] = False,
+        offset: Offset = 0,
+        limit: Limit = 50,
+    ) -> Page:
         return await registry_of(request).catalog.list_versions(
-            model, status=status, constraint=constraint, include_prerelease=include_prerelease,
-            offset=offset, limit=limit,
-        )  # fmt: skip
+            model,
+            status=status,
+            constraint=constraint,
+            include_prerelease=include_prerelease,
+            offset=offset,
+            limit=limit,
+        )
 
     @get("/{version:str}")
-    async def show(self, request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str]) -> Response[VersionOut]:
+    async def show(
+        self, request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str]
+    ) -> Response[VersionOut]:
         out = await registry_of(request).catalog.get_version(model, version)
         return with_etag(out, out.etag)
 
     @patch("/{version:str}", opt={"scope": "publish"})
     async def update(
-        self, request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str], data: JSONBody[VersionPatch],
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        version: FromPath[str],
+        data: JSONBody[VersionPatch],
         if_match: IfMatch = None,
-    ) -> Response[VersionOut]:  # fmt: skip
+    ) -> Response[VersionOut]:
         out = await registry_of(request).catalog.patch_version(
             actor(request), model, version, data, if_match
         )

@@ -12,7 +12,9 @@ def test_publish_and_resolve_against_running_server(live_gateway: tuple[str, str
         assert client.post("/admin/v1/models", json={"name": "resnet"}).status_code == 201
         for i, version in enumerate(["1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0"]):
             files = {"file": ("m.onnx", onnx_bytes(float(i)), "application/octet-stream")}
-            response = client.post("/admin/v1/models/resnet/versions", data={"version": version}, files=files)
+            response = client.post(
+                "/admin/v1/models/resnet/versions", data={"version": version}, files=files
+            )
             assert response.status_code == 201, response.text
 
         def resolved(ref: str) -> str:
@@ -25,10 +27,14 @@ def test_publish_and_resolve_against_running_server(live_gateway: tuple[str, str
         assert resolved("stable") == "2.0.0"
         assert resolved("latest") == "2.0.0"
         assert resolved("^1.2.0-rc.1") == "1.2.0-rc.1"
-        client.patch("/admin/v1/models/resnet/versions/2.0.0", json={"status": "deprecated"}).raise_for_status()
+        client.patch(
+            "/admin/v1/models/resnet/versions/2.0.0", json={"status": "deprecated"}
+        ).raise_for_status()
         assert resolved("stable") == "1.1.0"
         assert resolved("2.0.0") == "2.0.0"
-        client.patch("/admin/v1/models/resnet/versions/1.1.0", json={"status": "yanked"}).raise_for_status()
+        client.patch(
+            "/admin/v1/models/resnet/versions/1.1.0", json={"status": "yanked"}
+        ).raise_for_status()
         assert resolved("^1.0") == "1.0.0"
         gone = client.get("/admin/v1/models/resnet/resolve", params={"version": "1.1.0"})
         assert gone.status_code == 404

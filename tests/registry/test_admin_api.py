@@ -20,7 +20,9 @@ async def create_model(client: Client, name: str) -> None:
     assert response.status_code == 201, response.text
 
 
-async def publish(client: Client, model: str, version: str, scale: float = 1.0, **fields: Any) -> Any:
+async def publish(
+    client: Client, model: str, version: str, scale: float = 1.0, **fields: Any
+) -> Any:
     data = {"version": version, **{k: str(v) for k, v in fields.items()}}
     files = {"file": ("model.onnx", onnx_bytes(scale), "application/octet-stream")}
     return await client.post(f"/admin/v1/models/{model}/versions", data=data, files=files)
@@ -37,7 +39,9 @@ async def test_publish_resolve_deprecate_yank(client: Client, model_name: str) -
         assert response.status_code == 201, response.text
         body = response.json()
         assert body["sha256"] == hashlib.sha256(onnx_bytes(float(i + 1))).hexdigest()
-        assert body["signature"]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+        assert body["signature"]["inputs"] == [
+            {"name": "input", "datatype": "FP32", "shape": [-1, 4]}
+        ]
 
     expected = {"^1.0": "1.1.0", "stable": "2.0.0", "latest": "2.0.0", "^1.2.0-rc.1": "1.2.0-rc.1"}
     for ref, version in expected.items():
@@ -45,12 +49,16 @@ async def test_publish_resolve_deprecate_yank(client: Client, model_name: str) -
         assert response.status_code == 200, response.text
         assert response.json()["version"] == version, ref
 
-    patched = await client.patch(f"/admin/v1/models/{model_name}/versions/2.0.0", json={"status": "deprecated"})
+    patched = await client.patch(
+        f"/admin/v1/models/{model_name}/versions/2.0.0", json={"status": "deprecated"}
+    )
     assert patched.status_code == 200, patched.text
     assert (await resolve(client, model_name, "stable")).json()["version"] == "1.1.0"
     assert (await resolve(client, model_name, "2.0.0")).json()["version"] == "2.0.0"
 
-    yanked = await client.patch(f"/admin/v1/models/{model_name}/versions/1.1.0", json={"status": "yanked"})
+    yanked = await client.patch(
+        f"/admin/v1/models/{model_name}/versions/1.1.0", json={"status": "yanked"}
+    )
     assert yanked.status_code == 200
     assert (await resolve(client, model_name, "^1.0")).json()["version"] == "1.0.0"
     gone = await resolve(client, model_name, "1.1.0")
@@ -131,26 +139,38 @@ async def test_bad_input_is_a_precise_4xx_and_changes_nothing(
     assert after == before + 1  # only the accepted priority change
 
 
-async def test_publish_by_uri_verifies_sha256(client: Client, model_name: str, import_root: Path) -> None:
+async def test_publish_by_uri_verifies_sha256(
+    client: Client, model_name: str, import_root: Path
+) -> None:
     await create_model(client, model_name)
     path = import_root / f"{model_name}.onnx"
     path.write_bytes(onnx_bytes(3.0))
     good = hashlib.sha256(path.read_bytes()).hexdigest()
     url = f"/admin/v1/models/{model_name}/versions"
-    mismatch = await client.post(url, json={"version": "1.0.0", "artifact_uri": path.as_uri(), "sha256": "0" * 64})
+    mismatch = await client.post(
+        url, json={"version": "1.0.0", "artifact_uri": path.as_uri(), "sha256": "0" * 64}
+    )
     assert mismatch.status_code == 400
     assert "sha256 mismatch" in mismatch.json()["error"]
-    outside = await client.post(url, json={"version": "1.0.0", "artifact_uri": "file:///etc/hostname", "sha256": good})
+    outside = await client.post(
+        url, json={"version": "1.0.0", "artifact_uri": "file:///etc/hostname", "sha256": good}
+    )
     assert outside.status_code == 400
     assert "import roots" in outside.json()["error"]
-    ok = await client.post(url, json={"version": "1.0.0", "artifact_uri": path.as_uri(), "sha256": good})
+    ok = await client.post(
+        url, json={"version": "1.0.0", "artifact_uri": path.as_uri(), "sha256": good}
+    )
     assert ok.status_code == 201, ok.text
     assert ok.json()["artifact_uri"] == path.as_uri()
 
 
-async def test_concurrent_publish_of_one_version_has_one_winner(client: Client, model_name: str) -> None:
+async def test_concurrent_publish_of_one_version_has_one_winner(
+    client: Client, model_name: str
+) -> None:
     await create_model(client, model_name)
-    results = await asyncio.gather(*(publish(client, model_name, "1.0.0", scale=float(i)) for i in range(4)))
+    results = await asyncio.gather(
+        *(publish(client, model_name, "1.0.0", scale=float(i)) for i in range(4))
+    )
     statuses = sorted(r.status_code for r in results)
     assert statuses == [201, 409, 409, 409]
     listed = (await client.get(f"/admin/v1/models/{model_name}/versions")).json()
@@ -164,11 +184,17 @@ async def test_aliases_traffic_and_audit(client: Client, model_name: str) -> Non
     base = f"/admin/v1/models/{model_name}"
     created = await client.put(f"{base}/aliases/canary", json={"version": "2.0.0-beta.1"})
     assert created.status_code == 201
-    moved = await client.put(f"{base}/aliases/canary", json={"version": "1.1.0"}, headers={"If-Match": created.headers["etag"]})
+    moved = await client.put(
+        f"{base}/aliases/canary",
+        json={"version": "1.1.0"},
+        headers={"If-Match": created.headers["etag"]},
+    )
     assert moved.status_code == 200
     assert [h["to"] for h in moved.json()["history"]] == ["1.1.0", "2.0.0-beta.1"]
     assert (await resolve(client, model_name, "canary")).json()["version"] == "1.1.0"
-    assert (await client.put(f"{base}/aliases/stable", json={"version": "1.0.0"})).status_code == 400
+    assert (
+        await client.put(f"{base}/aliases/stable", json={"version": "1.0.0"})
+    ).status_code == 400
     assert (await client.put(f"{base}/aliases/1.x", json={"version": "1.0.0"})).status_code == 400
 
     policy = {"arms": [{"version": "1.0.0", "weight": 90}, {"version": "1.1.0", "weight": 10}]}
@@ -204,7 +230,9 @@ async def test_aliases_traffic_and_audit(client: Client, model_name: str) -> Non
         ("post", "/admin/v1/tokens", {"name": "x", "scopes": ["root"]}),
     ],
 )
-async def test_invalid_bodies_are_400(client: Client, method: str, path: str, body: dict[str, Any]) -> None:
+async def test_invalid_bodies_are_400(
+    client: Client, method: str, path: str, body: dict[str, Any]
+) -> None:
     response = await getattr(client, method)(path, json=body)
     assert response.status_code == 400, response.text
     assert response.json()["error"].startswith("invalid request")

@@ -37,6 +37,7 @@ async def test_upgrade_from_empty_matches_orm(empty_database: str) -> None:
     engine = make_engine(empty_database)
     try:
         async with engine.connect() as conn:
+
             def diff(sync_conn: Any) -> list[Any]:
                 context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
                 return compare_metadata(context, Base.metadata)
@@ -45,7 +46,9 @@ async def test_upgrade_from_empty_matches_orm(empty_database: str) -> None:
             revision = await conn.scalar(select(RegistryState.revision))
             assert revision == 0
             head = ScriptDirectory.from_config(alembic_config(empty_database)).get_current_head()
-            current = await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+            current = await conn.run_sync(
+                lambda c: MigrationContext.configure(c).get_current_revision()
+            )
             assert current == head
     finally:
         await engine.dispose()

@@ -47,8 +47,12 @@ def test_no_server_errors(admin_schema: schemathesis.BaseSchema, seeded: tuple[s
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def check(case: schemathesis.Case) -> None:
             case.call_and_validate(base_url=base, headers=headers, checks=[not_a_server_error])
 
