@@ -46,9 +46,16 @@ def check_if_match(if_match: str | None, current: str) -> None:
 class ServiceBase:
     """Holds the session factory and clock; writes the audit row and bumps the revision."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock = utcnow,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self.sessions = sessions
         self.clock = clock
+        #: Called after every committed mutation (the gateway refreshes its routing table).
+        self.on_commit = on_commit
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -61,6 +68,8 @@ class ServiceBase:
         async with self.sessions() as session, session.begin():
             await session.connection(execution_options={WRITE_INTENT: True})
             yield session
+        if self.on_commit is not None:
+            self.on_commit()
 
     async def record(
         self,

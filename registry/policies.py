@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,9 +23,19 @@ from registry.resolution import (
     resolve,
 )
 from registry.schemas import AliasOut, ResolveOut, TrafficIn, TrafficOut
-from registry.traffic import choose
+from registry.traffic import NoReadyVersion, choose
 
-__all__ = ["PolicyService", "load_views"]
+__all__ = ["LiveView", "PolicyService", "load_views"]
+
+
+class LiveView(Protocol):
+    """What a running gateway adds to admin answers: balancer health and worker choice."""
+
+    def worker_health(self) -> dict[str, dict[str, Any]]: ...
+
+    def has_ready(self, model: str, version: str) -> bool: ...
+
+    def explain_worker(self, model: str, version: str) -> tuple[str | None, list[str]]: ...
 
 
 async def load_views(session: AsyncSession, models: Sequence[Model]) -> dict[str, ModelView]:
@@ -329,11 +339,19 @@ class PolicyService(ServiceBase):
         reference: str | None,
         key: str | None,
         include_prerelease: bool,
+        live: LiveView | None = None,
     ) -> ResolveOut:
-        """What would serve ``reference`` for route key ``key``, with the reasoning."""
+        """What would serve ``reference`` for route key ``key``, with the reasoning; on a
+        running gateway (``live``) ready-aware and naming the worker the balancer would pick."""
         view = await catalog.view(model)
         resolution = resolve(view, reference, include_prerelease=include_prerelease)
-        choice = choose(resolution, view.policy, key)
+        ready = None if live is None else (lambda version: live.has_ready(model, version))
+        unready_note = None
+        try:
+            choice = choose(resolution, view.policy, key, ready)
+        except NoReadyVersion as exc:
+            choice = choose(resolution, view.policy, key)
+            unready_note = f"no ready worker: requests get 503 now ({exc.message})"
         trace = [
             f"reference {reference or '(none)'!r} is {resolution.kind}"
             + (f" → {resolution.normalized}" if resolution.kind == "constraint" else ""),
@@ -347,6 +365,12 @@ class PolicyService(ServiceBase):
             f"route {choice.route} → {choice.version}"
             + (f" (key {key!r})" if key is not None else " (no route key: random by weight)"),
         ]
+        worker = None
+        if unready_note is not None:
+            trace.append(unready_note)
+        elif live is not None:
+            worker, lines = live.explain_worker(model, choice.version)
+            trace.extend(lines)
         return ResolveOut(
             model=model,
             reference=reference or "",
@@ -355,6 +379,6 @@ class PolicyService(ServiceBase):
             candidates=[c.version for c in resolution.candidates],
             arm=choice.route,
             weights=dict(choice.weights),
-            worker=None,
+            worker=worker,
             trace=trace,
         )

@@ -17,7 +17,13 @@ from typing import Literal
 
 import semver
 
-from registry.constraints import InvalidConstraint, parse_constraint
+from registry.constraints import (
+    InvalidConstraint,
+    VersionKey,
+    parse_constraint,
+    parse_version,
+    version_key,
+)
 from registry.errors import (
     AliasNotFound,
     ModelNotFound,
@@ -53,6 +59,11 @@ class VersionInfo:
     parsed: semver.Version
     status: str = VersionStatus.ACTIVE
     priority: int = 0
+    #: Precedence key, computed once so resolution compares tuples, not Version objects.
+    key: VersionKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", version_key(self.parsed))
 
     @property
     def servable(self) -> bool:
@@ -86,6 +97,7 @@ class ModelView:
     versions: tuple[VersionInfo, ...]
     aliases: Mapping[str, str] = field(default_factory=dict)
     policy: Policy | None = None
+    _index: dict[VersionKey, VersionInfo] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -95,19 +107,19 @@ class ModelView:
         aliases: Mapping[str, str] | None = None,
         policy: Policy | None = None,
     ) -> ModelView:
-        ordered = tuple(sorted(versions, key=lambda v: v.parsed, reverse=True))
+        ordered = tuple(sorted(versions, key=lambda v: v.key, reverse=True))
         return cls(name, ordered, dict(aliases or {}), policy)
 
     def find(self, version: str) -> VersionInfo | None:
         """The version equal to ``version`` ignoring build metadata, yanked or not."""
         try:
-            wanted = semver.Version.parse(version.lstrip("=").strip())
+            key = version_key(parse_version(version.lstrip("=").strip()))
         except ValueError:
             return None
-        for info in self.versions:
-            if info.parsed.compare(wanted) == 0:
-                return info
-        return None
+        if self._index is None:
+            object.__setattr__(self, "_index", {v.key: v for v in self.versions})
+        assert self._index is not None
+        return self._index.get(key)
 
     def servable_names(self) -> list[str]:
         return [v.version for v in self.versions if v.servable]
@@ -187,7 +199,7 @@ def resolve(
         v
         for v in view.versions
         if v.status == VersionStatus.ACTIVE
-        and constraint.allows(v.parsed, include_prerelease=include_prerelease)
+        and constraint.allows_key(v.key, include_prerelease=include_prerelease)
     )
     if not matching:
         raise NoVersionSatisfies(view.name, ref, view.servable_names())

@@ -172,6 +172,8 @@ class WorkerOut(msgspec.Struct):
     device: str
     last_seen: datetime
     stale: bool
+    #: The gateway balancer's view: in flight, EWMA latency, ejection (None off a gateway).
+    balancer: dict[str, Any] | None = None
 
 
 class AuditOut(msgspec.Struct):

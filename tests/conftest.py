@@ -118,10 +118,11 @@ def import_root(registry_settings: RegistrySettings) -> Path:
     return registry_settings.import_roots[0]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def app(registry_settings: RegistrySettings) -> AsyncIterator[Litestar]:
-    # NOTE: the test client runs the app on its own event loop in a thread, so the app gets an
-    # engine without a pool: pooled asyncpg connections must not cross event loops.
+    # NOTE: the test client runs the app (and its lifespan's background tasks) on its own
+    # event loop in a thread, so each test gets a fresh app with an engine without a pool:
+    # pooled asyncpg connections must not cross event loops.
     app_engine = make_engine(registry_settings.database_url, poolclass=NullPool)
     yield create_app(registry_settings, engine=app_engine)
     await app_engine.dispose()

@@ -46,4 +46,11 @@ class AccessController(Controller):
 
     @get("/workers")
     async def workers(self, request: Request[Any, Any, Any]) -> list[WorkerOut]:
-        return await registry_of(request).audit.workers(stale_after=timedelta(seconds=15))
+        """Announced workers; on a gateway, with its balancer's view (load, ejection)."""
+        registry = registry_of(request)
+        workers = await registry.audit.workers(stale_after=timedelta(seconds=15))
+        if registry.live is not None:
+            health = registry.live.worker_health()
+            for worker in workers:
+                worker.balancer = health.get(worker.id)
+        return workers

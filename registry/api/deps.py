@@ -13,14 +13,14 @@ from registry.artifacts import ArtifactStore
 from registry.audit import AuditService
 from registry.catalog import CatalogService
 from registry.errors import Forbidden, Unauthorized
-from registry.policies import PolicyService
+from registry.policies import LiveView, PolicyService
 from registry.settings import RegistrySettings
 from registry.tokens import Principal, TokenService
 
-__all__ = ["Registry", "actor", "registry_of", "require_scope", "with_etag"]
+__all__ = ["LiveView", "Registry", "actor", "registry_of", "require_scope", "with_etag"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Registry:
     """Everything the admin API needs, built once by the app factory."""
 
@@ -30,6 +30,7 @@ class Registry:
     policies: PolicyService
     tokens: TokenService
     audit: AuditService
+    live: LiveView | None = None
 
 
 def registry_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Registry:

@@ -84,5 +84,5 @@ class PolicyController(Controller):
     ) -> ResolveOut:
         registry = registry_of(request)
         return await registry.policies.explain(
-            registry.catalog, model, version, key, include_prerelease
+            registry.catalog, model, version, key, include_prerelease, registry.live
         )
