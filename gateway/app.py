@@ -1,16 +1,38 @@
-"""The gateway's Litestar application factory: admin API, OpenAPI, and (later) the data plane."""
+"""The gateway's application factory: data plane (OIP v2), admin API, metrics, OpenAPI.
+
+`create_app` builds the Litestar app (admin API, ``/metrics``, ``/schema``) whose lifespan
+runs the gateway's background work: registry sync, worker discovery, probes, shared
+ejections. `create_gateway` wraps it in `GatewayApp`, which sends ``/v2`` straight to the
+bare-ASGI data plane so the hot path skips the framework.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.balancer import Balancer, BalancerSettings
+from gateway.dataplane import GatewayDataPlane
+from gateway.discovery import WorkerDirectory
+from gateway.forward import Forwarder
+from gateway.live import Live
+from gateway.metrics import GatewayMetrics
+from gateway.oip import OipApp
+from gateway.probes import Prober
+from gateway.retry import RetryBudget
+from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
+from gateway.shared import SharedEjections
+from gateway.sync import Health, RegistrySync
 from registry.api import Registry, admin_router
 from registry.api.errors import exception_handlers
 from registry.artifacts import ArtifactStore
@@ -21,26 +43,25 @@ from registry.policies import PolicyService
 from registry.settings import RegistrySettings
 from registry.tokens import TokenService
 
-__all__ = ["build_registry", "create_app"]
+__all__ = ["GatewayApp", "build_registry", "create_app", "create_gateway"]
 
 VERSION = "0.1.0"
+Scope = MutableMapping[str, Any]
+ASGI = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
-def build_registry(settings: RegistrySettings, engine: AsyncEngine) -> Registry:
+def build_registry(
+    settings: RegistrySettings, engine: AsyncEngine, on_commit: Callable[[], None] | None = None
+) -> Registry:
     sessions = make_sessionmaker(engine)
     return Registry(
         settings=settings,
         store=ArtifactStore(settings.artifact_root),
-        catalog=CatalogService(sessions),
-        policies=PolicyService(sessions),
-        tokens=TokenService(sessions),
+        catalog=CatalogService(sessions, on_commit=on_commit),
+        policies=PolicyService(sessions, on_commit=on_commit),
+        tokens=TokenService(sessions, on_commit=on_commit),
         audit=AuditService(sessions),
     )
-
-
-@get("/v2/health/live", tags=["health"])
-async def live() -> dict[str, bool]:
-    return {"live": True}
 
 
 def create_app(
@@ -48,25 +69,87 @@ def create_app(
     gateway_settings: GatewaySettings | None = None,
     *,
     engine: AsyncEngine | None = None,
+    redis: Any | None = None,
+    balancer_settings: BalancerSettings | None = None,
 ) -> Litestar:
-    """Build the app; pass ``engine`` to share one (tests), else one is made from settings."""
+    """Build the app; injected ``engine``/``redis`` are used as given and not closed."""
     rsettings = registry_settings or RegistrySettings()
-    _ = gateway_settings or GatewaySettings()
-    owned = engine is None
+    gsettings = gateway_settings or GatewaySettings()
+    owned_engine = engine is None
     db = engine if engine is not None else make_engine(rsettings.database_url)
-    registry = build_registry(rsettings, db)
+    owned_redis = redis is None and gsettings.redis_url is not None
+    if redis is None and gsettings.redis_url is not None:
+        import redis.asyncio as aioredis
+
+        redis = aioredis.from_url(gsettings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    sessions = make_sessionmaker(db)
+    health = Health()
+    metrics = GatewayMetrics()
+    bsettings = balancer_settings or BalancerSettings()
+    balancer = Balancer(bsettings)
+    table = RoutingTable(balancer)
+    sync = RegistrySync(
+        sessions, table.install, health, redis=redis, poll_s=gsettings.registry_poll_s
+    )
+    prober = Prober(balancer, interval_s=gsettings.probe_interval_s)
+
+    def workers_changed(workers: Any) -> None:
+        table.workers_changed(workers)
+        prober.workers = workers
+
+    directory = WorkerDirectory(
+        sessions,
+        workers_changed,
+        health,
+        redis=redis,
+        poll_s=gsettings.workers_poll_s,
+        stale_s=gsettings.worker_stale_s,
+    )
+    forwarder = Forwarder()
+    plane = GatewayDataPlane(
+        table, forwarder, RetryBudget.from_settings(bsettings), metrics, gsettings
+    )
+    shared = None
+    if redis is not None:
+        shared = SharedEjections(
+            balancer, redis, health, origin=f"{socket.gethostname()}:{os.getpid()}"
+        )
+    balancer.on_eject = _on_eject(metrics, shared)
+    registry = build_registry(rsettings, db, on_commit=sync.poke)
+    registry.live = Live(table, directory)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         rsettings.artifact_root.mkdir(parents=True, exist_ok=True)
+        await forwarder.start()
+        await sync.start()
+        await directory.start()
+        await prober.start()
+        if shared is not None:
+            await shared.start()
         try:
             yield
         finally:
-            if owned:
+            if shared is not None:
+                await shared.stop()
+            await prober.stop()
+            await directory.stop()
+            await sync.stop()
+            await forwarder.stop()
+            if owned_redis and redis is not None:
+                await redis.aclose()
+            if owned_engine:
                 await db.dispose()
 
+    @get("/metrics", include_in_schema=False, media_type=CONTENT_TYPE_LATEST)
+    async def metrics_endpoint() -> Response[bytes]:
+        for source in ("database", "redis"):
+            metrics.degraded.labels(source).set(1 if source in health.problems else 0)
+        metrics.revision.set(sync.revision)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     app = Litestar(
-        route_handlers=[admin_router(rsettings.max_artifact_bytes), live],
+        route_handlers=[admin_router(rsettings.max_artifact_bytes), metrics_endpoint],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         openapi_config=OpenAPIConfig(
@@ -80,4 +163,37 @@ def create_app(
         debug=False,
     )
     app.state.registry = registry
+    app.state.plane = plane
+    app.state.oip = OipApp(plane, health)
+    app.state.health = health
+    app.state.sync = sync
+    app.state.directory = directory
+    app.state.prober = prober
     return app
+
+
+def _on_eject(metrics: GatewayMetrics, shared: SharedEjections | None) -> Callable[[Any], None]:
+    def on_eject(ejection: Any) -> None:
+        metrics.ejections.labels(ejection.worker_id).inc()
+        if shared is not None and not getattr(ejection, "remote", False):
+            shared.publish(ejection)
+
+    return on_eject
+
+
+class GatewayApp:
+    """The ASGI entry point: ``/v2`` to the data plane, everything else to Litestar."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.litestar = app
+        self.oip: ASGI = app.state.oip
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v2"):
+            await self.oip(scope, receive, send)
+        else:
+            await self.litestar(scope, receive, send)  # type: ignore[arg-type]
+
+
+def create_gateway(**kwargs: Any) -> GatewayApp:
+    return GatewayApp(create_app(**kwargs))

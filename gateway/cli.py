@@ -78,6 +78,15 @@ def demo(port: int, keep: bool) -> None:
     run_demo(port=port, keep=keep)
 
 
+def _register_worker() -> None:
+    from backends.cli import worker
+
+    main.add_command(worker)
+
+
+_register_worker()
+
+
 def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from litestar import Litestar
+from typing import Any
 
 from gateway.settings import GatewaySettings
 
 __all__ = ["make_app", "run_gateway"]
 
 
-def make_app() -> Litestar:
+def make_app() -> Any:
     """App factory for servers that import it by name; settings come from the environment."""
-    from gateway.app import create_app
+    from gateway.app import create_gateway
 
-    return create_app()
+    return create_gateway()
 
 
 def run_gateway(settings: GatewaySettings) -> None:

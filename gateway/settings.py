@@ -21,3 +21,14 @@ class GatewaySettings(BaseSettings):
     #: granian measured 1.4-2.2x uvicorn's throughput here (docs/BENCHMARKS.md).
     server: str = Field(default="granian", pattern="^(uvicorn|granian)$")
     log_level: str = "info"
+    #: Default per-request budget; a client's ``X-Request-Timeout-Ms`` can only shorten it.
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    #: Per model: requests forwarded at once, and requests waiting beyond that (then 429).
+    model_concurrency: int = Field(default=512, gt=0)
+    model_queue: int = Field(default=1024, ge=0)
+    shadow_max_in_flight: int = Field(default=64, ge=0)
+    registry_poll_s: float = Field(default=2.0, gt=0)
+    workers_poll_s: float = Field(default=1.0, gt=0)
+    worker_stale_s: float = Field(default=10.0, gt=0)
+    probe_interval_s: float = Field(default=2.0, gt=0)

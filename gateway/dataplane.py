@@ -1,0 +1,243 @@
+"""The gateway's data plane core (no HTTP types): route, forward with retries, shadow.
+
+A request is resolved and balanced from memory (`RoutingTable`), forwarded as bytes to one
+worker, retried on another worker after a connect failure, dropped connection or 503 while
+the retry budget allows, and bounded by the model's concurrency gate and the client's
+deadline. A shadow copy, when the policy asks for one, never touches the client's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.balancer import Outcome
+from gateway.errors import BackendUnavailable, DeadlineExceeded, Overloaded
+from gateway.forward import Forwarder, Reply
+from gateway.metrics import GatewayMetrics, access_log
+from gateway.retry import RetryBudget
+from gateway.routing import Route, RoutingTable
+from gateway.settings import GatewaySettings
+
+__all__ = ["GatewayDataPlane", "ModelGate"]
+
+log = logging.getLogger("modelgate.gateway")
+FORWARDED = (
+    "content-type",
+    "inference-header-content-length",
+    "content-encoding",
+    "accept-encoding",
+)
+
+
+class ModelGate:
+    """Per-model concurrency limit with a bounded wait queue; beyond both, 429 at once."""
+
+    def __init__(self, limit: int, queue: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._queue = queue
+        self.waiting = 0
+
+    async def acquire(self, model: str) -> None:
+        if self._slots.locked():
+            if self.waiting >= self._queue:
+                raise Overloaded(
+                    f'model "{model}" is at its concurrency limit and queue; retry later'
+                )
+            self.waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self.waiting -= 1
+        else:
+            await self._slots.acquire()
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+@dataclass
+class GatewayDataPlane:
+    table: RoutingTable
+    forwarder: Forwarder
+    budget: RetryBudget
+    metrics: GatewayMetrics
+    settings: GatewaySettings
+    _gates: dict[str, ModelGate] = field(default_factory=dict)
+    _shadows: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def _gate(self, model: str) -> ModelGate:
+        gate = self._gates.get(model)
+        if gate is None:
+            gate = ModelGate(self.settings.model_concurrency, self.settings.model_queue)
+            self._gates[model] = gate
+        return gate
+
+    def deadline(self, headers: Mapping[str, str]) -> float:
+        """Absolute monotonic deadline: the client's ``X-Request-Timeout-Ms`` or the default."""
+        budget = self.settings.request_timeout_s
+        raw = headers.get("x-request-timeout-ms")
+        if raw is not None:
+            try:
+                client = float(raw) / 1000.0
+            except ValueError:
+                client = -1.0
+            if not client >= 0 or client != client:
+                from gateway.errors import BadGatewayRequest
+
+                raise BadGatewayRequest(
+                    f'X-Request-Timeout-Ms must be a number of milliseconds ≥ 0, got "{raw}"'
+                )
+            budget = min(budget, client)
+        return time.monotonic() + budget
+
+    async def infer(
+        self, model: str, reference: str | None, headers: Mapping[str, str], body: bytes
+    ) -> Reply:
+        """Serve one inference request; raises `ModelgateError` subclasses for the client."""
+        started = time.monotonic()
+        deadline = self.deadline(headers)
+        sticky = self.table.sticky_header(model)
+        route = self.table.route(model, reference, headers.get(sticky or "x-route-key"))
+        if deadline <= started:
+            raise DeadlineExceeded("the request's deadline had passed before it was forwarded")
+        gate = self._gate(model)
+        try:
+            await gate.acquire(model)
+        except Overloaded:
+            self.metrics.shed.labels(model, "queue").inc()
+            raise
+        try:
+            forward_headers = {k: v for k in FORWARDED if (v := headers.get(k)) is not None}
+            reply, worker = await self._forward(route, forward_headers, body, deadline)
+        finally:
+            gate.release()
+        if route.shadow is not None:
+            self._send_shadow(route, forward_headers, body)
+        elapsed = time.monotonic() - started
+        self.metrics.requests.labels(
+            model, route.version, route.route, worker, str(reply.status)
+        ).inc()
+        self.metrics.latency.labels(model, route.version, route.route, worker).observe(elapsed)
+        access_log.info(
+            "infer model=%s ref=%s version=%s route=%s worker=%s status=%d ms=%.2f",
+            model,
+            reference or "",
+            route.version,
+            route.route,
+            worker,
+            reply.status,
+            elapsed * 1000,
+        )
+        reply.headers.extend(
+            [
+                (b"x-model-version", route.version.encode()),
+                (b"x-backend", worker.encode()),
+                (b"x-route", route.route.encode()),
+            ]
+        )
+        return reply
+
+    async def _forward(
+        self, route: Route, headers: dict[str, str], body: bytes, deadline: float
+    ) -> tuple[Reply, str]:
+        balancer = self.table.balancer
+        path = f"/v2/models/{route.model}/versions/{route.version}/infer"
+        tried: set[str] = set()
+        self.budget.request_started()
+        try:
+            retrying = False
+            while True:
+                worker = balancer.pick(route.model, route.version, exclude=tried)
+                url = self.table.urls[worker] + path
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceeded(
+                        f"deadline passed after trying {', '.join(sorted(tried))}"
+                    )
+                balancer.started(worker)
+                sent = time.monotonic()
+                outcome = Outcome.CANCELLED
+                try:
+                    reply = await self.forwarder.send(
+                        "POST", url, body=body, headers=headers, timeout_s=remaining
+                    )
+                except BackendUnavailable as exc:
+                    outcome, failure = Outcome.UNAVAILABLE, exc
+                except DeadlineExceeded:
+                    # NOTE: a client's short deadline says nothing about the worker's health.
+                    client_bound = remaining < self.settings.request_timeout_s
+                    outcome = Outcome.CANCELLED if client_bound else Outcome.UNAVAILABLE
+                    raise
+                else:
+                    if reply.status != 503:
+                        outcome = Outcome.FAILURE if reply.status >= 500 else Outcome.OK
+                        return reply, worker
+                    outcome = Outcome.UNAVAILABLE
+                    failure = BackendUnavailable(f"worker {worker} answered 503")
+                finally:
+                    balancer.finished(worker, time.monotonic() - sent, outcome)
+                    if retrying:
+                        self.budget.retry_finished()
+                        retrying = False
+                tried.add(worker)
+                if not self.budget.try_acquire_retry():
+                    self.metrics.retries.labels(route.model, route.version, "denied").inc()
+                    raise failure
+                retrying = True
+                self.metrics.retries.labels(route.model, route.version, "allowed").inc()
+                log.info("retrying %s@%s elsewhere: %s", route.model, route.version, failure)
+        finally:
+            self.budget.request_finished()
+
+    def _send_shadow(self, route: Route, headers: dict[str, str], body: bytes) -> None:
+        assert route.shadow is not None
+        if len(self._shadows) >= self.settings.shadow_max_in_flight:
+            self.metrics.shadow.labels(route.model, route.shadow, "dropped").inc()
+            return
+        task = asyncio.create_task(self._shadow(route.model, route.shadow, headers, body))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, model: str, version: str, headers: dict[str, str], body: bytes) -> None:
+        balancer = self.table.balancer
+        try:
+            worker = balancer.pick(model, version)
+            url = self.table.urls[worker] + f"/v2/models/{model}/versions/{version}/infer"
+            balancer.started(worker)
+            sent = time.monotonic()
+            try:
+                reply = await self.forwarder.send(
+                    "POST",
+                    url,
+                    body=body,
+                    headers=headers,
+                    timeout_s=self.settings.request_timeout_s,
+                )
+            except Exception:
+                balancer.finished(worker, time.monotonic() - sent, Outcome.UNAVAILABLE)
+                raise
+            ok = reply.status < 500
+            balancer.finished(
+                worker, time.monotonic() - sent, Outcome.OK if ok else Outcome.FAILURE
+            )
+            self.metrics.shadow.labels(
+                model, version, "ok" if reply.status == 200 else str(reply.status)
+            ).inc()
+        except Exception as exc:
+            self.metrics.shadow.labels(model, version, "failed").inc()
+            log.debug("shadow copy to %s@%s failed: %s", model, version, exc)
+
+    async def get(self, model: str, reference: str | None, suffix: str) -> tuple[Reply, Route, str]:
+        """Model metadata from a worker serving the resolved version (no retries)."""
+        route = self.table.route(model, reference, None)
+        balancer = self.table.balancer
+        worker = balancer.pick(model, route.version)
+        url = self.table.urls[worker] + f"/v2/models/{model}/versions/{route.version}{suffix}"
+        reply = await self.forwarder.send(
+            "GET", url, body=None, headers={}, timeout_s=self.settings.request_timeout_s
+        )
+        return reply, route, worker

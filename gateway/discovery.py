@@ -1,0 +1,177 @@
+"""Finds workers from their announcements: the SQL ``workers`` table and, with Redis, the
+``modelgate:worker:<id>`` keys (TTL) and the ``modelgate:workers`` channel.
+
+A worker counts while its freshest announcement is younger than ``stale_s`` and says it
+is serving; a draining worker keeps its entry but offers no version, so it gets no new
+requests. A failing source keeps the last known workers and marks the gateway degraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.balancer import WorkerInfo
+from gateway.sync import Health
+from registry._base import as_utc
+from registry.models import Worker
+
+__all__ = ["WORKER_CHANNEL", "WORKER_KEY_PREFIX", "WorkerDirectory"]
+
+log = logging.getLogger("modelgate.gateway.discovery")
+WORKER_KEY_PREFIX = "modelgate:worker:"
+WORKER_CHANNEL = "modelgate:workers"
+SERVING_STATES = frozenset({"ready", "serving", "starting"})
+
+
+class WorkerDirectory:
+    """Merges announcements from every source and hands the live set to ``on_workers``."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        on_workers: Callable[[Mapping[str, WorkerInfo]], None],
+        health: Health,
+        *,
+        redis: Any | None = None,
+        poll_s: float = 1.0,
+        stale_s: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sessions = sessions
+        self.on_workers = on_workers
+        self.health = health
+        self.redis = redis
+        self.poll_s = poll_s
+        self.stale_s = stale_s
+        self.monotonic = monotonic
+        self._announced: dict[str, dict[str, Any]] = {}
+        self._first_seen: dict[str, float] = {}
+        self._published: dict[str, WorkerInfo] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def announcements(self) -> dict[str, dict[str, Any]]:
+        return dict(self._announced)
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._tasks.append(asyncio.create_task(self._poll(), name="workers-poll"))
+        if self.redis is not None:
+            self._tasks.append(asyncio.create_task(self._listen(), name="workers-listen"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def refresh(self) -> None:
+        """Re-read every source; when all of them fail, keep serving the last known set."""
+        fresh: dict[str, dict[str, Any]] = {}
+        read = await self._read_database(fresh)
+        if self.redis is not None:
+            read = await self._read_redis(fresh) or read
+        if read:
+            self._install(fresh)
+
+    async def _read_database(self, into: dict[str, dict[str, Any]]) -> bool:
+        try:
+            async with self.sessions() as session:
+                rows = (await session.execute(select(Worker))).scalars().all()
+        except Exception as exc:
+            self.health.fail("database", f"cannot read workers: {exc}")
+            return False
+        self.health.ok("database")
+        for row in rows:
+            self._merge(
+                into,
+                {
+                    "id": row.id,
+                    "url": row.url,
+                    "state": row.state,
+                    "loaded": row.loaded,
+                    "capacity": row.capacity,
+                    "last_seen": as_utc(row.last_seen),
+                },
+            )
+        return True
+
+    async def _read_redis(self, into: dict[str, dict[str, Any]]) -> bool:
+        assert self.redis is not None
+        try:
+            keys = [key async for key in self.redis.scan_iter(match=WORKER_KEY_PREFIX + "*")]
+            values = await self.redis.mget(keys) if keys else []
+        except Exception as exc:
+            self.health.fail("redis", f"cannot read worker announcements: {exc}")
+            return False
+        self.health.ok("redis")
+        for value in values:
+            if value is None:
+                continue
+            doc = json.loads(value)
+            doc["last_seen"] = datetime.fromisoformat(doc["last_seen"])
+            self._merge(into, doc)
+        return True
+
+    def _merge(self, into: dict[str, dict[str, Any]], doc: dict[str, Any]) -> None:
+        current = into.get(doc["id"])
+        if current is None or doc["last_seen"] > current["last_seen"]:
+            into[doc["id"]] = doc
+
+    def _install(self, announced: dict[str, dict[str, Any]]) -> None:
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.stale_s)
+        live: dict[str, WorkerInfo] = {}
+        now = self.monotonic()
+        for worker_id, doc in announced.items():
+            if doc["last_seen"] < cutoff or doc["state"] == "stopped":
+                continue
+            first = self._first_seen.setdefault(worker_id, now)
+            ready = frozenset(
+                (item["model"], item["version"])
+                for item in doc["loaded"]
+                if item.get("ready") and doc["state"] in SERVING_STATES
+            )
+            live[worker_id] = WorkerInfo(worker_id, doc["url"], ready, first, int(doc["capacity"]))
+        for gone in set(self._first_seen) - set(live):
+            del self._first_seen[gone]
+        self._announced = {k: v for k, v in announced.items() if k in live}
+        if live != self._published:
+            self._published = live
+            self.on_workers(live)
+
+    async def _poll(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+            await self.refresh()
+
+    async def _listen(self) -> None:
+        assert self.redis is not None
+        backoff = 0.5
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(WORKER_CHANNEL)
+                    backoff = 0.5
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.health.fail("redis", f"worker notifications lost: {exc}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)

@@ -1,0 +1,344 @@
+"""Passive outlier ejection: thresholds, growing and capped ejection times, the ejected
+fraction cap, panic routing, readmission, remote ejections, and the rules themselves."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from gateway.balancer import Balancer, BalancerSettings, NoReadyWorker, Outcome, WorkerInfo
+from gateway.outliers import Ejection, EjectionRules
+
+MODEL = "resnet"
+V1 = "1.0.0"
+
+
+class FakeClock:
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(n: int, **overrides: Any) -> tuple[Balancer, FakeClock, list[Ejection]]:
+    clock = FakeClock()
+    published: list[Ejection] = []
+    balancer = Balancer(
+        BalancerSettings(**overrides), clock=clock, rng=random.Random(3), on_eject=published.append
+    )
+    balancer.update(
+        {
+            f"w{i}": WorkerInfo(f"w{i}", f"http://w{i}", frozenset({(MODEL, V1)}), -1000.0)
+            for i in range(n)
+        }
+    )
+    return balancer, clock, published
+
+
+def fail(
+    balancer: Balancer, worker_id: str, times: int, outcome: Outcome = Outcome.FAILURE
+) -> None:
+    for _ in range(times):
+        balancer.started(worker_id)
+        balancer.finished(worker_id, 0.5, outcome)
+
+
+def row(balancer: Balancer, worker_id: str) -> dict[str, Any]:
+    return next(r for r in balancer.snapshot() if r["id"] == worker_id)
+
+
+def ejected(balancer: Balancer) -> set[str]:
+    return {r["id"] for r in balancer.snapshot() if r["ejected_until"] is not None}
+
+
+def picked(balancer: Balancer, n: int = 300) -> set[str]:
+    return set(Counter(balancer.pick(MODEL, V1) for _ in range(n)))
+
+
+# -- when to eject --------------------------------------------------------------------
+
+
+def test_ejected_after_n_consecutive_failures_and_not_before() -> None:
+    balancer, clock, published = make(4)
+    clock.now = 50.0
+    fail(balancer, "w1", 4)
+    assert ejected(balancer) == set()
+    assert row(balancer, "w1")["consecutive_failures"] == 4
+    fail(balancer, "w1", 1, Outcome.UNAVAILABLE)  # both kinds of failure count
+    assert ejected(balancer) == {"w1"}
+    assert row(balancer, "w1")["ejected_until"] == 80.0
+    assert row(balancer, "w1")["ejected_for_s"] == 30.0
+    assert "w1" not in picked(balancer)
+    event = Ejection("w1", "consecutive_failures", 50.0, 80.0, 1)
+    assert balancer.ejections() == [event]
+    assert published == [event]
+    assert event.duration_s == 30.0
+    assert balancer.ejections_total == 1
+
+
+def test_a_success_resets_the_streak() -> None:
+    balancer, _, _ = make(4)
+    fail(balancer, "w1", 4)
+    balancer.started("w1")
+    balancer.finished("w1", 0.01, Outcome.OK)
+    fail(balancer, "w1", 4)
+    assert ejected(balancer) == set()
+    fail(balancer, "w1", 1)
+    assert ejected(balancer) == {"w1"}
+
+
+def test_cancelled_requests_are_no_verdict_on_the_worker() -> None:
+    balancer, _, _ = make(4)
+    fail(balancer, "w1", 4)
+    fail(balancer, "w1", 10, Outcome.CANCELLED)  # e.g. the client's own short deadline
+    state = row(balancer, "w1")
+    assert (state["consecutive_failures"], state["in_flight"], state["ewma_ms"]) == (4, 0, None)
+    assert ejected(balancer) == set()
+
+
+def test_threshold_is_configurable() -> None:
+    balancer, _, _ = make(4, consecutive_failures=2)
+    fail(balancer, "w0", 2)
+    assert ejected(balancer) == {"w0"}
+
+
+def test_failures_while_ejected_do_not_extend_the_ejection() -> None:
+    balancer, clock, published = make(4)
+    fail(balancer, "w1", 5)
+    clock.now = 10.0
+    fail(balancer, "w1", 20)  # requests that were already in flight
+    assert row(balancer, "w1")["ejected_until"] == 30.0
+    assert len(published) == 1
+
+
+# -- how long -------------------------------------------------------------------------
+
+
+def test_ejection_time_grows_with_each_ejection_and_is_capped() -> None:
+    balancer, clock, _ = make(4)
+    durations = []
+    for _ in range(12):
+        fail(balancer, "w2", 5)
+        until = row(balancer, "w2")["ejected_until"]
+        durations.append(until - clock.now)
+        clock.now = until  # comes back, fails again at once
+    assert durations == [30.0 * k for k in range(1, 10)] + [300.0, 300.0, 300.0]
+    assert [e.count for e in balancer.ejections()] == list(range(1, 13))
+
+
+def test_healthy_time_forgives_past_ejections() -> None:
+    balancer, clock, _ = make(4)
+    for _ in range(3):
+        fail(balancer, "w2", 5)
+        clock.now = row(balancer, "w2")["ejected_until"]
+    back = clock.now
+    clock.now = back + 650.0  # two forgiveness periods of 300 s: count 3 → 1
+    fail(balancer, "w2", 5)
+    assert balancer.ejections()[-1].count == 2
+    assert row(balancer, "w2")["ejected_until"] == clock.now + 60.0
+
+
+def test_ejection_settings_are_honoured() -> None:
+    balancer, clock, _ = make(4, base_ejection_s=5, max_ejection_s=12)
+    fail(balancer, "w0", 5)
+    assert row(balancer, "w0")["ejected_until"] == 5.0
+    clock.now = 5.0
+    fail(balancer, "w0", 5)
+    assert row(balancer, "w0")["ejected_until"] == 15.0
+    clock.now = 15.0
+    fail(balancer, "w0", 5)
+    assert row(balancer, "w0")["ejected_until"] == 27.0
+
+
+# -- how many -------------------------------------------------------------------------
+
+
+def test_at_most_a_tenth_of_ten_workers_is_ejected() -> None:
+    balancer, _, published = make(10)
+    fail(balancer, "w0", 5)
+    fail(balancer, "w1", 5)
+    fail(balancer, "w1", 3)  # each further failure asks again, and is refused again
+    assert ejected(balancer) == {"w0"}
+    assert balancer.ejections_suppressed == 4
+    assert [e.worker_id for e in published] == ["w0"]
+
+
+def test_one_of_two_workers_may_be_ejected() -> None:
+    balancer, _, _ = make(2)
+    fail(balancer, "w0", 5)
+    fail(balancer, "w1", 5)
+    assert ejected(balancer) == {"w0"}
+
+
+def test_a_lone_worker_is_never_ejected() -> None:
+    balancer, _, _ = make(1)
+    fail(balancer, "w0", 50)
+    assert ejected(balancer) == set()
+    assert balancer.pick(MODEL, V1) == "w0"
+
+
+def test_the_cap_frees_up_when_an_ejection_ends() -> None:
+    balancer, clock, _ = make(10)
+    fail(balancer, "w0", 5)
+    fail(balancer, "w1", 5)
+    clock.now = 30.0  # w0 comes back; w1's streak is still 5, its next failure ejects it
+    fail(balancer, "w1", 1)
+    assert ejected(balancer) == {"w1"}
+
+
+@pytest.mark.parametrize(
+    ("fraction", "total", "allowed"),
+    [(0.1, 0, 0), (0.1, 1, 0), (0.1, 2, 1), (0.1, 10, 1), (0.1, 19, 1), (0.1, 20, 2),
+     (0.29, 100, 29), (0.5, 4, 2), (1.0, 4, 4), (0.0, 10, 1)],
+)  # fmt: skip
+def test_max_ejected(fraction: float, total: int, allowed: int) -> None:
+    assert EjectionRules(max_ejected_fraction=fraction).max_ejected(total) == allowed
+
+
+def test_rules_duration_and_count() -> None:
+    rules = EjectionRules()
+    assert [rules.duration(c) for c in (0, 1, 2, 10, 11)] == [30.0, 30.0, 60.0, 300.0, 300.0]
+    assert rules.next_count(0, None) == 1
+    assert rules.next_count(4, 299.0) == 5
+    assert rules.next_count(4, 900.0) == 2
+    assert rules.next_count(1, 10_000.0) == 1
+    assert EjectionRules(count_decay_s=0).next_count(4, 10_000.0) == 5
+
+
+# -- panic ----------------------------------------------------------------------------
+
+
+def test_panic_routes_to_all_when_most_are_ejected() -> None:
+    balancer, _, _ = make(4, max_ejected_fraction=1.0)
+    for worker_id in ("w0", "w1"):
+        fail(balancer, worker_id, 5)
+    assert picked(balancer) == {"w2", "w3"}  # 2 of 4 healthy: not below 0.5
+    assert balancer.last_pick_panic is False
+    assert balancer.panic_picks == 0
+    fail(balancer, "w2", 5)
+    assert picked(balancer, 400) == {"w0", "w1", "w2", "w3"}  # 1 of 4: panic, all of them
+    assert balancer.last_pick_panic is True
+    assert balancer.panic_picks == 400
+
+
+def test_panic_when_every_worker_is_ejected() -> None:
+    balancer, _, _ = make(2)
+    fail(balancer, "w0", 5)
+    assert picked(balancer) == {"w1"}  # 1 of 2 healthy is not below the threshold
+    balancer.apply_remote_ejection("w1", 100.0, 1)  # refused: the cap allows one of two
+    assert picked(balancer) == {"w1"}
+    balancer, _, _ = make(2, max_ejected_fraction=1.0)
+    fail(balancer, "w0", 5)
+    fail(balancer, "w1", 5)
+    assert picked(balancer) == {"w0", "w1"}
+    assert balancer.last_pick_panic
+
+
+def test_panic_disabled_reports_all_ejected() -> None:
+    balancer, _, _ = make(2, max_ejected_fraction=1.0, panic_threshold=0.0)
+    fail(balancer, "w0", 5)
+    fail(balancer, "w1", 5)
+    with pytest.raises(NoReadyWorker, match="all 2 workers with it ready are ejected"):
+        balancer.pick(MODEL, V1)
+    with pytest.raises(NoReadyWorker, match=r"ejected after failures \(1\) or were already"):
+        balancer.pick(MODEL, V1, exclude={"w0"})
+
+
+def test_excluding_the_healthy_ones_does_not_fall_back_to_ejected() -> None:
+    balancer, _, _ = make(3)
+    fail(balancer, "w0", 5)
+    with pytest.raises(NoReadyWorker, match=r"ejected after failures \(1\) or were already"):
+        balancer.pick(MODEL, V1, exclude={"w1", "w2"})
+
+
+# -- coming back ----------------------------------------------------------------------
+
+
+def test_readmitted_when_the_time_is_up_then_slow_start() -> None:
+    balancer, clock, _ = make(4)
+    fail(balancer, "w3", 5)
+    clock.now = 29.9
+    assert "w3" not in picked(balancer)
+    clock.now = 35.0
+    for worker_id in ("w0", "w1", "w2"):
+        balancer.started(worker_id)  # idle peers would always beat a worker in slow start
+    assert "w3" in picked(balancer)
+    state = row(balancer, "w3")
+    assert state["ejected_until"] is None
+    assert state["consecutive_failures"] == 0
+    assert state["ejection_count"] == 1
+    assert state["weight"] == pytest.approx(0.1 + 0.9 * 5.0 / 10.0)  # ramping since t=30
+    fail(balancer, "w3", 4)  # a fresh streak: four failures are not enough
+    assert ejected(balancer) == set()
+
+
+def test_probe_readmits_early() -> None:
+    balancer, clock, _ = make(4)
+    fail(balancer, "w3", 5)
+    clock.now = 3.0
+    balancer.readmit("w3")
+    balancer.readmit("w0")  # not ejected: nothing to do
+    balancer.readmit("ghost")
+    assert ejected(balancer) == set()
+    assert row(balancer, "w3")["weight"] == pytest.approx(0.1)
+    for worker_id in ("w0", "w1", "w2"):
+        for _ in range(10):
+            balancer.started(worker_id)  # 11 * L beats 1 * L / 0.1 = 10 * L
+    assert "w3" in picked(balancer)
+
+
+def test_removed_worker_frees_its_place_under_the_cap() -> None:
+    balancer, _, _ = make(10)
+    fail(balancer, "w0", 5)
+    workers = {r["id"]: r for r in balancer.snapshot()}
+    del workers["w0"]
+    balancer.update(
+        {w: WorkerInfo(w, r["url"], frozenset({(MODEL, V1)}), -1000.0) for w, r in workers.items()}
+    )
+    fail(balancer, "w1", 5)
+    assert ejected(balancer) == {"w1"}
+
+
+# -- shared state ---------------------------------------------------------------------
+
+
+def test_remote_ejection_is_applied_without_echo() -> None:
+    balancer, clock, published = make(4)
+    clock.now = 10.0
+    assert balancer.apply_remote_ejection("w2", 70.0, 2) is True
+    assert ejected(balancer) == {"w2"}
+    assert "w2" not in picked(balancer)
+    assert published == []  # remote ejections are not republished
+    assert balancer.ejections() == [Ejection("w2", "remote", 10.0, 70.0, 2, remote=True)]
+    assert balancer.apply_remote_ejection("w2", 70.0, 2) is False  # an echo: nothing new
+    assert balancer.apply_remote_ejection("w2", 90.0, 3, reason="consecutive_failures")
+    assert row(balancer, "w2")["ejected_until"] == 90.0
+    assert row(balancer, "w2")["ejection_count"] == 3
+    clock.now = 90.0
+    assert ejected(balancer) == set()
+    fail(balancer, "w2", 5)  # the next local ejection continues from the shared count
+    assert row(balancer, "w2")["ejected_until"] == 90.0 + 120.0
+
+
+def test_remote_ejection_ignored_when_stale_unknown_or_over_the_cap() -> None:
+    balancer, clock, _ = make(10)
+    clock.now = 100.0
+    assert balancer.apply_remote_ejection("w1", 99.0, 1) is False
+    assert balancer.apply_remote_ejection("ghost", 200.0, 1) is False
+    assert balancer.apply_remote_ejection("w1", 200.0, 1) is True
+    assert balancer.apply_remote_ejection("w2", 200.0, 1) is False
+    assert ejected(balancer) == {"w1"}
+    assert balancer.ejections_suppressed == 1
+
+
+def test_on_eject_can_be_set_later() -> None:
+    balancer, _, published = make(4)
+    seen: list[str] = []
+    balancer.on_eject = lambda event: seen.append(event.worker_id)
+    fail(balancer, "w0", 5)
+    assert seen == ["w0"]
+    assert published == []

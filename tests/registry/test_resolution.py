@@ -1,0 +1,70 @@
+"""The pure resolution and traffic rules (DESIGN.md "Version resolution rules")."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import semver
+
+from registry.errors import AliasNotFound, NoVersionSatisfies, VersionNotFound
+from registry.resolution import Arm, ModelView, Policy, VersionInfo, resolve
+from registry.traffic import NoReadyVersion, choose
+
+
+def view(policy: Policy | None = None, **status: str) -> ModelView:
+    versions = ["1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0"]
+    infos = [
+        VersionInfo(
+            v, semver.Version.parse(v), status.get(v.replace(".", "_").replace("-", "_"), "active")
+        )
+        for v in versions
+    ]
+    return ModelView.build("m", infos, {"canary": "1.2.0-rc.1"}, policy)
+
+
+def test_references() -> None:
+    v = view(**{"2_0_0": "deprecated", "1_0_0": "yanked"})
+    assert resolve(v, "stable").best.version == "1.1.0"
+    assert resolve(v, "latest").best.version == "1.2.0-rc.1"
+    assert resolve(v, "2.0.0").best.version == "2.0.0"  # deprecated: exact pin only
+    with pytest.raises(NoVersionSatisfies):
+        resolve(v, "^2")
+    with pytest.raises(VersionNotFound, match="yanked"):
+        resolve(v, "1.0.0")
+    assert resolve(v, "canary").kind == "alias"
+    with pytest.raises(AliasNotFound):
+        resolve(v, "nightly")
+    assert [c.version for c in resolve(v, None).candidates] == ["1.1.0"]
+
+
+def test_no_version_follows_the_policy_including_prerelease_arms() -> None:
+    policy = Policy((Arm("1.1.0", 1), Arm("1.2.0-rc.1", 1)))
+    assert {c.version for c in resolve(view(policy), None).candidates} == {"1.1.0", "1.2.0-rc.1"}
+
+
+def test_ready_aware_split_and_stickiness() -> None:
+    policy = Policy((Arm("1.0.0", 90), Arm("1.1.0", 10)))
+    resolution = resolve(view(policy), None)
+    counts = collections.Counter(choose(resolution, policy, str(k)).version for k in range(5000))
+    assert abs(counts["1.0.0"] / 5000 - 0.9) < 0.02
+    assert all(
+        choose(resolution, policy, str(k)).version == choose(resolution, policy, str(k)).version
+        for k in range(100)
+    )
+    only_new = choose(resolution, policy, "k", ready=lambda v: v == "1.1.0")
+    assert (only_new.version, only_new.route) == ("1.1.0", "arm:1.1.0:reweighted")
+    with pytest.raises(NoReadyVersion):
+        choose(resolution, policy, "k", ready=lambda v: False)
+
+
+def test_changing_one_weight_moves_only_keys_into_that_arm() -> None:
+    before = Policy((Arm("1.0.0", 80), Arm("1.1.0", 10), Arm("2.0.0", 10)))
+    after = Policy((Arm("1.0.0", 80), Arm("1.1.0", 20), Arm("2.0.0", 10)))
+    r = resolve(view(before), ">=1.0.0")
+    moved = [
+        (choose(r, before, str(k)).version, choose(r, after, str(k)).version) for k in range(5000)
+    ]
+    changed = [(a, b) for a, b in moved if a != b]
+    assert changed
+    assert all(b == "1.1.0" for _, b in changed)  # keys only move into the grown arm
