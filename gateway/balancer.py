@@ -49,7 +49,9 @@ class BalancerSettings(BaseSettings):
     #: Weight of each new OK latency sample in the per-worker moving average.
     ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     retry_budget_ratio: float = Field(default=0.2, ge=0)
-    retry_budget_min_concurrent: int = Field(default=3, ge=0)
+    #: NOTE: Envoy's floor is 3; a worker that dies fails all its in-flight requests at
+    #: once, so the floor must cover one worker's concurrency for a death to fail nothing.
+    retry_budget_min_concurrent: int = Field(default=16, ge=0)
 
 
 @dataclass(frozen=True, slots=True)

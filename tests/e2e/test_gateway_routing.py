@@ -178,3 +178,52 @@ async def test_weighted_split_sticky_keys_shadow_and_ready_awareness(fleet: Flee
         assert all(r.headers["x-route"].endswith(":reweighted") for r in responses)
     with fleet.admin() as admin:
         admin.delete("/admin/v1/models/resnet/traffic").raise_for_status()
+
+
+def _worker_requests(fleet: Fleet) -> float:
+    total = 0.0
+    for _, port in fleet.workers.values():
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        total += sum(
+            float(v)
+            for v in re.findall(r"^modelgate_worker_requests_total\{[^}]*\} (\S+)", text, re.M)
+        )
+    return total
+
+
+def test_bad_input_never_reaches_a_worker_or_a_500(fleet: Fleet) -> None:
+    before = _worker_requests(fleet)
+    url = f"{fleet.gateway_url}/v2/models"
+    with httpx.Client(timeout=30) as client:
+        bad = client.post(
+            f"{url}/resnet/infer", json=infer_json(), headers={"X-Model-Version": ">=1.x.3"}
+        )
+        assert bad.status_code == 400
+        assert ">=1.x.3" in bad.json()["error"]
+        unknown = client.post(f"{url}/resnett/infer", json=infer_json())
+        assert unknown.status_code == 404
+        assert unknown.json()["error"] == "model \"resnett\" not found (did you mean 'resnet'?)"
+        nothing = client.post(f"{url}/resnet/versions/%5E9/infer", json=infer_json())
+        assert nothing.status_code == 404
+        assert "(have 2.1.0-beta.1, 2.0.0, 1.2.0-rc.1, 1.1.0, 1.0.0)" in nothing.json()["error"]
+        big = client.post(f"{url}/resnet/infer", content=b"x" * (64 * 1024 * 1024 + 1))
+        assert big.status_code == 413
+        late = client.post(
+            f"{url}/resnet/infer", json=infer_json(), headers={"X-Request-Timeout-Ms": "0"}
+        )
+        assert late.status_code == 504
+        twice = client.post(
+            f"{url}/resnet/versions/1.0.0/infer",
+            json=infer_json(),
+            headers={"X-Model-Version": "1.1.0"},
+        )
+        assert twice.status_code == 400
+        no_model = client.post(f"{fleet.gateway_url}/v2/infer", json=infer_json())
+        assert no_model.status_code == 400
+        header_only = client.post(
+            f"{fleet.gateway_url}/v2/infer",
+            json=infer_json(),
+            headers={"X-Model": "resnet", "X-Model-Version": "~1.0"},
+        )
+        assert header_only.headers["x-model-version"] == "1.0.0"
+    assert _worker_requests(fleet) == before + 1  # only the valid header-only request
