@@ -155,6 +155,13 @@ def _stable(view: ModelView) -> tuple[VersionInfo, ...]:
     )
 
 
+def _policy_arms(view: ModelView) -> tuple[VersionInfo, ...]:
+    if view.policy is None:
+        return ()
+    named = {arm.version for arm in view.policy.arms}
+    return tuple(v for v in view.versions if v.version in named and v.servable)
+
+
 def _pin(
     view: ModelView, info: VersionInfo | None, reference: str, kind: ReferenceKind
 ) -> Resolution:
@@ -171,7 +178,8 @@ def resolve(
     """Resolve ``reference`` against ``view``; raise a precise 4xx error when nothing fits."""
     ref = (reference or "").strip()
     if not ref:
-        candidates = _stable(view)
+        # A request without a version follows the policy: its arms, prereleases included.
+        candidates = _policy_arms(view) or _stable(view)
         if not candidates:
             raise NoVersionSatisfies(view.name, "stable", view.servable_names())
         return Resolution(view.name, "", "default", candidates, "*")
