@@ -28,6 +28,7 @@ from gateway.live import Live
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
 from gateway.probes import Prober
+from gateway.ratelimit import RateLimiter
 from gateway.retry import RetryBudget
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
@@ -106,8 +107,17 @@ def create_app(
         stale_s=gsettings.worker_stale_s,
     )
     forwarder = Forwarder()
+    limiter = None
+    if gsettings.rate_limit_rps > 0:
+        limiter = RateLimiter(
+            gsettings.rate_limit_rps,
+            gsettings.rate_limit_burst or gsettings.rate_limit_rps,
+            redis=redis,
+            health=health,
+            fail_open=gsettings.rate_limit_fail_open,
+        )
     plane = GatewayDataPlane(
-        table, forwarder, RetryBudget.from_settings(bsettings), metrics, gsettings
+        table, forwarder, RetryBudget.from_settings(bsettings), metrics, gsettings, limiter
     )
     shared = None
     if redis is not None:

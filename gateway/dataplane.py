@@ -18,6 +18,7 @@ from gateway.balancer import Outcome
 from gateway.errors import BackendUnavailable, DeadlineExceeded, Overloaded
 from gateway.forward import Forwarder, Reply
 from gateway.metrics import GatewayMetrics, access_log
+from gateway.ratelimit import RateLimiter
 from gateway.retry import RetryBudget
 from gateway.routing import Route, RoutingTable
 from gateway.settings import GatewaySettings
@@ -66,6 +67,7 @@ class GatewayDataPlane:
     budget: RetryBudget
     metrics: GatewayMetrics
     settings: GatewaySettings
+    limiter: RateLimiter | None = None
     _gates: dict[str, ModelGate] = field(default_factory=dict)
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -95,10 +97,23 @@ class GatewayDataPlane:
         return time.monotonic() + budget
 
     async def infer(
-        self, model: str, reference: str | None, headers: Mapping[str, str], body: bytes
+        self,
+        model: str,
+        reference: str | None,
+        headers: Mapping[str, str],
+        body: bytes,
+        client: str | None = None,
     ) -> Reply:
-        """Serve one inference request; raises `ModelgateError` subclasses for the client."""
+        """Serve one inference request; raises `ModelgateError` subclasses for the client.
+
+        ``client`` is the rate-limit key (see `gateway.ratelimit.client_key`)."""
         started = time.monotonic()
+        if self.limiter is not None and client is not None:
+            try:
+                await self.limiter.check(client)
+            except Overloaded:
+                self.metrics.shed.labels(model, "rate").inc()
+                raise
         deadline = self.deadline(headers)
         sticky = self.table.sticky_header(model)
         route = self.table.route(model, reference, headers.get(sticky or "x-route-key"))

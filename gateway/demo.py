@@ -1,12 +1,14 @@
 """``modelgate demo``: the embedded end-to-end tour on one machine (SQLite, no Redis).
 
 It starts a gateway process on a fresh SQLite file under ``./var/demo``, makes an admin
-token, publishes a generated ONNX model in several versions, shows how constraints resolve,
-and keeps serving (unless ``--no-keep``) with commands to try printed.
+token, publishes a generated ONNX model in several versions, starts two local workers,
+shows how constraints resolve, sends traffic through the gateway under a 90/10 canary
+split, and keeps serving (unless ``--no-keep``) with commands to try printed.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import signal
@@ -79,6 +81,61 @@ def _tour(client: httpx.Client, model: str) -> None:
     _resolutions(client, model, "after deprecating 2.0.0 and pointing alias canary at 1.2.0-rc.1")
 
 
+def _start_workers(env: dict[str, str], port: int, model: str) -> list[subprocess.Popen[bytes]]:
+    workers = []
+    for n in (1, 2):
+        args = [sys.executable, "-m", "gateway.cli", "worker", "--port", str(port + n), "--id",
+                f"demo-worker-{n}", "--log-level", "warning"]  # fmt: skip
+        for version in ("1.0.0", "1.1.0", "2.0.0"):
+            args += ["--load", f"{model}@{version}"]
+        workers.append(subprocess.Popen(args, env=env))
+    return workers
+
+
+def _wait_workers(client: httpx.Client, model: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = client.get("/admin/v1/workers").json()
+        if (
+            sum(1 for r in rows if r["balancer"] and f"{model}@2.0.0" in r["balancer"]["ready"])
+            >= 2
+        ):
+            return
+        time.sleep(0.2)
+    raise SystemExit("the demo workers did not become ready within a minute")
+
+
+def _traffic(client: httpx.Client, model: str) -> None:
+    client.put(
+        f"/admin/v1/models/{model}/traffic",
+        json={"arms": [{"version": "1.1.0", "weight": 90}, {"version": "2.0.0", "weight": 10}]},
+    ).raise_for_status()
+    time.sleep(0.5)  # NOTE: a human-facing pause; the gateway reloads within milliseconds
+    body = {
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]
+    }
+    versions: collections.Counter[str] = collections.Counter()
+    workers: collections.Counter[str] = collections.Counter()
+    for _ in range(500):
+        response = client.post(f"/v2/models/{model}/infer", json=body)
+        response.raise_for_status()
+        versions[response.headers["x-model-version"]] += 1
+        workers[response.headers["x-backend"]] += 1
+    table = Table("served by", "requests", title="500 requests, policy 1.1.0=90 / 2.0.0=10")
+    for name, count in sorted(versions.items()):
+        table.add_row(f"version {name}", str(count))
+    for name, count in sorted(workers.items()):
+        table.add_row(f"worker {name}", str(count))
+    console.print(table)
+    sticky = {
+        client.post(
+            f"/v2/models/{model}/infer", json=body, headers={"X-Route-Key": "user-42"}
+        ).headers["x-model-version"]
+        for _ in range(20)
+    }
+    console.print(f"X-Route-Key user-42, 20 requests → always {', '.join(sorted(sticky))}")
+
+
 def _resolutions(client: httpx.Client, model: str, title: str) -> None:
     table = Table("reference", "resolves to", "candidates", title=title)
     for ref in ("^1.0", "~1.1", "stable", "latest", "^1.2.0-rc.1", "2.0.0", "canary", "^3"):
@@ -103,11 +160,15 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env=env
     )
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         _wait_ready(url, server)
         headers = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
             _tour(client, "resnet-demo")
+            workers = _start_workers(env, port, "resnet-demo")
+            _wait_workers(client, "resnet-demo")
+            _traffic(client, "resnet-demo")
         console.print("\n[bold]Try it[/bold] (admin token below):\n", soft_wrap=True)
         console.print(
             ""
@@ -126,9 +187,11 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
+        for process in [*workers, server]:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in [*workers, server]:
             try:
-                server.wait(timeout=10)
+                process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                server.kill()
+                process.kill()

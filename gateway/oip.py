@@ -18,6 +18,7 @@ import msgspec
 from gateway.dataplane import GatewayDataPlane
 from gateway.errors import BadGatewayRequest, PayloadTooLarge
 from gateway.forward import Reply
+from gateway.ratelimit import client_key
 from gateway.sync import Health
 from registry.errors import ModelgateError
 
@@ -80,9 +81,9 @@ class OipApp:
                 raise BadGatewayRequest(
                     "POST /v2/infer needs the header X-Model (and optionally X-Model-Version)"
                 )
-            return await self._infer(model, None, headers, receive)
+            return await self._infer(model, None, headers, receive, scope)
         if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
-            return await self._model(method, parts[2:], headers, receive)
+            return await self._model(method, parts[2:], headers, receive, scope)
         return _json(404, {"error": f"no route for {method} {path}"})
 
     def _health(self, what: str) -> Reply:
@@ -95,7 +96,7 @@ class OipApp:
         return _json(404, {"error": f"no health endpoint {what!r}; use live or ready"})
 
     async def _model(
-        self, method: str, rest: list[str], headers: dict[str, str], receive: Receive
+        self, method: str, rest: list[str], headers: dict[str, str], receive: Receive, scope: Scope
     ) -> Reply:
         model, version, action = rest[0], None, ""
         tail = rest[1:]
@@ -110,7 +111,7 @@ class OipApp:
                 return _json(
                     405, {"error": f"method {method} is not allowed on .../infer; use POST"}
                 )
-            return await self._infer(model, version, headers, receive)
+            return await self._infer(model, version, headers, receive, scope)
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": f"method {method} is not allowed here; use GET"})
         reference = self._reference(version, headers)
@@ -136,11 +137,17 @@ class OipApp:
         return path_version if path_version is not None else header
 
     async def _infer(
-        self, model: str, version: str | None, headers: dict[str, str], receive: Receive
+        self,
+        model: str,
+        version: str | None,
+        headers: dict[str, str],
+        receive: Receive,
+        scope: Scope,
     ) -> Reply:
         reference = self._reference(version, headers)
         body = await self._body(headers, receive)
-        return await self.plane.infer(model, reference, headers, body)
+        client = client_key(headers, scope.get("client")) if self.plane.limiter else None
+        return await self.plane.infer(model, reference, headers, body, client)
 
     async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
         limit = self.plane.settings.max_body_bytes

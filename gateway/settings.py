@@ -32,3 +32,8 @@ class GatewaySettings(BaseSettings):
     workers_poll_s: float = Field(default=1.0, gt=0)
     worker_stale_s: float = Field(default=10.0, gt=0)
     probe_interval_s: float = Field(default=2.0, gt=0)
+    #: Per-client token bucket on inference (0 = off); shared through Redis when configured.
+    rate_limit_rps: float = Field(default=0.0, ge=0)
+    rate_limit_burst: float = Field(default=0.0, ge=0)
+    #: When Redis fails: True serves unlimited (degraded), False answers 503.
+    rate_limit_fail_open: bool = True

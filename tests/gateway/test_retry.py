@@ -81,4 +81,4 @@ def test_from_settings() -> None:
     )
     assert (budget.ratio, budget.min_concurrent) == (0.5, 1)
     defaults = RetryBudget.from_settings(BalancerSettings())
-    assert (defaults.ratio, defaults.min_concurrent) == (0.2, 3)
+    assert (defaults.ratio, defaults.min_concurrent) == (0.2, 16)
