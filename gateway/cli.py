@@ -13,8 +13,14 @@ __all__ = ["main"]
 
 
 @click.group()
-def main() -> None:
+@click.option("--url", default=None, help="admin commands: gateway URL (MODELGATE_URL)")
+@click.option("--token", default=None, help="admin commands: bearer token (MODELGATE_TOKEN)")
+@click.pass_context
+def main(ctx: click.Context, url: str | None, token: str | None) -> None:
     """modelgate: route inference by model name and semantic-version constraint."""
+    from gateway.admin_cli import client_settings
+
+    ctx.obj = client_settings(url, token)
 
 
 @main.command()
@@ -78,13 +84,15 @@ def demo(port: int, keep: bool) -> None:
     run_demo(port=port, keep=keep)
 
 
-def _register_worker() -> None:
+def _register() -> None:
     from backends.cli import worker
+    from gateway.admin_cli import register
 
     main.add_command(worker)
+    register(main)
 
 
-_register_worker()
+_register()
 
 
 def _redacted(url: str) -> str:
