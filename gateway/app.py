@@ -35,12 +35,12 @@ from gateway.settings import GatewaySettings
 from gateway.shared import SharedEjections
 from gateway.sync import Health, RegistrySync
 from registry.api import Registry, admin_router
-from registry.api.errors import exception_handlers
 from registry.artifacts import ArtifactStore
 from registry.audit import AuditService
 from registry.catalog import CatalogService
 from registry.db import make_engine, make_sessionmaker
 from registry.policies import PolicyService
+from registry.rendering import exception_handlers
 from registry.settings import RegistrySettings
 from registry.tokens import TokenService
 

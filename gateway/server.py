@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gateway.settings import GatewaySettings
@@ -9,10 +10,21 @@ from gateway.settings import GatewaySettings
 __all__ = ["make_app", "run_gateway"]
 
 
+def configure_logging(settings: GatewaySettings) -> None:
+    """One line per record on stderr; the access log (``modelgate.access``) by setting."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("modelgate.access").disabled = not settings.access_log
+
+
 def make_app() -> Any:
-    """App factory for servers that import it by name; settings come from the environment."""
+    """App factory for servers that import it by name (it runs in each server process);
+    settings come from the environment."""
     from gateway.app import create_gateway
 
+    configure_logging(GatewaySettings())
     return create_gateway()
 
 

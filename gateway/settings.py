@@ -20,7 +20,9 @@ class GatewaySettings(BaseSettings):
     )
     #: granian measured 1.4-2.2x uvicorn's throughput here (docs/BENCHMARKS.md).
     server: str = Field(default="granian", pattern="^(uvicorn|granian)$")
-    log_level: str = "info"
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    #: One structured line per inference request on the ``modelgate.access`` logger.
+    access_log: bool = True
     #: Default per-request budget; a client's ``X-Request-Timeout-Ms`` can only shorten it.
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)

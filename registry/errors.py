@@ -1,7 +1,7 @@
 """Errors of the registry, and the project-wide error base every package extends.
 
 Each error carries the HTTP status it maps to; one exception handler
-(`registry.api.errors`) renders every error as ``{"error": "..."}``.
+(`registry.rendering`) renders every error as ``{"error": "..."}``.
 """
 
 from __future__ import annotations

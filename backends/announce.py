@@ -1,0 +1,176 @@
+"""Heartbeat: the worker announces itself so gateways find it without configuration.
+
+Every ``interval`` seconds, and at once whenever the data plane signals a change (load,
+unload, ready, draining), the announcer upserts this worker's row in the registry's
+``workers`` table and, with Redis, sets ``modelgate:worker:<id>`` to the same JSON with a
+TTL and publishes the id on ``modelgate:workers``. It runs as its own task: nothing here is
+on the request path. Failures are logged (once per distinct message) and retried on the
+next beat; on stop the last announcement says ``stopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from backends.dataplane import DataPlane
+from registry.db import make_engine, make_sessionmaker
+from registry.models import Worker
+
+__all__ = ["CHANNEL", "KEY_PREFIX", "Announcer"]
+
+log = logging.getLogger("modelgate.worker.announce")
+
+KEY_PREFIX = "modelgate:worker:"
+CHANNEL = "modelgate:workers"
+
+
+class Announcer:
+    """Announces ``plane``'s state to SQL and/or Redis until stopped."""
+
+    def __init__(
+        self,
+        plane: DataPlane,
+        *,
+        worker_id: str,
+        url: str,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+        redis: Any | None = None,
+        interval_s: float = 2.0,
+        ttl_s: float = 10.0,
+        engine: AsyncEngine | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.plane = plane
+        self.worker_id = worker_id
+        self.url = url
+        self._sessionmaker = sessionmaker
+        self._redis = redis
+        self._interval = interval_s
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._engine = engine
+        self._now = now
+        self.started_at = now()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_error: str | None = None
+        self.beats = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any, plane: DataPlane, *, database: bool) -> Announcer:
+        engine = make_engine(settings.database_url) if database else None
+        redis = None
+        if settings.redis_url:
+            import redis.asyncio as aioredis
+
+            redis = aioredis.from_url(settings.redis_url)
+        return cls(
+            plane,
+            worker_id=settings.worker_id,
+            url=settings.advertised_url,
+            sessionmaker=make_sessionmaker(engine) if engine is not None else None,
+            redis=redis,
+            interval_s=settings.heartbeat_interval_s,
+            ttl_s=settings.heartbeat_ttl_s,
+            engine=engine,
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """The announcement: the ``workers`` row's columns, timestamps as ISO 8601."""
+        snap = self.plane.snapshot()
+        return {
+            "id": self.worker_id,
+            "url": self.url,
+            "state": snap["state"],
+            "loaded": [
+                {"model": v["model"], "version": v["version"], "ready": v["ready"]}
+                for v in snap["loaded"]
+            ],
+            "in_flight": snap["in_flight"],
+            "queue_depth": snap["queue_depth"],
+            "capacity": snap["capacity"],
+            "device": snap["device"],
+            "started_at": self.started_at.isoformat(),
+            "last_seen": self._now().isoformat(),
+        }
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="announcer")
+
+    async def stop(self) -> None:
+        """Stop beating, announce the final state once, release connections.
+
+        NOTE: the loop is asked to stop rather than cancelled: a cancellation that lands in
+        the middle of a database write can be swallowed by the driver, leaving the loop
+        alive and ``stop`` waiting for it.
+        """
+        if self._task is not None:
+            self._stopping = True
+            self.plane.changed.set()
+            try:
+                await asyncio.wait_for(self._task, 10)
+            except TimeoutError:
+                log.warning("announcer did not stop within 10 s")
+            self._task = None
+        await self.announce()
+        if self._redis is not None:
+            await self._redis.aclose()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self.plane.changed.clear()
+            await self.announce()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.plane.changed.wait(), self._interval)
+
+    async def announce(self) -> None:
+        """One announcement to every configured sink; errors are logged, never raised."""
+        payload = self.payload()
+        if self._sessionmaker is not None:
+            await self._guard("database", self._write_row(payload))
+        if self._redis is not None:
+            await self._guard("redis", self._write_redis(payload))
+        self.beats += 1
+
+    async def _guard(self, sink: str, work: Any) -> None:
+        try:
+            await work
+        except Exception as exc:
+            message = f"announcing to {sink} failed: {exc}"
+            if message != self._last_error:
+                log.warning("%s", message)
+                self._last_error = message
+
+    async def _write_row(self, payload: dict[str, Any]) -> None:
+        assert self._sessionmaker is not None
+        async with self._sessionmaker() as session, session.begin():
+            await session.merge(
+                Worker(
+                    id=payload["id"],
+                    url=payload["url"],
+                    loaded=payload["loaded"],
+                    state=payload["state"],
+                    in_flight=payload["in_flight"],
+                    queue_depth=payload["queue_depth"],
+                    capacity=payload["capacity"],
+                    device=payload["device"],
+                    started_at=self.started_at,
+                    last_seen=datetime.fromisoformat(payload["last_seen"]),
+                )
+            )
+
+    async def _write_redis(self, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, separators=(",", ":"))
+        assert self._redis is not None
+        await self._redis.set(KEY_PREFIX + self.worker_id, body, px=self._ttl_ms)
+        await self._redis.publish(CHANNEL, self.worker_id)

@@ -1,0 +1,123 @@
+"""``modelgate worker``: serve model versions from the registry (or plain files) over OIP v2.
+
+Registered in the top-level ``modelgate`` group by ``gateway.cli``; also runnable alone as
+``python -m backends``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["worker"]
+
+
+def _refs(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    from backends.source import parse_model_ref
+
+    try:
+        return [parse_model_ref(v) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--load") from None
+
+
+def _files(values: tuple[str, ...]) -> dict[tuple[str, str], Path]:
+    from backends.source import parse_model_ref
+
+    files: dict[tuple[str, str], Path] = {}
+    for value in values:
+        ref, sep, path = value.partition("=")
+        try:
+            key = parse_model_ref(ref)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--model-file") from None
+        if not sep or not path:
+            raise click.BadParameter(f'expected NAME@VERSION=PATH, got "{value}"')
+        files[key] = Path(path)
+    return files
+
+
+@click.command()
+@click.option("--host", default=None, help="interface to bind (default 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="port (default 8001)")
+@click.option("--id", "worker_id", default=None, help="worker id (default <hostname>-<port>)")
+@click.option("--url", default=None, help="URL the gateway should use to reach this worker")
+@click.option(
+    "--load", "loads", multiple=True, metavar="MODEL@VERSION", help="load from the registry"
+)
+@click.option(
+    "--model-file",
+    "model_files",
+    multiple=True,
+    metavar="MODEL@VERSION=PATH",
+    help="load a plain .onnx file (no registry needed)",
+)
+@click.option("--max-batch-size", type=int, default=None, help="rows per batch; 1 = off")
+@click.option("--max-queue-delay-us", type=int, default=None, help="wait to fill a batch")
+@click.option("--max-queue-size", type=int, default=None, help="queued requests before 503")
+@click.option("--providers", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--intra-op-threads", type=int, default=None, help="ONNX Runtime threads")
+@click.option("--fault-error-rate", type=float, default=None, help="fraction failing (500)")
+@click.option("--fault-delay-rate", type=float, default=None, help="fraction slowed down")
+@click.option("--fault-delay-ms", type=float, default=None, help="added delay when slowed")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(
+    loads: tuple[str, ...], model_files: tuple[str, ...], worker_id: str | None, **flags: Any
+) -> None:
+    """Serve exact model versions over the Open Inference Protocol and announce them."""
+    from backends.settings import WorkerSettings
+
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    if worker_id is not None:
+        overrides["id"] = worker_id
+    settings = WorkerSettings(**overrides)
+    refs = _refs(loads)
+    files = _files(model_files)
+    if not refs and not files:
+        raise click.UsageError("nothing to serve: give --load MODEL@VERSION or --model-file")
+    sys.exit(run_worker(settings, refs, files))
+
+
+def run_worker(
+    settings: Any, loads: list[tuple[str, str]], files: dict[tuple[str, str], Path]
+) -> int:
+    """Build the worker from settings and serve it; returns the exit code."""
+    from backends.app import Service, create_worker_app
+    from backends.dataplane import DataPlane
+    from backends.metrics import PrometheusMetrics
+    from backends.runtime import choose_device
+    from backends.server import serve
+    from backends.source import ChainSource, FileSource, ModelSource
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    options = settings.options()
+    choose_device(options.runtime)
+    sources: list[ModelSource] = [FileSource(files)] if files else []
+    services: list[Service] = []
+    if loads:
+        from backends.registry_source import RegistrySource
+
+        registry = RegistrySource.from_settings(settings)
+        sources.append(registry)
+        services.append(registry)
+
+    plane = DataPlane(options, source=ChainSource(sources), metrics=PrometheusMetrics())
+    announce_db = settings.announce if settings.announce is not None else bool(loads)
+    if announce_db or settings.redis_url:
+        from backends.announce import Announcer
+
+        services.append(Announcer.from_settings(settings, plane, database=announce_db))
+    app = create_worker_app(
+        plane,
+        startup_loads=[*files, *loads],
+        services=services,
+        on_fatal=lambda exc: app.state.server.fatal(exc),
+    )
+    return serve(app, plane, host=settings.host, port=settings.port)

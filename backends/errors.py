@@ -1,0 +1,123 @@
+"""Errors of the worker. Each maps to an HTTP status; ``registry.rendering`` renders them.
+
+Foreign exceptions (onnxruntime, numpy) are translated into these at the boundary where
+they are raised, once: callers above the runtime and codec only ever see ``BackendError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from registry.errors import ModelgateError
+
+__all__ = [
+    "BackendError",
+    "Draining",
+    "InferenceFailed",
+    "InjectedFault",
+    "InvalidRequest",
+    "InvalidTensor",
+    "LoadFailed",
+    "ModelNotLoaded",
+    "ModelNotReady",
+    "PayloadTooLarge",
+    "QueueFull",
+    "Unsupported",
+]
+
+
+class BackendError(ModelgateError):
+    """Base of every error the worker answers."""
+
+
+class InvalidRequest(BackendError):
+    """The inference request is malformed (JSON, framing, parameters)."""
+
+    status_code = 400
+
+
+class InvalidTensor(InvalidRequest):
+    """A tensor does not match its declaration or the model's signature."""
+
+
+class PayloadTooLarge(BackendError):
+    status_code = 413
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request body of {size} bytes is larger than the limit of {limit} bytes")
+
+
+class Unsupported(InvalidRequest):
+    """A protocol feature the worker does not implement (e.g. Triton's classification).
+
+    NOTE: 400, not Triton's 501: it is the request that asks for something unsupported,
+    and bad input never answers 5xx.
+    """
+
+
+def _loaded_listing(loaded: Iterable[str]) -> str:
+    shown = sorted(loaded)
+    return "loaded: " + ", ".join(shown) if shown else "nothing is loaded"
+
+
+class ModelNotLoaded(BackendError):
+    """The model, or that version of it, is not loaded on this worker."""
+
+    status_code = 404
+
+    def __init__(self, model: str, version: str | None, loaded: Iterable[str] = ()) -> None:
+        what = f'model "{model}"' if version is None else f'version "{version}" of "{model}"'
+        super().__init__(f"{what} is not loaded on this worker ({_loaded_listing(loaded)})")
+
+
+class ModelNotReady(BackendError):
+    """Loaded but not warm yet, or being unloaded."""
+
+    status_code = 503
+    headers = {"Retry-After": "1"}
+
+    def __init__(self, model: str, version: str, state: str) -> None:
+        super().__init__(f'version "{version}" of "{model}" is not ready (it is {state})')
+
+
+class QueueFull(BackendError):
+    """The version's batching queue is at its bound; the client should retry later."""
+
+    status_code = 503
+    headers = {"Retry-After": "1"}
+
+    def __init__(self, model: str, version: str, limit: int) -> None:
+        super().__init__(
+            f'queue of "{model}" {version} is full ({limit} requests waiting); retry later'
+        )
+
+
+class Draining(BackendError):
+    """The worker is shutting down: in-flight requests finish, new ones are refused."""
+
+    status_code = 503
+    headers = {"Retry-After": "1", "Connection": "close"}
+
+    def __init__(self) -> None:
+        super().__init__("worker is draining and accepts no new requests; retry on another")
+
+
+class InferenceFailed(BackendError):
+    """ONNX Runtime failed while running a model (an onnxruntime exception, translated)."""
+
+    status_code = 500
+
+
+class InjectedFault(BackendError):
+    """A failure injected on purpose (fault-injection option or version label)."""
+
+    status_code = 500
+
+    def __init__(self, model: str, version: str) -> None:
+        super().__init__(f'injected fault for "{model}" {version}')
+
+
+class LoadFailed(BackendError):
+    """A model version could not be loaded (bad artifact, unsupported model, warm-up failed)."""
+
+    status_code = 400

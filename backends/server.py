@@ -1,0 +1,84 @@
+"""Serve a worker app under uvicorn (uvloop + httptools when installed) with a graceful drain
+on SIGTERM.
+
+The first SIGTERM or SIGINT starts a drain: the listener stays open so new requests get a
+prompt 503 (``Draining``), in-flight requests finish, then uvicorn shuts down and the
+process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+from backends.dataplane import DataPlane
+
+if TYPE_CHECKING:
+    from backends.app import WorkerApp
+
+__all__ = ["WorkerServer", "serve"]
+
+log = logging.getLogger("modelgate.worker")
+
+
+class WorkerServer(uvicorn.Server):
+    """uvicorn's server with drain-then-exit signal handling and a fatal-error exit code."""
+
+    def __init__(self, config: uvicorn.Config, plane: DataPlane) -> None:
+        super().__init__(config)
+        self.plane = plane
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # NOTE: uvicorn re-raises captured signals after shutdown, which would make a clean
+        # drain exit with -SIGTERM; this override records none, so the exit code is ours.
+        if self._drain_task is not None or self._loop is None:
+            self.should_exit = True
+            self.force_exit = self._drain_task is not None
+            return
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        if self._drain_task is None:
+            self.plane.begin_drain()
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        await self.plane.drain()
+        log.info("drained; shutting down")
+        self.should_exit = True
+
+    def fatal(self, exc: BaseException) -> None:
+        """Stop serving and exit non-zero (a start-up load failed)."""
+        self.exit_code = 1
+        self.should_exit = True
+
+
+def serve(app: WorkerApp, plane: DataPlane, *, host: str, port: int, **uvicorn_kwargs: Any) -> int:
+    """Run until drained or stopped; returns the process exit code."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        **uvicorn_kwargs,
+    )
+    server = WorkerServer(config, plane)
+    app.state.server = server
+    server.run()
+    return server.exit_code

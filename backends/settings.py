@@ -1,0 +1,110 @@
+"""Typed settings of the worker, read once from the environment (``MODELGATE_WORKER_*``).
+
+``MODELGATE_DATABASE_URL``, ``MODELGATE_ARTIFACT_ROOT`` and ``MODELGATE_REDIS_URL`` are the
+documented shared names; everything else takes the ``MODELGATE_WORKER_`` prefix.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backends.batcher import BatchPolicy
+from backends.dataplane import WorkerOptions
+from backends.faults import FaultPolicy
+from backends.runtime import RuntimeOptions
+
+__all__ = ["WorkerSettings"]
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of one worker process; ``options()`` turns them into the core's options."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_WORKER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8001, ge=0, le=65535)
+    #: Worker id in announcements; default ``<hostname>-<port>``.
+    id: str | None = None
+    #: URL the gateway should use; default ``http://<host>:<port>``.
+    url: str | None = None
+
+    max_batch_size: int = Field(default=32, ge=1)
+    max_queue_delay_us: int = Field(default=0, ge=0)
+    max_queue_size: int = Field(default=512, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    cuda_device_id: int = Field(default=0, ge=0)
+    intra_op_threads: int = Field(default=0, ge=0)
+    inter_op_threads: int = Field(default=0, ge=0)
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    allow_spinning: bool = False
+
+    warmup: bool = True
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+
+    fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    fault_delay_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    fault_delay_ms: float = Field(default=0.0, ge=0.0)
+    fault_seed: int | None = None
+
+    #: Announce to the registry's ``workers`` table: ``None`` = when loading from it.
+    announce: bool | None = None
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=10.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./var/modelgate.db",
+        validation_alias=AliasChoices("MODELGATE_DATABASE_URL", "database_url"),
+    )
+    artifact_root: Path = Field(
+        default=Path("./var/artifacts"),
+        validation_alias=AliasChoices("MODELGATE_ARTIFACT_ROOT", "artifact_root"),
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("MODELGATE_REDIS_URL", "redis_url")
+    )
+
+    @property
+    def worker_id(self) -> str:
+        return self.id or f"{socket.gethostname()}-{self.port}"
+
+    @property
+    def advertised_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def options(self) -> WorkerOptions:
+        return WorkerOptions(
+            worker_id=self.worker_id,
+            runtime=RuntimeOptions(
+                providers=self.providers,
+                cuda_device_id=self.cuda_device_id,
+                intra_op_threads=self.intra_op_threads,
+                inter_op_threads=self.inter_op_threads,
+                graph_optimization=self.graph_optimization,
+                allow_spinning=self.allow_spinning,
+            ),
+            batch=BatchPolicy(
+                max_batch_size=self.max_batch_size,
+                max_queue_delay_us=self.max_queue_delay_us,
+                max_queue_size=self.max_queue_size,
+            ),
+            faults=FaultPolicy(
+                error_rate=self.fault_error_rate,
+                delay_rate=self.fault_delay_rate,
+                delay_ms=self.fault_delay_ms,
+            ),
+            max_body_bytes=self.max_body_bytes,
+            warmup=self.warmup,
+            drain_timeout_s=self.drain_timeout_s,
+            fault_seed=self.fault_seed,
+        )
