@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backends.dataplane import DataPlane
-from registry.db import make_engine, make_sessionmaker
+from registry.db import WRITE_INTENT, make_engine, make_sessionmaker
 from registry.models import Worker
 
 __all__ = ["CHANNEL", "KEY_PREFIX", "Announcer"]
@@ -154,6 +154,7 @@ class Announcer:
     async def _write_row(self, payload: dict[str, Any]) -> None:
         assert self._sessionmaker is not None
         async with self._sessionmaker() as session, session.begin():
+            await session.connection(execution_options={WRITE_INTENT: True})
             await session.merge(
                 Worker(
                     id=payload["id"],

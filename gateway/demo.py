@@ -170,8 +170,9 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
             _wait_workers(client, "resnet-demo")
             _traffic(client, "resnet-demo")
         console.print("\n[bold]Try it[/bold] (admin token below):\n", soft_wrap=True)
+        infer = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
         console.print(
-            ""
+            f"  curl -si {url}/v2/models/resnet-demo/versions/%5E1.0/infer -d '{infer}'\n"
             f"  export TOKEN={token}\n"
             f'  curl -s -H "Authorization: Bearer $TOKEN" \'{url}/admin/v1/models/resnet-demo/'
             "resolve?version=%5E1.0' | python -m json.tool\n"

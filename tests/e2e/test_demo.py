@@ -1,0 +1,25 @@
+"""``modelgate demo`` (what ``make demo`` runs) completes its tour on a clean directory."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import free_port
+
+
+def test_demo_tour(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--no-keep", "--port", str(free_port())],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert re.search(r"│ \^1\.0\s+│ 1\.1\.0", out)
+    canary = re.search(r"version 2\.0\.0\s+│ (\d+)", out)
+    assert canary is not None
+    assert 15 <= int(canary.group(1)) <= 90  # about 10% of 500
+    assert "always 1.1.0" in out
+    assert (tmp_path / "var" / "demo" / "registry.db").exists()
