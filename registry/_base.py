@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import semver
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from registry.constraints import parse_version
 from registry.db import WRITE_INTENT
-from registry.errors import PreconditionFailed
-from registry.models import AuditEvent, Model, RegistryState
+from registry.errors import PreconditionFailed, VersionNotFound
+from registry.models import AuditEvent, Model, ModelVersion, RegistryState
 from registry.resolution import unknown_model
 
 __all__ = ["Clock", "ServiceBase", "as_utc", "check_if_match", "etag", "utcnow"]
@@ -114,6 +116,27 @@ class ServiceBase:
             names = (await session.execute(select(Model.name))).scalars().all()
             raise unknown_model(name, names)
         return model
+
+    async def find_version(
+        self, session: AsyncSession, model: Model, parsed: semver.Version
+    ) -> ModelVersion | None:
+        """The published version of equal precedence (build metadata ignored), if any."""
+        return await session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.model_id == model.id,
+                ModelVersion.major == parsed.major,
+                ModelVersion.minor == parsed.minor,
+                ModelVersion.patch == parsed.patch,
+                ModelVersion.prerelease == (parsed.prerelease or ""),
+            )
+        )
+
+    async def version_row(self, session: AsyncSession, model: Model, version: str) -> ModelVersion:
+        """The published version equal to ``version`` ignoring build metadata; 404 if none."""
+        row = await self.find_version(session, model, parse_version(version))
+        if row is None:
+            raise VersionNotFound(model.name, version)
+        return row
 
     async def revision(self) -> int:
         async with self.read() as session:

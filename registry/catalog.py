@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import semver
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry._base import ServiceBase, check_if_match, etag
 from registry.artifacts import StoredArtifact
-from registry.constraints import InvalidVersion, parse_constraint, parse_version
-from registry.errors import BadRequest, Conflict, VersionConflict, VersionNotFound
+from registry.constraints import parse_constraint, parse_version
+from registry.errors import Conflict, VersionConflict
 from registry.models import Model, ModelVersion, VersionStatus
 from registry.resolution import ModelView, VersionInfo
 from registry.schemas import ModelIn, ModelOut, Page, VersionOut, VersionPatch
@@ -60,13 +61,6 @@ def _mutable(row: ModelVersion) -> dict[str, Any]:
         "priority": row.priority,
         "labels": dict(row.labels),
     }
-
-
-def parse_published_version(text: str) -> Any:
-    try:
-        return parse_version(text)
-    except InvalidVersion as exc:
-        raise BadRequest(str(exc)) from None
 
 
 class CatalogService(ServiceBase):
@@ -127,26 +121,18 @@ class CatalogService(ServiceBase):
 
     async def check_publishable(self, model: str, version: str) -> None:
         """Fail fast, before an artifact is stored: unknown model, bad or duplicate version."""
-        parsed = parse_published_version(version)
+        parsed = parse_version(version)
         async with self.read() as session:
             row = await self.model_row(session, model)
             await self._check_duplicate(session, row, model, parsed)
 
     async def _check_duplicate(
-        self, session: AsyncSession, model: Model, name: str, parsed: Any
+        self, session: AsyncSession, model: Model, name: str, parsed: semver.Version
     ) -> None:
-        existing = await session.scalar(
-            select(ModelVersion.version).where(
-                ModelVersion.model_id == model.id,
-                ModelVersion.major == parsed.major,
-                ModelVersion.minor == parsed.minor,
-                ModelVersion.patch == parsed.patch,
-                ModelVersion.prerelease == (parsed.prerelease or ""),
-            )
-        )
+        existing = await self.find_version(session, model, parsed)
         if existing is not None:
             raise VersionConflict(
-                f'version "{parsed}" of "{name}" conflicts with the published "{existing}" '
+                f'version "{parsed}" of "{name}" conflicts with the published "{existing.version}" '
                 f"(versions equal ignoring build metadata are the same version)"
             )
 
@@ -164,7 +150,7 @@ class CatalogService(ServiceBase):
         description: str = "",
     ) -> VersionOut:
         """Record a new immutable version; a precedence-equal one is a 409, even when racing."""
-        parsed = parse_published_version(version)
+        parsed = parse_version(version)
         now = self.clock()
         try:
             async with self.write() as session:
@@ -211,25 +197,10 @@ class CatalogService(ServiceBase):
             ) from None
         return version_out(model, row)
 
-    async def _version_row(self, session: AsyncSession, model: Model, version: str) -> ModelVersion:
-        parsed = parse_published_version(version)
-        row = await session.scalar(
-            select(ModelVersion).where(
-                ModelVersion.model_id == model.id,
-                ModelVersion.major == parsed.major,
-                ModelVersion.minor == parsed.minor,
-                ModelVersion.patch == parsed.patch,
-                ModelVersion.prerelease == (parsed.prerelease or ""),
-            )
-        )
-        if row is None:
-            raise VersionNotFound(model.name, version)
-        return row
-
     async def get_version(self, model: str, version: str) -> VersionOut:
         async with self.read() as session:
             owner = await self.model_row(session, model)
-            return version_out(model, await self._version_row(session, owner, version))
+            return version_out(model, await self.version_row(session, owner, version))
 
     async def list_versions(
         self,
@@ -249,7 +220,7 @@ class CatalogService(ServiceBase):
             if status:
                 query = query.where(ModelVersion.status == status)
             rows = list((await session.execute(query)).scalars().all())
-        parsed = {row.id: parse_published_version(row.version) for row in rows}
+        parsed = {row.id: parse_version(row.version) for row in rows}
         rows.sort(key=lambda r: parsed[r.id], reverse=True)
         if allowed is not None:
             rows = [
@@ -265,7 +236,7 @@ class CatalogService(ServiceBase):
     ) -> VersionOut:
         async with self.write() as session:
             owner = await self.model_row(session, model, lock=True)
-            row = await self._version_row(session, owner, version)
+            row = await self.version_row(session, owner, version)
             check_if_match(if_match, etag("v", row.id, row.row_version))
             before = _mutable(row)
             if patch.status is not None:
@@ -304,4 +275,4 @@ class CatalogService(ServiceBase):
 
 
 def version_info(row: ModelVersion) -> VersionInfo:
-    return VersionInfo(row.version, parse_published_version(row.version), row.status, row.priority)
+    return VersionInfo(row.version, parse_version(row.version), row.status, row.priority)

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry._base import ServiceBase, check_if_match, etag
-from registry.catalog import CatalogService, parse_published_version, version_info
+from registry.catalog import CatalogService, version_info
 from registry.constraints import InvalidConstraint, parse_constraint
 from registry.errors import AliasNotFound, BadRequest, NotFound, VersionNotFound
 from registry.models import Alias, AliasHistory, Model, ModelVersion, TrafficPolicy, VersionStatus
@@ -104,18 +104,7 @@ class PolicyService(ServiceBase):
     """What serves: aliases, the traffic policy, and the explanation of a resolution."""
 
     async def _servable(self, session: AsyncSession, model: Model, version: str) -> ModelVersion:
-        parsed = parse_published_version(version)
-        row = await session.scalar(
-            select(ModelVersion).where(
-                ModelVersion.model_id == model.id,
-                ModelVersion.major == parsed.major,
-                ModelVersion.minor == parsed.minor,
-                ModelVersion.patch == parsed.patch,
-                ModelVersion.prerelease == (parsed.prerelease or ""),
-            )
-        )
-        if row is None:
-            raise VersionNotFound(model.name, version)
+        row = await self.version_row(session, model, version)
         if row.status == VersionStatus.YANKED:
             raise VersionNotFound(model.name, row.version, reason="is yanked and cannot serve")
         return row
