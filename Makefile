@@ -26,11 +26,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The suite runs schemathesis with 25 examples per operation; this runs it with 300.
 fuzz: $(STAMP) services
-	$(BIN)/python -m pytest -q -m fuzz tests/registry/test_schema_fuzz.py
+	MODELGATE_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q -m fuzz tests/registry/test_schema_fuzz.py
 
+# Each prints its ratios last; see docs/BENCHMARKS.md for the recorded runs.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_resolve.py
+	$(BIN)/python bench/bench_balancer.py
+	$(BIN)/python bench/bench_worker.py
+	$(BIN)/python bench/bench_gateway.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
