@@ -24,6 +24,7 @@ from gateway.balancer import Balancer, BalancerSettings
 from gateway.dataplane import GatewayDataPlane
 from gateway.discovery import WorkerDirectory
 from gateway.forward import Forwarder
+from gateway.health import Health
 from gateway.live import Live
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
@@ -33,7 +34,7 @@ from gateway.retry import RetryBudget
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from gateway.shared import SharedEjections
-from gateway.sync import Health, RegistrySync
+from gateway.sync import RegistrySync
 from registry.api import Registry, admin_router
 from registry.artifacts import ArtifactStore
 from registry.audit import AuditService

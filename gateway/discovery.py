@@ -9,7 +9,6 @@ requests. A failing source keeps the last known workers and marks the gateway de
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -20,8 +19,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.background import Tasks, follow_channel, poll
 from gateway.balancer import WorkerInfo
-from gateway.sync import Health
+from gateway.health import Health
 from registry._base import as_utc
 from registry.models import Worker
 
@@ -58,7 +58,7 @@ class WorkerDirectory:
         self._first_seen: dict[str, float] = {}
         self._published: dict[str, WorkerInfo] = {}
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = Tasks()
 
     @property
     def announcements(self) -> dict[str, dict[str, Any]]:
@@ -66,16 +66,19 @@ class WorkerDirectory:
 
     async def start(self) -> None:
         await self.refresh()
-        self._tasks.append(asyncio.create_task(self._poll(), name="workers-poll"))
+        self._tasks.spawn(poll(self._wake, self.poll_s, self.refresh), "workers-poll")
         if self.redis is not None:
-            self._tasks.append(asyncio.create_task(self._listen(), name="workers-listen"))
+            follow = follow_channel(
+                self.redis,
+                WORKER_CHANNEL,
+                lambda _: self._wake.set(),
+                self.health,
+                "worker notifications lost",
+            )
+            self._tasks.spawn(follow, "workers-listen")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._tasks.stop()
 
     async def refresh(self) -> None:
         """Re-read every source; when all of them fail, keep serving the last known set."""
@@ -150,28 +153,3 @@ class WorkerDirectory:
         if live != self._published:
             self._published = live
             self.on_workers(live)
-
-    async def _poll(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            self._wake.clear()
-            await self.refresh()
-
-    async def _listen(self) -> None:
-        assert self.redis is not None
-        backoff = 0.5
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(WORKER_CHANNEL)
-                    backoff = 0.5
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.health.fail("redis", f"worker notifications lost: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)

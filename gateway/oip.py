@@ -18,8 +18,8 @@ import msgspec
 from gateway.dataplane import GatewayDataPlane
 from gateway.errors import BadGatewayRequest, PayloadTooLarge
 from gateway.forward import Reply
+from gateway.health import Health
 from gateway.ratelimit import client_key
-from gateway.sync import Health
 from registry.errors import ModelgateError
 
 __all__ = ["OipApp"]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.errors import GatewayError, Overloaded
-from gateway.sync import Health
+from gateway.health import Health
 
 __all__ = ["LUA_TOKEN_BUCKET", "RateLimited", "RateLimiter", "client_key"]
 

@@ -8,13 +8,13 @@ means each replica ejects on its own evidence only (reported as degraded).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from typing import Any
 
+from gateway.background import Tasks, follow_channel
 from gateway.balancer import Balancer, Ejection
-from gateway.sync import Health
+from gateway.health import Health
 
 __all__ = ["EJECTION_CHANNEL", "SharedEjections"]
 
@@ -27,7 +27,7 @@ class SharedEjections:
         self.redis = redis
         self.health = health
         self.origin = origin
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = Tasks()
         self._pending: set[asyncio.Task[None]] = set()
 
     def publish(self, ejection: Ejection) -> None:
@@ -50,30 +50,20 @@ class SharedEjections:
             self.health.fail("redis", f"cannot share an ejection: {exc}")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="ejections-listen")
+        follow = follow_channel(
+            self.redis,
+            EJECTION_CHANNEL,
+            lambda data: self._apply(json.loads(data)),
+            self.health,
+            "ejection sharing lost",
+        )
+        self._tasks.spawn(follow, "ejections-listen")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.stop()
 
-    async def _listen(self) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(EJECTION_CHANNEL)
-                    backoff = 0.5
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._apply(json.loads(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.health.fail("redis", f"ejection sharing lost: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+    def _received(self, data: Any) -> None:
+        self._apply(json.loads(data))
 
     def _apply(self, doc: dict[str, Any]) -> None:
         if doc.get("origin") == self.origin:

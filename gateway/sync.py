@@ -9,7 +9,6 @@ net. A failed reload keeps the last snapshot and marks the source degraded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -17,33 +16,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.background import Tasks, follow_channel, poll
+from gateway.health import Health
 from registry.models import RegistryState
 from registry.snapshot import RegistrySnapshot, load_snapshot
 
-__all__ = ["REGISTRY_CHANNEL", "Health", "RegistrySync"]
+__all__ = ["REGISTRY_CHANNEL", "RegistrySync"]
 
 log = logging.getLogger("modelgate.gateway.sync")
 REGISTRY_CHANNEL = "modelgate:registry"
-
-
-class Health:
-    """Which outside dependencies are failing now; the gateway serves on, degraded."""
-
-    def __init__(self) -> None:
-        self.problems: dict[str, str] = {}
-
-    def fail(self, source: str, message: str) -> None:
-        if self.problems.get(source) != message:
-            log.warning("%s degraded: %s", source, message)
-        self.problems[source] = message
-
-    def ok(self, source: str) -> None:
-        if self.problems.pop(source, None) is not None:
-            log.info("%s recovered", source)
-
-    @property
-    def degraded(self) -> bool:
-        return bool(self.problems)
 
 
 class RegistrySync:
@@ -65,7 +46,7 @@ class RegistrySync:
         self.poll_s = poll_s
         self.revision = -1
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = Tasks()
 
     def poke(self) -> None:
         """A mutation committed in this process: reload now (the in-process bus)."""
@@ -73,16 +54,23 @@ class RegistrySync:
 
     async def start(self) -> None:
         await self.refresh()
-        self._tasks.append(asyncio.create_task(self._poll(), name="registry-poll"))
+        self._tasks.spawn(poll(self._wake, self.poll_s, self.refresh), "registry-poll")
         if self.redis is not None:
-            self._tasks.append(asyncio.create_task(self._listen(), name="registry-listen"))
+            follow = follow_channel(
+                self.redis,
+                REGISTRY_CHANNEL,
+                self._notified,
+                self.health,
+                "registry notifications lost",
+            )
+            self._tasks.spawn(follow, "registry-listen")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await self._tasks.stop()
+
+    def _notified(self, data: Any) -> None:
+        if int(data) != self.revision:
+            self._wake.set()
 
     async def refresh(self) -> bool:
         """Reload if the revision moved; returns whether a new snapshot was installed."""
@@ -110,31 +98,3 @@ class RegistrySync:
             except Exception as exc:
                 self.health.fail("redis", f"cannot publish the revision: {exc}")
         return True
-
-    async def _poll(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
-            self._wake.clear()
-            await self.refresh()
-
-    async def _listen(self) -> None:
-        assert self.redis is not None
-        backoff = 0.5
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(REGISTRY_CHANNEL)
-                    self.health.ok("redis")
-                    backoff = 0.5
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
-                            continue
-                        if int(message["data"]) != self.revision:
-                            self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.health.fail("redis", f"registry notifications lost: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)

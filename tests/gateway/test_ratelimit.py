@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from gateway.errors import GatewayError
 from gateway.ratelimit import RateLimited, RateLimiter, client_key
-from gateway.sync import Health
+from gateway.health import Health
 
 REDIS = "redis://127.0.0.1:6379/8"
 
