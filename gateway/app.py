@@ -163,6 +163,9 @@ def create_app(
         route_handlers=[admin_router(rsettings.max_artifact_bytes), metrics_endpoint],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
+        # NOTE: logging is the process's to configure (gateway.server.configure_logging);
+        # Litestar's default would put the root logger at INFO behind a queue thread.
+        logging_config=None,
         openapi_config=OpenAPIConfig(
             title="modelgate",
             version=VERSION,

@@ -17,6 +17,7 @@ def configure_logging(settings: GatewaySettings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("modelgate.access").disabled = not settings.access_log
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
 
 
 def make_app() -> Any:

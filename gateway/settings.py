@@ -18,11 +18,13 @@ class GatewaySettings(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("MODELGATE_REDIS_URL", "redis_url")
     )
-    #: granian measured 1.4-2.2x uvicorn's throughput here (docs/BENCHMARKS.md).
-    server: str = Field(default="granian", pattern="^(uvicorn|granian)$")
+    #: Measured on the forwarding path (docs/BENCHMARKS.md): uvicorn spends half of
+    #: granian's CPU per request at concurrency 1 and matches it at 64.
+    server: str = Field(default="uvicorn", pattern="^(uvicorn|granian)$")
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
-    #: One structured line per inference request on the ``modelgate.access`` logger.
-    access_log: bool = True
+    #: One structured line per inference request on the ``modelgate.access`` logger. Off by
+    #: default: it measured ~19% of the gateway's CPU per request (docs/BENCHMARKS.md).
+    access_log: bool = False
     #: Default per-request budget; a client's ``X-Request-Timeout-Ms`` can only shorten it.
     request_timeout_s: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)

@@ -8,8 +8,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.errors import GatewayError
-from gateway.ratelimit import RateLimited, RateLimiter, client_key
 from gateway.health import Health
+from gateway.ratelimit import RateLimited, RateLimiter, client_key
 
 REDIS = "redis://127.0.0.1:6379/8"
 

@@ -1,0 +1,136 @@
+"""The forwarding client against tiny HTTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from conftest import free_port
+
+from gateway.errors import BackendUnavailable, DeadlineExceeded
+from gateway.forward import Forwarder
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        ),
+        0,
+    )
+    return await reader.readexactly(length)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> str:
+        port = free_port()
+        servers.append(await asyncio.start_server(handler, "127.0.0.1", port))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for srv in servers:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_content_length_and_chunked_replies_on_one_kept_connection(
+    server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        body = await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-other: no\r\n"
+            b"inference-header-content-length: 2\r\ncontent-length: %d\r\n\r\n%s"
+            % (len(body), body)
+        )
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        )
+        await writer.drain()
+        await reader.read()
+
+    url = await server(handler)
+    forwarder = Forwarder()
+    await forwarder.start()
+    first = await forwarder.send("POST", f"{url}/v2/x", body=b"{}xy", headers={}, timeout_s=5)
+    assert (first.status, first.body) == (200, b"{}xy")
+    assert first.headers == [
+        (b"content-type", b"application/json"),
+        (b"inference-header-content-length", b"2"),
+    ]
+    second = await forwarder.send("POST", f"{url}/v2/x", body=b"", headers={}, timeout_s=5)
+    assert (second.status, second.body) == (503, b"abcde")
+    assert connections == 1
+    await forwarder.stop()
+
+
+async def test_a_stale_idle_connection_is_replaced_transparently(
+    server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    async def answer_once_then_close(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0)
+        writer.close()  # the keep-alive connection dies while idle in the pool
+
+    url = await server(answer_once_then_close)
+    forwarder = Forwarder()
+    await forwarder.start()
+    for _ in range(3):
+        reply = await forwarder.send("POST", f"{url}/v2/x", body=b"a", headers={}, timeout_s=5)
+        assert reply.body == b"ok"
+    await forwarder.stop()
+
+
+async def test_refused_dropped_and_late_answers_are_translated(
+    server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    forwarder = Forwarder()
+    await forwarder.start()
+    with pytest.raises(BackendUnavailable, match="failed"):
+        await forwarder.send(
+            "POST", f"http://127.0.0.1:{free_port()}/v2/x", body=b"", headers={}, timeout_s=5
+        )
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\npart")
+        await writer.drain()
+        writer.close()
+
+    with pytest.raises(BackendUnavailable, match="closed the connection mid-answer"):
+        await forwarder.send(
+            "POST", f"{await server(drop)}/v2/x", body=b"", headers={}, timeout_s=5
+        )
+
+    release = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await release.wait()
+        writer.close()
+
+    with pytest.raises(DeadlineExceeded):
+        await forwarder.send(
+            "POST", f"{await server(slow)}/v2/x", body=b"", headers={}, timeout_s=0.05
+        )
+    release.set()
+    await forwarder.stop()
