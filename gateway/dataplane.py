@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.balancer import Outcome
 from gateway.errors import BackendUnavailable, DeadlineExceeded, Overloaded
@@ -69,7 +70,23 @@ class GatewayDataPlane:
     settings: GatewaySettings
     limiter: RateLimiter | None = None
     _gates: dict[str, ModelGate] = field(default_factory=dict)
+    _children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = field(default_factory=dict)
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def _observe(self, model: str, route: Route, worker: str, status: int, elapsed: float) -> None:
+        # NOTE: ``.labels()`` costs a lock and a dict walk per call; the children are few
+        # (model x version x arm x worker x status), so they are cached.
+        key = (model, route.version, route.route, worker, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (model, route.version, route.route, worker)
+            children = (
+                self.metrics.requests.labels(*labels, str(status)),
+                self.metrics.latency.labels(*labels),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
 
     def _gate(self, model: str) -> ModelGate:
         gate = self._gates.get(model)
@@ -133,20 +150,18 @@ class GatewayDataPlane:
         if route.shadow is not None:
             self._send_shadow(route, forward_headers, body)
         elapsed = time.monotonic() - started
-        self.metrics.requests.labels(
-            model, route.version, route.route, worker, str(reply.status)
-        ).inc()
-        self.metrics.latency.labels(model, route.version, route.route, worker).observe(elapsed)
-        access_log.info(
-            "infer model=%s ref=%s version=%s route=%s worker=%s status=%d ms=%.2f",
-            model,
-            reference or "",
-            route.version,
-            route.route,
-            worker,
-            reply.status,
-            elapsed * 1000,
-        )
+        self._observe(model, route, worker, reply.status, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "infer model=%s ref=%s version=%s route=%s worker=%s status=%d ms=%.2f",
+                model,
+                reference or "",
+                route.version,
+                route.route,
+                worker,
+                reply.status,
+                elapsed * 1000,
+            )
         reply.headers.extend(
             [
                 (b"x-model-version", route.version.encode()),
