@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -32,8 +33,16 @@ async def server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
     servers: list[asyncio.Server] = []
 
     async def start(handler: Handler) -> str:
+        async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await handler(reader, writer)
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+
         port = free_port()
-        servers.append(await asyncio.start_server(handler, "127.0.0.1", port))
+        servers.append(await asyncio.start_server(closing, "127.0.0.1", port))
         return f"http://127.0.0.1:{port}"
 
     yield start
