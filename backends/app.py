@@ -24,6 +24,7 @@ from backends.codec import HEADER_LENGTH
 from backends.dataplane import DataPlane
 from backends.errors import InvalidRequest, PayloadTooLarge
 from backends.oip import ModelMetadata, ServerMetadata
+from registry.asgi import read_body
 from registry.errors import ModelgateError
 from registry.rendering import exception_handlers
 
@@ -78,23 +79,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    declared = _header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(int(declared), limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise InvalidRequest("client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(size, limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = await read_body(receive, limit, _header(scope, b"content-length"))
     return _decompress(body, _header(scope, b"content-encoding"), limit)
 
 

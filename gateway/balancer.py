@@ -257,6 +257,37 @@ class Balancer:
         if workers is None:
             raise NoReadyWorker(model, version, "no worker has it loaded and ready")
         now = self._clock()
+        candidates, panic = self._eligible(key, workers, now, exclude)
+        self.last_pick_panic = panic
+        if panic:
+            self.panic_picks += 1
+        if not candidates:
+            raise NoReadyWorker(model, version, self._ejector.why_none(workers, exclude))
+        if self._round_robin:
+            turn = self._turn.get(key, 0)
+            self._turn[key] = turn + 1
+            return candidates[turn % len(candidates)].id
+        return self._p2c(candidates, now).id
+
+    def least_loaded(self, model: str, version: str) -> str | None:
+        """The eligible worker that wins P2C's comparison against every other one, or None;
+        changes no state (for explaining a resolution, not for routing)."""
+        workers = self._index.get((model, version))
+        if workers is None:
+            return None
+        now = self._clock()
+        candidates, _ = self._eligible((model, version), workers, now, ())
+        if not candidates:
+            return None
+        best = candidates[0]
+        for other in candidates[1:]:
+            best = self._better(best, other, now)
+        return best.id
+
+    def _eligible(
+        self, key: Key, workers: tuple[_Worker, ...], now: float, exclude: Collection[str]
+    ) -> tuple[tuple[_Worker, ...], bool]:
+        """Ready workers not ejected (all of them in panic mode) and not excluded."""
         ejector = self._ejector
         if now >= ejector.next_expiry:
             self._expire(now)
@@ -266,19 +297,11 @@ class Balancer:
             healthy = ejector.healthy(key, workers)
             if len(healthy) < self._panic * len(workers):
                 panic = True
-                self.panic_picks += 1
             else:
                 candidates = healthy
-        self.last_pick_panic = panic
         if exclude:
             candidates = tuple(w for w in candidates if w.id not in exclude)
-        if not candidates:
-            raise NoReadyWorker(model, version, ejector.why_none(workers, exclude))
-        if self._round_robin:
-            turn = self._turn.get(key, 0)
-            self._turn[key] = turn + 1
-            return candidates[turn % len(candidates)].id
-        return self._p2c(candidates, now).id
+        return candidates, panic
 
     def _p2c(self, candidates: tuple[_Worker, ...], now: float) -> _Worker:
         n = len(candidates)
@@ -288,8 +311,10 @@ class Balancer:
         j = int(self._random() * (n - 1))
         if j >= i:
             j += 1
-        a = candidates[i]
-        b = candidates[j]
+        return self._better(candidates[i], candidates[j], now)
+
+    def _better(self, a: _Worker, b: _Worker, now: float) -> _Worker:
+        """P2C's comparison: the lower ``(in_flight + 1) * ewma / slow_start_weight``."""
         # NOTE: an unmeasured worker is taken to be as fast as the peer it is compared
         # with (both unmeasured: equal), so the choice falls to in-flight and slow start.
         # O(1), unlike a fleet median, and a new worker gets measured within a few requests.

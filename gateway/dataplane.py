@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.balancer import Outcome
-from gateway.errors import BackendUnavailable, DeadlineExceeded, Overloaded
+from gateway.errors import BackendUnavailable, BadGatewayRequest, DeadlineExceeded, Overloaded
 from gateway.forward import Forwarder, Reply
 from gateway.metrics import GatewayMetrics, access_log
 from gateway.ratelimit import RateLimiter
@@ -103,10 +104,8 @@ class GatewayDataPlane:
             try:
                 client = float(raw) / 1000.0
             except ValueError:
-                client = -1.0
-            if not client >= 0 or client != client:
-                from gateway.errors import BadGatewayRequest
-
+                client = math.nan
+            if not client >= 0:  # also refuses NaN
                 raise BadGatewayRequest(
                     f'X-Request-Timeout-Ms must be a number of milliseconds ≥ 0, got "{raw}"'
                 )

@@ -10,7 +10,6 @@ __all__ = [
     "DeadlineExceeded",
     "GatewayError",
     "Overloaded",
-    "PayloadTooLarge",
 ]
 
 
@@ -20,13 +19,6 @@ class GatewayError(ModelgateError):
 
 class BadGatewayRequest(GatewayError):
     status_code = 400
-
-
-class PayloadTooLarge(GatewayError):
-    status_code = 413
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"request body is larger than the limit of {limit} bytes")
 
 
 class DeadlineExceeded(GatewayError):

@@ -16,10 +16,11 @@ from urllib.parse import unquote
 import msgspec
 
 from gateway.dataplane import GatewayDataPlane
-from gateway.errors import BadGatewayRequest, PayloadTooLarge
+from gateway.errors import BadGatewayRequest
 from gateway.forward import Reply
 from gateway.health import Health
 from gateway.ratelimit import client_key
+from registry.asgi import read_body
 from registry.errors import ModelgateError
 
 __all__ = ["OipApp"]
@@ -145,25 +146,7 @@ class OipApp:
         scope: Scope,
     ) -> Reply:
         reference = self._reference(version, headers)
-        body = await self._body(headers, receive)
+        limit = self.plane.settings.max_body_bytes
+        body = await read_body(receive, limit, headers.get("content-length"))
         client = client_key(headers, scope.get("client")) if self.plane.limiter else None
         return await self.plane.infer(model, reference, headers, body, client)
-
-    async def _body(self, headers: dict[str, str], receive: Receive) -> bytes:
-        limit = self.plane.settings.max_body_bytes
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(limit)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise BadGatewayRequest("the client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(limit)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)

@@ -14,7 +14,9 @@ __all__ = [
     "ArtifactTooLarge",
     "AuthError",
     "BadRequest",
+    "BodyTooLarge",
     "ChecksumMismatch",
+    "ClientDisconnected",
     "Conflict",
     "Forbidden",
     "ModelNotFound",
@@ -96,6 +98,17 @@ def _listing(versions: Iterable[str]) -> str:
     if len(shown) > 20:
         return "have " + ", ".join(shown[:20]) + f", … ({len(shown)} in all)"
     return "have " + ", ".join(shown)
+
+
+class BodyTooLarge(ModelgateError):
+    status_code = 413
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request body of {size} bytes is larger than the limit of {limit} bytes")
+
+
+class ClientDisconnected(BadRequest):
+    """The client went away before the whole request body arrived."""
 
 
 class ModelNotFound(NotFound):

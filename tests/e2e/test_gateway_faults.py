@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import POSTGRES_SERVER, free_port
+from conftest import POSTGRES_SERVER, free_port, onnx_bytes
 from fleet import Fleet, infer_json, wait_until
 
 HERE = Path(__file__).parent
@@ -223,7 +223,7 @@ async def test_hot_swap_under_load_fails_nothing(fleet: Fleet) -> None:
             files={
                 "file": (
                     "m.onnx",
-                    __import__("conftest").onnx_bytes(3.0),
+                    onnx_bytes(3.0),
                     "application/octet-stream",
                 )
             },

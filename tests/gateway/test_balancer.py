@@ -393,3 +393,21 @@ def test_pick_never_returns_an_excluded_unready_or_ejected_worker(
                 assert state[chosen]["ejected_until"] is None
             ejected = sum(1 for r in state.values() if r["ejected_until"] is not None)
             assert ejected <= balancer.rules.max_ejected(len(state))
+
+
+def test_least_loaded_ranks_like_p2c_and_changes_nothing() -> None:
+    balancer, _ = make(3)  # w0, w1, w2, all serving V1
+    measure(balancer, "w0", 0.010)
+    measure(balancer, "w1", 0.001)
+    measure(balancer, "w2", 0.001)
+    balancer.started("w2")
+    before = balancer.snapshot()
+    assert balancer.least_loaded(MODEL, V1) == "w1"
+    assert balancer.snapshot() == before
+    assert balancer.panic_picks == 0
+    for _ in range(5):
+        balancer.started("w1")
+        balancer.finished("w1", 0.001, Outcome.FAILURE)
+    assert balancer.snapshot()[1]["ejected_until"] is not None
+    assert balancer.least_loaded(MODEL, V1) == "w2"  # w1 ejected; w2 busy but faster than w0
+    assert balancer.least_loaded(MODEL, "9.9.9") is None

@@ -1,0 +1,32 @@
+"""ASGI helpers shared by the gateway's and the worker's bare data-plane apps."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from registry.errors import BodyTooLarge, ClientDisconnected
+
+__all__ = ["read_body"]
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+async def read_body(receive: Receive, limit: int, declared_length: str | None) -> bytes:
+    """The whole request body; 413 before reading when ``Content-Length`` already exceeds
+    ``limit``, or as soon as the bytes do; 400 when the client leaves half-way."""
+    if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+        raise BodyTooLarge(int(declared_length), limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(size, limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
