@@ -28,6 +28,7 @@ from gateway.health import Health
 from gateway.live import Live
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
+from gateway.outliers import Ejection
 from gateway.probes import Prober
 from gateway.ratelimit import RateLimiter
 from gateway.retry import RetryBudget
@@ -186,10 +187,15 @@ def create_app(
     return app
 
 
-def _on_eject(metrics: GatewayMetrics, shared: SharedEjections | None) -> Callable[[Any], None]:
-    def on_eject(ejection: Any) -> None:
+def _on_eject(
+    metrics: GatewayMetrics, shared: SharedEjections | None
+) -> Callable[[Ejection], None]:
+    """Count this replica's own ejections and share them (the balancer never calls the hook
+    for ejections applied from other replicas)."""
+
+    def on_eject(ejection: Ejection) -> None:
         metrics.ejections.labels(ejection.worker_id).inc()
-        if shared is not None and not getattr(ejection, "remote", False):
+        if shared is not None:
             shared.publish(ejection)
 
     return on_eject
