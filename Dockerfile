@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY registry registry
 COPY gateway gateway
 COPY backends backends
+COPY modelgate modelgate
 COPY migrations migrations
 RUN pip install --no-cache-dir .
 ENV MODELGATE_ARTIFACT_ROOT=/var/lib/modelgate/artifacts

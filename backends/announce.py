@@ -2,34 +2,33 @@
 
 Every ``interval`` seconds, and at once whenever the data plane signals a change (load,
 unload, ready, draining), the announcer upserts this worker's row in the registry's
-``workers`` table and, with Redis, sets ``modelgate:worker:<id>`` to the same JSON with a
-TTL and publishes the id on ``modelgate:workers``. It runs as its own task: nothing here is
-on the request path. Failures are logged (once per distinct message) and retried on the
-next beat; on stop the last announcement says ``stopped``.
+``workers`` table and, with Redis, sets its key to the same announcement with a TTL and
+publishes the id on the workers channel (the wire format is `modelgate.core.announce`).
+It runs as its own task: nothing here is on the request path. Failures are logged (once
+per distinct message) and retried on the next beat; on stop the last announcement says ``stopped``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backends.dataplane import DataPlane
+from modelgate.core.announce import Announcement, LoadedEntry, encode
+from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
 from registry.db import WRITE_INTENT, make_engine, make_sessionmaker
 from registry.models import Worker
 
-__all__ = ["CHANNEL", "KEY_PREFIX", "Announcer"]
+__all__ = ["Announcer"]
 
 log = logging.getLogger("modelgate.worker.announce")
-
-KEY_PREFIX = "modelgate:worker:"
-CHANNEL = "modelgate:workers"
 
 
 class Announcer:
@@ -46,6 +45,7 @@ class Announcer:
         interval_s: float = 2.0,
         ttl_s: float = 10.0,
         engine: AsyncEngine | None = None,
+        keys: RedisKeys = DEFAULT_KEYS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.plane = plane
@@ -56,6 +56,7 @@ class Announcer:
         self._interval = interval_s
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._engine = engine
+        self._keys = keys
         self._now = now
         self.started_at = now()
         self._task: asyncio.Task[None] | None = None
@@ -80,26 +81,24 @@ class Announcer:
             interval_s=settings.heartbeat_interval_s,
             ttl_s=settings.heartbeat_ttl_s,
             engine=engine,
+            keys=RedisKeys(settings.redis_prefix),
         )
 
-    def payload(self) -> dict[str, Any]:
-        """The announcement: the ``workers`` row's columns, timestamps as ISO 8601."""
+    def payload(self) -> Announcement:
+        """The announcement of this worker's state now."""
         snap = self.plane.snapshot()
-        return {
-            "id": self.worker_id,
-            "url": self.url,
-            "state": snap["state"],
-            "loaded": [
-                {"model": v["model"], "version": v["version"], "ready": v["ready"]}
-                for v in snap["loaded"]
-            ],
-            "in_flight": snap["in_flight"],
-            "queue_depth": snap["queue_depth"],
-            "capacity": snap["capacity"],
-            "device": snap["device"],
-            "started_at": self.started_at.isoformat(),
-            "last_seen": self._now().isoformat(),
-        }
+        return Announcement(
+            id=self.worker_id,
+            url=self.url,
+            state=snap["state"],
+            loaded=[LoadedEntry(v["model"], v["version"], v["ready"]) for v in snap["loaded"]],
+            in_flight=snap["in_flight"],
+            queue_depth=snap["queue_depth"],
+            capacity=snap["capacity"],
+            device=snap["device"],
+            started_at=self.started_at,
+            last_seen=self._now(),
+        )
 
     async def start(self) -> None:
         if self._task is None:
@@ -151,27 +150,26 @@ class Announcer:
                 log.warning("%s", message)
                 self._last_error = message
 
-    async def _write_row(self, payload: dict[str, Any]) -> None:
+    async def _write_row(self, payload: Announcement) -> None:
         assert self._sessionmaker is not None
         async with self._sessionmaker() as session, session.begin():
             await session.connection(execution_options={WRITE_INTENT: True})
             await session.merge(
                 Worker(
-                    id=payload["id"],
-                    url=payload["url"],
-                    loaded=payload["loaded"],
-                    state=payload["state"],
-                    in_flight=payload["in_flight"],
-                    queue_depth=payload["queue_depth"],
-                    capacity=payload["capacity"],
-                    device=payload["device"],
-                    started_at=self.started_at,
-                    last_seen=datetime.fromisoformat(payload["last_seen"]),
+                    id=payload.id,
+                    url=payload.url,
+                    loaded=[msgspec.structs.asdict(e) for e in payload.loaded],
+                    state=payload.state,
+                    in_flight=payload.in_flight,
+                    queue_depth=payload.queue_depth,
+                    capacity=payload.capacity,
+                    device=payload.device,
+                    started_at=payload.started_at,
+                    last_seen=payload.last_seen,
                 )
             )
 
-    async def _write_redis(self, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload, separators=(",", ":"))
+    async def _write_redis(self, payload: Announcement) -> None:
         assert self._redis is not None
-        await self._redis.set(KEY_PREFIX + self.worker_id, body, px=self._ttl_ms)
-        await self._redis.publish(CHANNEL, self.worker_id)
+        await self._redis.set(self._keys.worker(self.worker_id), encode(payload), px=self._ttl_ms)
+        await self._redis.publish(self._keys.workers_channel, self.worker_id)

@@ -24,9 +24,9 @@ from backends.codec import HEADER_LENGTH
 from backends.dataplane import DataPlane
 from backends.errors import InvalidRequest, PayloadTooLarge
 from backends.oip import ModelMetadata, ServerMetadata
-from registry.asgi import read_body
-from registry.errors import ModelgateError
-from registry.rendering import exception_handlers
+from modelgate.core.asgi import read_body
+from modelgate.core.errors import ModelgateError
+from modelgate.core.rendering import exception_handlers
 
 __all__ = ["Service", "WorkerApp", "create_worker_app"]
 

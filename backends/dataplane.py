@@ -30,7 +30,8 @@ from backends.metrics import Metrics, VersionMetrics
 from backends.oip import ModelMetadata, ServerMetadata, TensorMetadata
 from backends.runtime import OnnxModel, RuntimeOptions, synthetic_inputs
 from backends.signature import Signature
-from backends.source import Artifact, ModelSource, base_version
+from backends.source import Artifact, ModelSource
+from modelgate.core.semver import VersionKey, base_version, precedence_key, split_version
 
 __all__ = ["DataPlane", "InferOutcome", "LoadedVersion", "WorkerOptions"]
 
@@ -94,14 +95,10 @@ class LoadedVersion:
         )
 
 
-def precedence(version: str) -> tuple[Any, ...]:
-    """SemVer precedence key (build metadata ignored), to pick the highest loaded version."""
-    core, _, pre = base_version(version).partition("-")
-    nums = tuple(int(p) if p.isdigit() else 0 for p in core.split("."))
-    if not pre:
-        return (nums, 1, ())
-    ids = tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in pre.split("."))
-    return (nums, 0, ids)
+def precedence(version: str) -> VersionKey:
+    """SemVer precedence of a loaded version (build ignored), to pick the highest one."""
+    parts = split_version(version)
+    return precedence_key(*parts) if parts is not None else (-1, -1, -1, 0, ())
 
 
 class DataPlane:

@@ -1,4 +1,4 @@
-"""Errors of the worker. Each maps to an HTTP status; ``registry.rendering`` renders them.
+"""Errors of the worker. Each maps to an HTTP status; ``modelgate.core.rendering`` renders them.
 
 Foreign exceptions (onnxruntime, numpy) are translated into these at the boundary where
 they are raised, once: callers above the runtime and codec only ever see ``BackendError``.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from registry.errors import ModelgateError
+from modelgate.core.errors import ModelgateError
 
 __all__ = [
     "BackendError",

@@ -8,21 +8,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from backends.source import Artifact, base_version
+from backends.source import Artifact
+from modelgate.core.semver import split_version
 from registry.artifacts import ArtifactStore
 from registry.db import make_engine, make_sessionmaker
 from registry.errors import ModelNotFound, VersionNotFound
 from registry.models import Model, ModelVersion, VersionStatus
 
 __all__ = ["RegistrySource"]
-
-
-def _precedence_parts(version: str) -> tuple[int, int, int, str] | None:
-    core, _, pre = base_version(version).partition("-")
-    parts = core.split(".")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        return None
-    return int(parts[0]), int(parts[1]), int(parts[2]), pre
 
 
 class RegistrySource:
@@ -52,7 +45,7 @@ class RegistrySource:
             row = (
                 await session.execute(query.where(ModelVersion.version == version))
             ).scalar_one_or_none()
-            parts = _precedence_parts(version)
+            parts = split_version(version)
             if row is None and parts is not None:
                 major, minor, patch, pre = parts
                 row = (

@@ -11,17 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from backends.dataplane import DataPlane
+from modelgate.core.logging import configure_logging
 
 if TYPE_CHECKING:
     from backends.app import WorkerApp
+    from backends.settings import WorkerSettings
 
-__all__ = ["WorkerServer", "serve"]
+__all__ = ["WorkerServer", "run_worker", "serve"]
 
 log = logging.getLogger("modelgate.worker")
 
@@ -82,3 +85,39 @@ def serve(app: WorkerApp, plane: DataPlane, *, host: str, port: int, **uvicorn_k
     app.state.server = server
     server.run()
     return server.exit_code
+
+
+def run_worker(
+    settings: WorkerSettings, loads: list[tuple[str, str]], files: dict[tuple[str, str], Path]
+) -> int:
+    """Build the worker from settings and serve it; returns the exit code."""
+    from backends.app import Service, create_worker_app
+    from backends.metrics import PrometheusMetrics
+    from backends.runtime import choose_device
+    from backends.source import ChainSource, FileSource, ModelSource
+
+    configure_logging(settings.log_level)
+    options = settings.options()
+    choose_device(options.runtime)
+    sources: list[ModelSource] = [FileSource(files)] if files else []
+    services: list[Service] = []
+    if loads:
+        from backends.registry_source import RegistrySource
+
+        registry = RegistrySource.from_settings(settings)
+        sources.append(registry)
+        services.append(registry)
+
+    plane = DataPlane(options, source=ChainSource(sources), metrics=PrometheusMetrics())
+    announce_db = settings.announce if settings.announce is not None else bool(loads)
+    if announce_db or settings.redis_url:
+        from backends.announce import Announcer
+
+        services.append(Announcer.from_settings(settings, plane, database=announce_db))
+    app = create_worker_app(
+        plane,
+        startup_loads=[*files, *loads],
+        services=services,
+        on_fatal=lambda exc: app.state.server.fatal(exc),
+    )
+    return serve(app, plane, host=settings.host, port=settings.port)

@@ -1,27 +1,28 @@
 """Typed settings of the worker, read once from the environment (``MODELGATE_WORKER_*``).
 
-``MODELGATE_DATABASE_URL``, ``MODELGATE_ARTIFACT_ROOT`` and ``MODELGATE_REDIS_URL`` are the
-documented shared names; everything else takes the ``MODELGATE_WORKER_`` prefix.
+The shared names (``MODELGATE_DATABASE_URL``, ``MODELGATE_ARTIFACT_ROOT``,
+``MODELGATE_REDIS_URL``, ``MODELGATE_REDIS_PREFIX``) come from `modelgate.core.settings`;
+everything else takes the ``MODELGATE_WORKER_`` prefix.
 """
 
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backends.batcher import BatchPolicy
 from backends.dataplane import WorkerOptions
 from backends.faults import FaultPolicy
 from backends.runtime import RuntimeOptions
+from modelgate.core.settings import RedisSettings, StoreSettings
 
 __all__ = ["WorkerSettings"]
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
     """Settings of one worker process; ``options()`` turns them into the core's options."""
 
     model_config = SettingsConfigDict(env_prefix="MODELGATE_WORKER_", extra="ignore")
@@ -59,17 +60,6 @@ class WorkerSettings(BaseSettings):
     heartbeat_ttl_s: float = Field(default=10.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    database_url: str = Field(
-        default="sqlite+aiosqlite:///./var/modelgate.db",
-        validation_alias=AliasChoices("MODELGATE_DATABASE_URL", "database_url"),
-    )
-    artifact_root: Path = Field(
-        default=Path("./var/artifacts"),
-        validation_alias=AliasChoices("MODELGATE_ARTIFACT_ROOT", "artifact_root"),
-    )
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("MODELGATE_REDIS_URL", "redis_url")
-    )
 
     @property
     def worker_id(self) -> str:

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Protocol
 
 from backends.errors import LoadFailed, ModelNotLoaded
+from modelgate.core.semver import base_version
 
 __all__ = [
     "Artifact",
     "ChainSource",
     "FileSource",
     "ModelSource",
-    "base_version",
     "parse_model_ref",
 ]
 
@@ -35,11 +35,6 @@ class ModelSource(Protocol):
     async def fetch(self, model: str, version: str) -> Artifact:
         """The artifact of exactly ``model@version``; raises a ``ModelgateError`` if none."""
         ...
-
-
-def base_version(version: str) -> str:
-    """The version without build metadata: ``1.2.0+b7`` and ``1.2.0`` name one version."""
-    return version.split("+", 1)[0]
 
 
 def parse_model_ref(text: str) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """G5 in simulation: p99 with P2C vs round robin when 1 of 4 workers is slowed 10x.
 
-No network: a discrete-event simulation drives the real `gateway.balancer.Balancer` on a
+No network: a discrete-event simulation drives the real `gateway.balancing.balancer.Balancer` on a
 simulated clock. Each worker serves ``--slots`` requests at once (k servers, FIFO queue)
 with exponential service times, mean 1 ms (the slowed one: 10 ms). Two load models, both
 run for each strategy with the same seeds:
@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
+from gateway.balancing.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
 
 MODEL, VERSION = "resnet", "1.0.0"
 FAST_S, SLOW_S = 0.001, 0.010

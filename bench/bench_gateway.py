@@ -70,7 +70,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "modelgate"]
 CLK = os.sysconf("SC_CLK_TCK")
 BODY = b'{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,1,1,1]}]}'
 _CL = re.compile(rb"content-length:\s*(\d+)", re.I)

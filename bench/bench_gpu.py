@@ -100,7 +100,7 @@ def gateway_vs_direct(width: int, seconds: float, providers: str = "cuda") -> di
         MODELGATE_REGISTRY_MAX_ARTIFACT_BYTES=str(1 << 30),
     )
     env.pop("MODELGATE_REDIS_URL", None)
-    cli = [sys.executable, "-m", "gateway.cli"]
+    cli = [sys.executable, "-m", "modelgate"]
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     token = subprocess.run(
         [*cli, "tokens", "create", "--name", "gpu", "--scope", "admin"],

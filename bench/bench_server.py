@@ -96,7 +96,7 @@ def main() -> int:
         MODELGATE_ARTIFACT_ROOT=str(root / "a"),
     )
     env.pop("MODELGATE_REDIS_URL", None)
-    cli = [sys.executable, "-m", "gateway.cli"]
+    cli = [sys.executable, "-m", "modelgate"]
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     token = subprocess.run(
         [*cli, "tokens", "create", "--name", "bench", "--scope", "admin"],

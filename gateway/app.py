@@ -20,29 +20,29 @@ from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.balancer import Balancer, BalancerSettings
+from gateway.balancing.balancer import Balancer
+from gateway.balancing.outliers import Ejection
+from gateway.balancing.probes import Prober
+from gateway.balancing.retry import RetryBudget
+from gateway.balancing.shared_ejections import SharedEjections
+from gateway.control.discovery import WorkerDirectory
+from gateway.control.health import Health
+from gateway.control.live import Live
+from gateway.control.sync import RegistrySync
 from gateway.dataplane import GatewayDataPlane
-from gateway.discovery import WorkerDirectory
 from gateway.forward import Forwarder
-from gateway.health import Health
-from gateway.live import Live
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
-from gateway.outliers import Ejection
-from gateway.probes import Prober
 from gateway.ratelimit import RateLimiter
-from gateway.retry import RetryBudget
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
-from gateway.shared import SharedEjections
-from gateway.sync import RegistrySync
+from modelgate.core.rendering import exception_handlers
 from registry.api import Registry, admin_router
 from registry.artifacts import ArtifactStore
 from registry.audit import AuditService
 from registry.catalog import CatalogService
 from registry.db import make_engine, make_sessionmaker
 from registry.policies import PolicyService
-from registry.rendering import exception_handlers
 from registry.settings import RegistrySettings
 from registry.tokens import TokenService
 
@@ -68,16 +68,15 @@ def build_registry(
 
 
 def create_app(
-    registry_settings: RegistrySettings | None = None,
-    gateway_settings: GatewaySettings | None = None,
+    rsettings: RegistrySettings,
+    gsettings: GatewaySettings,
     *,
     engine: AsyncEngine | None = None,
     redis: Any | None = None,
-    balancer_settings: BalancerSettings | None = None,
 ) -> Litestar:
-    """Build the app; injected ``engine``/``redis`` are used as given and not closed."""
-    rsettings = registry_settings or RegistrySettings()
-    gsettings = gateway_settings or GatewaySettings()
+    """Build the app from settings read once by the caller; injected ``engine``/``redis``
+    are used as given and not closed."""
+    keys = gsettings.redis_keys
     owned_engine = engine is None
     db = engine if engine is not None else make_engine(rsettings.database_url)
     owned_redis = redis is None and gsettings.redis_url is not None
@@ -88,11 +87,10 @@ def create_app(
     sessions = make_sessionmaker(db)
     health = Health()
     metrics = GatewayMetrics()
-    bsettings = balancer_settings or BalancerSettings()
-    balancer = Balancer(bsettings)
+    balancer = Balancer(gsettings)
     table = RoutingTable(balancer)
     sync = RegistrySync(
-        sessions, table.install, health, redis=redis, poll_s=gsettings.registry_poll_s
+        sessions, table.install, health, redis=redis, poll_s=gsettings.registry_poll_s, keys=keys
     )
     prober = Prober(balancer, interval_s=gsettings.probe_interval_s)
 
@@ -107,6 +105,7 @@ def create_app(
         redis=redis,
         poll_s=gsettings.workers_poll_s,
         stale_s=gsettings.worker_stale_s,
+        keys=keys,
     )
     forwarder = Forwarder()
     limiter = None
@@ -117,14 +116,15 @@ def create_app(
             redis=redis,
             health=health,
             fail_open=gsettings.rate_limit_fail_open,
+            keys=keys,
         )
     plane = GatewayDataPlane(
-        table, forwarder, RetryBudget.from_settings(bsettings), metrics, gsettings, limiter
+        table, forwarder, RetryBudget.from_settings(gsettings), metrics, gsettings, limiter
     )
     shared = None
     if redis is not None:
         shared = SharedEjections(
-            balancer, redis, health, origin=f"{socket.gethostname()}:{os.getpid()}"
+            balancer, redis, health, origin=f"{socket.gethostname()}:{os.getpid()}", keys=keys
         )
     balancer.on_eject = _on_eject(metrics, shared)
     registry = build_registry(rsettings, db, on_commit=sync.poke)
@@ -164,7 +164,7 @@ def create_app(
         route_handlers=[admin_router(rsettings.max_artifact_bytes), metrics_endpoint],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
-        # NOTE: logging is the process's to configure (gateway.server.configure_logging);
+        # NOTE: logging is the process's to configure (modelgate.core.logging);
         # Litestar's default would put the root logger at INFO behind a queue thread.
         logging_config=None,
         openapi_config=OpenAPIConfig(
@@ -215,5 +215,7 @@ class GatewayApp:
             await self.litestar(scope, receive, send)  # type: ignore[arg-type]
 
 
-def create_gateway(**kwargs: Any) -> GatewayApp:
-    return GatewayApp(create_app(**kwargs))
+def create_gateway(
+    rsettings: RegistrySettings, gsettings: GatewaySettings, **kwargs: Any
+) -> GatewayApp:
+    return GatewayApp(create_app(rsettings, gsettings, **kwargs))

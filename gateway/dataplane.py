@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.balancer import Outcome
+from gateway.balancing.balancer import Outcome
+from gateway.balancing.retry import RetryBudget
 from gateway.errors import BackendUnavailable, BadGatewayRequest, DeadlineExceeded, Overloaded
 from gateway.forward import Forwarder, Reply
 from gateway.metrics import GatewayMetrics, access_log
 from gateway.ratelimit import RateLimiter
-from gateway.retry import RetryBudget
 from gateway.routing import Route, RoutingTable
 from gateway.settings import GatewaySettings
 

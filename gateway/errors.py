@@ -1,15 +1,36 @@
-"""Errors of the gateway's data plane, rendered like every other ``ModelgateError``."""
+"""Errors of the gateway's data plane, rendered like every other ``ModelgateError``.
+
+::
+
+    ModelgateError (modelgate.core.errors)
+    └── GatewayError
+        ├── BadGatewayRequest       400  a header or path the gateway cannot route
+        ├── Overloaded              429  the model's concurrency and queue are full
+        │   └── RateLimited         429  the client's token bucket is empty
+        ├── BackendUnavailable      503  the worker could not be reached or answered 503
+        ├── NoReadyWorker           503  no worker can take this version now
+        ├── LimiterUnavailable      503  Redis is down and rate limits fail closed
+        └── DeadlineExceeded        504  the request's deadline passed
+
+Registry errors raised while routing (unknown model, no version satisfies, no ready
+version) pass through unchanged.
+"""
 
 from __future__ import annotations
 
-from registry.errors import ModelgateError
+import math
+
+from modelgate.core.errors import ModelgateError
 
 __all__ = [
     "BackendUnavailable",
     "BadGatewayRequest",
     "DeadlineExceeded",
     "GatewayError",
+    "LimiterUnavailable",
+    "NoReadyWorker",
     "Overloaded",
+    "RateLimited",
 ]
 
 
@@ -36,4 +57,32 @@ class Overloaded(GatewayError):
     """The model's concurrency limit and queue are full: shed, with a hint when to retry."""
 
     status_code = 429
+    headers = {"Retry-After": "1"}
+
+
+class RateLimited(Overloaded):
+    """429 with ``Retry-After`` naming when the client's bucket has a token again."""
+
+    def __init__(self, client: str, retry_after_s: float) -> None:
+        super().__init__(f"rate limit exceeded for {client}; retry in {retry_after_s:.2f}s")
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
+
+
+class NoReadyWorker(GatewayError):
+    """No worker can take a request for this version now (503, retry shortly)."""
+
+    status_code = 503
+    headers = {"Retry-After": "1"}
+
+    def __init__(self, model: str, version: str, reason: str) -> None:
+        super().__init__(f'no worker can serve "{model}" version {version}: {reason}')
+        self.model = model
+        self.version = version
+        self.reason = reason
+
+
+class LimiterUnavailable(GatewayError):
+    """The shared rate-limit store failed and limits fail closed."""
+
+    status_code = 503
     headers = {"Retry-After": "1"}

@@ -15,13 +15,13 @@ from urllib.parse import unquote
 
 import msgspec
 
+from gateway.control.health import Health
 from gateway.dataplane import GatewayDataPlane
 from gateway.errors import BadGatewayRequest
 from gateway.forward import Reply
-from gateway.health import Health
 from gateway.ratelimit import client_key
-from registry.asgi import read_body
-from registry.errors import ModelgateError
+from modelgate.core.asgi import read_body
+from modelgate.core.errors import ModelgateError
 
 __all__ = ["OipApp"]
 

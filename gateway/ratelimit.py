@@ -9,15 +9,15 @@ When Redis fails, ``rate_limit_fail_open`` decides: serve (and report degraded) 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from gateway.errors import GatewayError, Overloaded
-from gateway.health import Health
+from gateway.control.health import Health
+from gateway.errors import LimiterUnavailable, RateLimited
+from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
 
-__all__ = ["LUA_TOKEN_BUCKET", "RateLimited", "RateLimiter", "client_key"]
+__all__ = ["LUA_TOKEN_BUCKET", "RateLimiter", "client_key"]
 
 LUA_TOKEN_BUCKET = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -38,19 +38,6 @@ return {allowed, tostring(tokens)}
 """
 
 
-class RateLimited(Overloaded):
-    """429 with ``Retry-After`` naming when the client's bucket has a token again."""
-
-    def __init__(self, client: str, retry_after_s: float) -> None:
-        super().__init__(f"rate limit exceeded for {client}; retry in {retry_after_s:.2f}s")
-        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
-
-
-class LimiterUnavailable(GatewayError):
-    status_code = 503
-    headers = {"Retry-After": "1"}
-
-
 def client_key(headers: dict[str, str], client: tuple[str, int] | None) -> str:
     """``token:<sha256 prefix>`` for a bearer token, else ``addr:<ip>``."""
     auth = headers.get("authorization", "")
@@ -69,12 +56,14 @@ class RateLimiter:
         health: Health,
         fail_open: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        keys: RedisKeys = DEFAULT_KEYS,
     ) -> None:
         self.rate, self.burst = rate, max(burst, 1.0)
         self.redis = redis
         self.health = health
         self.fail_open = fail_open
         self.clock = clock
+        self.keys = keys
         self._local: dict[str, tuple[float, float]] = {}
         self._script: Any = redis.register_script(LUA_TOKEN_BUCKET) if redis is not None else None
 
@@ -85,7 +74,7 @@ class RateLimiter:
         else:
             try:
                 result = await self._script(
-                    keys=[f"modelgate:rl:{client}"], args=[self.rate, self.burst]
+                    keys=[self.keys.rate_limit(client)], args=[self.rate, self.burst]
                 )
             except Exception as exc:
                 self.health.fail("redis", f"rate limiter unavailable: {exc}")

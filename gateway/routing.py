@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from gateway.balancer import Balancer, WorkerInfo
+from gateway.balancing.balancer import Balancer, WorkerInfo
 from registry.resolution import Resolution
 from registry.snapshot import RegistrySnapshot
 from registry.traffic import Choice, choose

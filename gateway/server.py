@@ -2,56 +2,48 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from gateway.app import create_gateway
 from gateway.settings import GatewaySettings
+from modelgate.core.logging import configure_logging
+from registry.settings import RegistrySettings
 
 __all__ = ["make_app", "run_gateway"]
 
 
-def configure_logging(settings: GatewaySettings) -> None:
-    """One line per record on stderr; the access log (``modelgate.access``) by setting."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("modelgate.access").disabled = not settings.access_log
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
-
-
 def make_app() -> Any:
-    """App factory for servers that import it by name (it runs in each server process);
-    settings come from the environment."""
-    from gateway.app import create_gateway
+    """App factory for granian, which imports it by name in each server process it starts;
+    there the settings are read once, from the environment the parent passed on."""
+    gsettings = GatewaySettings()
+    configure_logging(gsettings.log_level, access_log=gsettings.access_log)
+    return create_gateway(RegistrySettings(), gsettings)
 
-    configure_logging(GatewaySettings())
-    return create_gateway()
 
-
-def run_gateway(settings: GatewaySettings) -> None:
-    if settings.server == "granian":
+def run_gateway(rsettings: RegistrySettings, gsettings: GatewaySettings) -> None:
+    """Serve until stopped. uvicorn runs the app built here from the caller's settings."""
+    configure_logging(gsettings.log_level, access_log=gsettings.access_log)
+    if gsettings.server == "granian":
         from granian import Granian
         from granian.constants import Interfaces
         from granian.log import LogLevels
 
         Granian(
             "gateway.server:make_app",
-            address=settings.host,
-            port=settings.port,
+            address=gsettings.host,
+            port=gsettings.port,
             interface=Interfaces.ASGI,
             factory=True,
-            log_level=LogLevels(settings.log_level),
+            log_level=LogLevels(gsettings.log_level),
         ).serve()
         return
     import uvicorn
 
     uvicorn.run(
-        "gateway.server:make_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
+        create_gateway(rsettings, gsettings),
+        host=gsettings.host,
+        port=gsettings.port,
+        log_level=gsettings.log_level,
         access_log=False,
         loop="uvloop",
         http="httptools",

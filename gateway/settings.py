@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.balancing.balancer import BalancerSettings
+from modelgate.core.settings import RedisSettings
 
 __all__ = ["GatewaySettings"]
 
 
-class GatewaySettings(BaseSettings):
-    """``MODELGATE_GATEWAY_*``; ``MODELGATE_REDIS_URL`` unset means embedded mode."""
+class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
+    """``MODELGATE_GATEWAY_*``, the balancer's settings included; ``MODELGATE_REDIS_URL``
+    unset means embedded mode. Read once per process and passed down."""
 
     model_config = SettingsConfigDict(env_prefix="MODELGATE_GATEWAY_", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("MODELGATE_REDIS_URL", "redis_url")
-    )
     #: Measured on the forwarding path (docs/BENCHMARKS.md): uvicorn spends half of
     #: granian's CPU per request at concurrency 1 and matches it at 64.
     server: str = Field(default="uvicorn", pattern="^(uvicorn|granian)$")

@@ -14,8 +14,9 @@ from registry.artifacts import StoredArtifact
 from registry.constraints import parse_constraint, parse_version
 from registry.errors import Conflict, VersionConflict
 from registry.models import Model, ModelVersion, VersionStatus
-from registry.resolution import ModelView, VersionInfo
+from registry.resolution import ModelView
 from registry.schemas import ModelIn, ModelOut, Page, VersionOut, VersionPatch
+from registry.views import load_views
 
 __all__ = ["CatalogService", "version_out"]
 
@@ -266,13 +267,7 @@ class CatalogService(ServiceBase):
 
     async def view(self, model: str) -> ModelView:
         """The model as resolution sees it (versions, aliases, policy), read from SQL."""
-        from registry.policies import load_views
-
         async with self.read() as session:
             owner = await self.model_row(session, model)
             views = await load_views(session, [owner])
         return views[owner.name]
-
-
-def version_info(row: ModelVersion) -> VersionInfo:
-    return VersionInfo(row.version, parse_version(row.version), row.status, row.priority)

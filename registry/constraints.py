@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import semver
 
+from modelgate.core.semver import VersionKey, pre_key, precedence_key
 from registry.errors import BadRequest
 
 __all__ = [
@@ -36,12 +37,6 @@ __all__ = [
 MAX_CONSTRAINT_LENGTH = 256
 _FORMS = "use forms like 1.2.3, ^1.2, ~1.2.3, >=1.0 <2, 1.x, 1.2.3 - 2.0.0, a || b"
 _VERSION_FORM = "expected MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], e.g. 1.2.3 or 2.0.0-rc.1"
-
-#: SemVer precedence as a tuple: ``(major, minor, patch, 1, ())`` for a release,
-#: ``(major, minor, patch, 0, ids)`` for a pre-release, each id ``(0, n, "")`` if numeric
-#: else ``(1, 0, text)``; build metadata is ignored.
-VersionKey = tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]
-
 
 def _quote(text: str) -> str:
     if len(text) > MAX_CONSTRAINT_LENGTH:
@@ -129,11 +124,6 @@ if getattr(semver.Version, "__slots__", ())[:4] != ("_major", "_minor", "_patch"
     _parts = attrgetter("major", "minor", "patch", "prerelease")  # pragma: no cover
 
 
-@lru_cache(maxsize=4096)
-def _pre_key(pre: str) -> tuple[tuple[int, int, str], ...]:
-    return tuple((0, int(i), "") if i.isdigit() else (1, 0, i) for i in pre.split("."))
-
-
 def _type_error(version: object) -> TypeError:
     return TypeError(f"expected semver.Version or str, not {type(version).__name__}")
 
@@ -146,7 +136,7 @@ def version_key(version: semver.Version | str) -> VersionKey:
         major, minor, patch, pre = _parts(version)
     except AttributeError:
         raise _type_error(version) from None
-    return (major, minor, patch, 0, _pre_key(pre)) if pre else (major, minor, patch, 1, ())
+    return precedence_key(major, minor, patch, pre)
 
 
 class _Cmp(NamedTuple):
@@ -181,7 +171,7 @@ def _bump(nums: tuple[int, ...], i: int) -> tuple[int, ...]:
 def _interval(cmps: tuple[_Cmp, ...]) -> _Interval:
     low, high = _LOWEST, _HIGHEST
     for op, nums, pre in cmps:
-        key: Any = (*nums, 0, _pre_key(pre)) if pre else (*nums, 1, ())
+        key: Any = (*nums, 0, pre_key(pre)) if pre else (*nums, 1, ())
         # Sorts above `key`, below every real key greater than it: (-1,) < any identifier.
         after = (*key[:4], (*key[4], (-1,)))
         if op in (">=", "="):
@@ -334,7 +324,7 @@ class Constraint:
                 major, minor, patch, pre = _parts(version)
             except AttributeError:
                 raise _type_error(version) from None
-            key = (major, minor, patch, 0, _pre_key(pre)) if pre else (major, minor, patch, 1, ())
+            key = (major, minor, patch, 0, pre_key(pre)) if pre else (major, minor, patch, 1, ())
             for low, high, pre_ok in match:
                 if low <= key < high and (include_prerelease or key[3] or key[:3] in pre_ok):
                     yield key, version

@@ -1,12 +1,33 @@
-"""Errors of the registry, and the project-wide error base every package extends.
+"""Errors of the registry. Each carries the HTTP status it maps to; `modelgate.core.rendering`
+renders every one as ``{"error": "..."}``.
 
-Each error carries the HTTP status it maps to; one exception handler
-(`registry.rendering`) renders every error as ``{"error": "..."}``.
+::
+
+    ModelgateError (modelgate.core.errors)
+    └── RegistryError
+        ├── BadRequest              400
+        │   ├── ArtifactError           the artifact could not be read, fetched or understood
+        │   │   └── ChecksumMismatch
+        │   ├── InvalidConstraint       (registry.constraints)
+        │   └── InvalidVersion          (registry.constraints)
+        ├── AuthError               401
+        │   ├── Unauthorized        401 with WWW-Authenticate
+        │   └── Forbidden           403
+        ├── NotFound                404
+        │   ├── ModelNotFound, VersionNotFound, AliasNotFound
+        │   └── NoVersionSatisfies
+        ├── Conflict                409
+        │   └── VersionConflict
+        ├── PreconditionFailed      412 (stale If-Match)
+        ├── ArtifactTooLarge        413
+        └── NoReadyVersion          503 (no arm of the policy has a ready worker)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from modelgate.core.errors import ModelgateError
 
 __all__ = [
     "AliasNotFound",
@@ -14,13 +35,11 @@ __all__ = [
     "ArtifactTooLarge",
     "AuthError",
     "BadRequest",
-    "BodyTooLarge",
     "ChecksumMismatch",
-    "ClientDisconnected",
     "Conflict",
     "Forbidden",
     "ModelNotFound",
-    "ModelgateError",
+    "NoReadyVersion",
     "NoVersionSatisfies",
     "NotFound",
     "PreconditionFailed",
@@ -29,17 +48,6 @@ __all__ = [
     "VersionConflict",
     "VersionNotFound",
 ]
-
-
-class ModelgateError(Exception):
-    """Base of every error modelgate answers to a client; ``status_code`` picks the HTTP status."""
-
-    status_code = 500
-    headers: dict[str, str] | None = None
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class RegistryError(ModelgateError):
@@ -100,17 +108,6 @@ def _listing(versions: Iterable[str]) -> str:
     return "have " + ", ".join(shown)
 
 
-class BodyTooLarge(ModelgateError):
-    status_code = 413
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"request body of {size} bytes is larger than the limit of {limit} bytes")
-
-
-class ClientDisconnected(BadRequest):
-    """The client went away before the whole request body arrived."""
-
-
 class ModelNotFound(NotFound):
     def __init__(self, name: str, close: Iterable[str] = ()) -> None:
         hint = list(close)
@@ -136,3 +133,10 @@ class NoVersionSatisfies(NotFound):
 
 class VersionConflict(Conflict):
     """A version equal (ignoring build metadata) to an existing one was published."""
+
+
+class NoReadyVersion(RegistryError):
+    """Every version that could serve has no ready worker."""
+
+    status_code = 503
+    headers = {"Retry-After": "1"}

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry._base import ServiceBase, check_if_match, etag
-from registry.catalog import CatalogService, version_info
+from registry.catalog import CatalogService
 from registry.constraints import InvalidConstraint, parse_constraint
-from registry.errors import AliasNotFound, BadRequest, NotFound, VersionNotFound
+from registry.errors import AliasNotFound, BadRequest, NoReadyVersion, NotFound, VersionNotFound
 from registry.models import Alias, AliasHistory, Model, ModelVersion, TrafficPolicy, VersionStatus
 from registry.resolution import (
     ALIAS_PATTERN,
     RESERVED,
-    Arm,
-    ModelView,
-    Policy,
-    Shadow,
     resolve,
 )
 from registry.schemas import AliasOut, ResolveOut, TrafficIn, TrafficOut
-from registry.traffic import NoReadyVersion, choose
+from registry.traffic import choose
 
-__all__ = ["LiveView", "PolicyService", "load_views"]
+__all__ = ["LiveView", "PolicyService"]
 
 
 class LiveView(Protocol):
@@ -36,37 +31,6 @@ class LiveView(Protocol):
     def has_ready(self, model: str, version: str) -> bool: ...
 
     def explain_worker(self, model: str, version: str) -> tuple[str | None, list[str]]: ...
-
-
-async def load_views(session: AsyncSession, models: Sequence[Model]) -> dict[str, ModelView]:
-    """Build resolution views for ``models`` in three queries (used by explain and snapshots)."""
-    ids = [m.id for m in models]
-    versions: dict[int, list[ModelVersion]] = {i: [] for i in ids}
-    by_id: dict[int, ModelVersion] = {}
-    for row in (
-        await session.execute(select(ModelVersion).where(ModelVersion.model_id.in_(ids)))
-    ).scalars():
-        versions[row.model_id].append(row)
-        by_id[row.id] = row
-    aliases: dict[int, dict[str, str]] = {i: {} for i in ids}
-    for alias in (await session.execute(select(Alias).where(Alias.model_id.in_(ids)))).scalars():
-        aliases[alias.model_id][alias.name] = by_id[alias.version_id].version
-    policies: dict[int, Policy] = {}
-    query = select(TrafficPolicy).where(TrafficPolicy.model_id.in_(ids))
-    for policy_row in (await session.execute(query)).scalars():
-        policies[policy_row.model_id] = policy_of(policy_row)
-    return {
-        m.name: ModelView.build(
-            m.name, [version_info(v) for v in versions[m.id]], aliases[m.id], policies.get(m.id)
-        )
-        for m in models
-    }
-
-
-def policy_of(row: TrafficPolicy) -> Policy:
-    shadow = Shadow(row.shadow["version"], float(row.shadow["fraction"])) if row.shadow else None
-    arms = tuple(Arm(a["version"], int(a["weight"])) for a in row.arms)
-    return Policy(arms, row.sticky_header, shadow)
 
 
 def _traffic_out(model: str, row: TrafficPolicy) -> TrafficOut:

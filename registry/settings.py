@@ -4,26 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelgate.core.settings import StoreSettings
 
 __all__ = ["RegistrySettings"]
 
 
-class RegistrySettings(BaseSettings):
+class RegistrySettings(StoreSettings, BaseSettings):
     """``MODELGATE_DATABASE_URL`` and ``MODELGATE_ARTIFACT_ROOT`` are the documented names;
     the rest take the ``MODELGATE_REGISTRY_`` prefix."""
 
     model_config = SettingsConfigDict(env_prefix="MODELGATE_REGISTRY_", extra="ignore")
 
-    database_url: str = Field(
-        default="sqlite+aiosqlite:///./var/modelgate.db",
-        validation_alias=AliasChoices("MODELGATE_DATABASE_URL", "database_url"),
-    )
-    artifact_root: Path = Field(
-        default=Path("./var/artifacts"),
-        validation_alias=AliasChoices("MODELGATE_ARTIFACT_ROOT", "artifact_root"),
-    )
     max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
     #: Hosts an ``http(s)://`` artifact URI may name; empty allows none (file:// only).
     fetch_allowed_hosts: list[str] = Field(default_factory=list)

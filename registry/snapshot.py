@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from registry.models import Model, RegistryState
-from registry.policies import load_views
 from registry.resolution import ModelView, Resolution, resolve, unknown_model
+from registry.views import load_views
 
 __all__ = ["RegistrySnapshot", "load_snapshot"]
 

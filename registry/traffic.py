@@ -18,17 +18,10 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from registry.errors import ModelgateError
+from registry.errors import NoReadyVersion
 from registry.resolution import Arm, Policy, Resolution
 
-__all__ = ["Choice", "NoReadyVersion", "choose", "weighted_pick"]
-
-
-class NoReadyVersion(ModelgateError):
-    """Every version that could serve has no ready worker."""
-
-    status_code = 503
-    headers = {"Retry-After": "1"}
+__all__ = ["Choice", "choose", "weighted_pick"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from backends.synthetic import scale_model
 from gateway.app import create_app
+from gateway.settings import GatewaySettings
 from registry.db import make_engine, make_sessionmaker, upgrade_to_head
 from registry.settings import RegistrySettings
 from registry.tokens import TokenService
@@ -124,7 +125,7 @@ async def app(registry_settings: RegistrySettings) -> AsyncIterator[Litestar]:
     # event loop in a thread, so each test gets a fresh app with an engine without a pool:
     # pooled asyncpg connections must not cross event loops.
     app_engine = make_engine(registry_settings.database_url, poolclass=NullPool)
-    yield create_app(registry_settings, engine=app_engine)
+    yield create_app(registry_settings, GatewaySettings(), engine=app_engine)
     await app_engine.dispose()
 
 
@@ -196,7 +197,7 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         MODELGATE_ARTIFACT_ROOT=str(root / "artifacts"),
         MODELGATE_REGISTRY_MAX_ARTIFACT_BYTES=str(256 * 1024),
     )
-    cli = [sys.executable, "-m", "gateway.cli"]
+    cli = [sys.executable, "-m", "modelgate"]
     subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
     token = subprocess.run(
         [*cli, "tokens", "create", "--name", "live-admin", "--scope", "admin"],

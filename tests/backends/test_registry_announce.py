@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from worker_support import publish
 
-from backends.announce import CHANNEL, KEY_PREFIX, Announcer
+from backends.announce import Announcer
+from modelgate.core.keys import DEFAULT_KEYS
 from backends.dataplane import DataPlane, WorkerOptions
 from backends.registry_source import RegistrySource
 from backends.settings import WorkerSettings
@@ -130,7 +131,7 @@ async def test_announcer_sets_a_ttl_key_and_publishes(model_dir: Path, tmp_path:
     announcer = Announcer.from_settings(settings, plane, database=False)
     probe = aioredis.from_url(REDIS_URL)
     pubsub = probe.pubsub()
-    await pubsub.subscribe(CHANNEL)
+    await pubsub.subscribe(DEFAULT_KEYS.workers_channel)
     try:
         await announcer.announce()
         message = None
@@ -140,16 +141,16 @@ async def test_announcer_sets_a_ttl_key_and_publishes(model_dir: Path, tmp_path:
                 break
         assert message is not None
         assert message["data"] == worker_id.encode()
-        stored = json.loads(await probe.get(KEY_PREFIX + worker_id))
+        stored = json.loads(await probe.get(DEFAULT_KEYS.worker(worker_id)))
         assert stored["state"] == "ready"
         assert stored["loaded"] == [{"model": "scale", "version": "1.0.0", "ready": True}]
-        assert 0 < await probe.pttl(KEY_PREFIX + worker_id) <= 30_000
+        assert 0 < await probe.pttl(DEFAULT_KEYS.worker(worker_id)) <= 30_000
         await plane.close()
         await announcer.stop()
-        stored = json.loads(await probe.get(KEY_PREFIX + worker_id))
+        stored = json.loads(await probe.get(DEFAULT_KEYS.worker(worker_id)))
         assert stored["state"] == "stopped"
     finally:
-        await probe.delete(KEY_PREFIX + worker_id)
+        await probe.delete(DEFAULT_KEYS.worker(worker_id))
         await pubsub.aclose()
         await probe.aclose()
 

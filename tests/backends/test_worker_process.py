@@ -1,4 +1,4 @@
-"""A real worker process (``python -m backends``) driven by an unmodified ``tritonclient.http``."""
+"""A real worker process (``python -m modelgate worker``) driven by an unmodified ``tritonclient.http``."""
 
 from __future__ import annotations
 
@@ -278,7 +278,7 @@ def test_cli_exits_non_zero_when_a_start_up_load_fails(tmp_path: Path) -> None:
     from worker_support import ROOT
 
     done = subprocess.run(
-        [sys.executable, "-m", "backends", "--port", "0", "--model-file",
+        [sys.executable, "-m", "modelgate", "worker", "--port", "0", "--model-file",
          f"gone@1.0.0={tmp_path / 'missing.onnx'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

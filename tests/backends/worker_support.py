@@ -3,7 +3,7 @@
 NOTE: not a ``conftest.py``: the suite's modules import helpers ``from conftest``, and a
 second ``conftest`` module would shadow the root one. Test modules import the fixtures.
 
-A worker process is started with ``python -m backends`` on a free 127.0.0.1 port, loading
+A worker process is started with ``python -m modelgate worker`` on a free 127.0.0.1 port, loading
 plain model files (``--model-file``), and is polled until ready (bounded).
 """
 
@@ -177,14 +177,14 @@ class WorkerProcess:
 def start_worker(
     args: list[str], log: Path, env: dict[str, str] | None = None, timeout_s: float = 60.0
 ) -> WorkerProcess:
-    """Start ``python -m backends`` with ``args`` and wait (bounded) until it is ready."""
+    """Start ``python -m modelgate worker`` with ``args`` and wait (bounded) until it is ready."""
     port = free_port()
     full_env = {**os.environ, **(env or {})}
     full_env.pop("MODELGATE_REDIS_URL", None) if "MODELGATE_REDIS_URL" not in (env or {}) else None
     full_env.setdefault("MODELGATE_WORKER_INTRA_OP_THREADS", "1")
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "backends", "--port", str(port), *args],
+            [sys.executable, "-m", "modelgate", "worker", "--port", str(port), *args],
             cwd=ROOT,
             env=full_env,
             stdout=handle,

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from conftest import free_port, onnx_bytes
 
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "modelgate"]
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:

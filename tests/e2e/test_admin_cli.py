@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from conftest import onnx_bytes
 
-from gateway.cli import main
+from modelgate.cli.main import main
 
 
 def test_admin_commands_drive_the_api(live_gateway: tuple[str, str], tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from conftest import free_port
 
 def test_demo_tour(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--no-keep", "--port", str(free_port())],
+        [sys.executable, "-m", "modelgate", "demo", "--no-keep", "--port", str(free_port())],
         cwd=tmp_path, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

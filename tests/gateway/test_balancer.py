@@ -1,4 +1,4 @@
-"""`gateway.balancer`: P2C and round-robin choice, slow start, worker sets, probe overrides.
+"""`gateway.balancing.balancer`: P2C and round-robin, slow start, worker sets, probe overrides.
 
 Everything runs on a fake clock and a seeded RNG; preferences are asserted as proportions
 over many picks, never as times. Ejection and panic routing are in `test_outliers.py`.
@@ -14,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gateway.balancer import Balancer, BalancerSettings, NoReadyWorker, Outcome, WorkerInfo
-from registry.errors import ModelgateError
+from gateway.balancing.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
+from gateway.errors import NoReadyWorker
+from modelgate.core.errors import ModelgateError
 
 MODEL = "resnet"
 V1 = "1.0.0"

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from gateway.balancer import Balancer, BalancerSettings, NoReadyWorker, Outcome, WorkerInfo
-from gateway.outliers import Ejection, EjectionRules
+from gateway.balancing.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
+from gateway.balancing.outliers import Ejection, EjectionRules
+from gateway.errors import NoReadyWorker
 
 MODEL = "resnet"
 V1 = "1.0.0"

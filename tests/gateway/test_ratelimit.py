@@ -7,9 +7,9 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.errors import GatewayError
-from gateway.health import Health
-from gateway.ratelimit import RateLimited, RateLimiter, client_key
+from gateway.control.health import Health
+from gateway.errors import GatewayError, RateLimited
+from gateway.ratelimit import RateLimiter, client_key
 
 REDIS = "redis://127.0.0.1:6379/8"
 

@@ -1,11 +1,11 @@
-"""`gateway.retry.RetryBudget`: Envoy's concurrency budget (ratio of active requests, min)."""
+"""`gateway.balancing.retry.RetryBudget`: Envoy's concurrency budget (ratio of active, min)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.balancer import BalancerSettings
-from gateway.retry import RetryBudget
+from gateway.balancing.balancer import BalancerSettings
+from gateway.balancing.retry import RetryBudget
 
 
 def acquire(budget: RetryBudget, attempts: int) -> int:

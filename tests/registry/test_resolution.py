@@ -7,9 +7,9 @@ import collections
 import pytest
 import semver
 
-from registry.errors import AliasNotFound, NoVersionSatisfies, VersionNotFound
+from registry.errors import AliasNotFound, NoReadyVersion, NoVersionSatisfies, VersionNotFound
 from registry.resolution import Arm, ModelView, Policy, VersionInfo, resolve
-from registry.traffic import NoReadyVersion, choose
+from registry.traffic import choose
 
 
 def view(policy: Policy | None = None, **status: str) -> ModelView:

@@ -17,22 +17,20 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field
 
-from gateway.errors import GatewayError
-from gateway.outliers import REMOTE, Ejection, EjectionRules, Ejector
+from gateway.balancing.outliers import REMOTE, Ejection, EjectionRules, Ejector
+from gateway.errors import NoReadyWorker
 
-__all__ = ["Balancer", "BalancerSettings", "Ejection", "NoReadyWorker", "Outcome", "WorkerInfo"]
+__all__ = ["Balancer", "BalancerSettings", "Ejection", "Outcome", "WorkerInfo"]
 
 Key = tuple[str, str]
 _MIN_LATENCY_S = 1e-6
 
 
-class BalancerSettings(BaseSettings):
-    """``MODELGATE_GATEWAY_*``: balancing, outlier ejection, slow start and the retry budget."""
-
-    model_config = SettingsConfigDict(env_prefix="MODELGATE_GATEWAY_", extra="ignore")
+class BalancerSettings(BaseModel):
+    """Balancing, outlier ejection, slow start and the retry budget. Part of
+    `gateway.settings.GatewaySettings` (``MODELGATE_GATEWAY_*``); tests build it alone."""
 
     strategy: Literal["p2c", "round_robin"] = "p2c"
     #: Failures in a row (5xx, bad response, connect failure, 503, timeout) that eject.
@@ -78,19 +76,6 @@ class Outcome(enum.Enum):
     #: Ended by the client (disconnect, or its own deadline shorter than the model's
     #: timeout): no verdict on the worker, only its in-flight count goes down.
     CANCELLED = "cancelled"
-
-
-class NoReadyWorker(GatewayError):
-    """No worker can take a request for this version now (503, retry shortly)."""
-
-    status_code = 503
-    headers = {"Retry-After": "1"}
-
-    def __init__(self, model: str, version: str, reason: str) -> None:
-        super().__init__(f'no worker can serve "{model}" version {version}: {reason}')
-        self.model = model
-        self.version = version
-        self.reason = reason
 
 
 class _Worker:

@@ -1,5 +1,5 @@
-"""Finds workers from their announcements: the SQL ``workers`` table and, with Redis, the
-``modelgate:worker:<id>`` keys (TTL) and the ``modelgate:workers`` channel.
+"""Finds workers from their announcements (`modelgate.core.announce`): the SQL ``workers``
+table and, with Redis, the announcement keys (TTL) and the workers channel.
 
 A worker counts while its freshest announcement is younger than ``stale_s`` and says it
 is serving; a draining worker keeps its entry but offers no version, so it gets no new
@@ -9,28 +9,27 @@ requests. A failing source keeps the last known workers and marks the gateway de
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.background import Tasks, follow_channel, poll
-from gateway.balancer import WorkerInfo
-from gateway.health import Health
+from gateway.balancing.balancer import WorkerInfo
+from gateway.control.background import Tasks, follow_channel, poll
+from gateway.control.health import Health
+from modelgate.core.announce import Announcement, LoadedEntry, decode
+from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
 from registry._base import as_utc
 from registry.models import Worker
 
-__all__ = ["WORKER_CHANNEL", "WORKER_KEY_PREFIX", "WorkerDirectory"]
+__all__ = ["WorkerDirectory"]
 
 log = logging.getLogger("modelgate.gateway.discovery")
-WORKER_KEY_PREFIX = "modelgate:worker:"
-WORKER_CHANNEL = "modelgate:workers"
-SERVING_STATES = frozenset({"ready", "serving", "starting"})
 
 
 class WorkerDirectory:
@@ -45,6 +44,7 @@ class WorkerDirectory:
         redis: Any | None = None,
         poll_s: float = 1.0,
         stale_s: float = 10.0,
+        keys: RedisKeys = DEFAULT_KEYS,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
@@ -54,14 +54,15 @@ class WorkerDirectory:
         self.poll_s = poll_s
         self.stale_s = stale_s
         self.monotonic = monotonic
-        self._announced: dict[str, dict[str, Any]] = {}
+        self.keys = keys
+        self._announced: dict[str, Announcement] = {}
         self._first_seen: dict[str, float] = {}
         self._published: dict[str, WorkerInfo] = {}
         self._wake = asyncio.Event()
         self._tasks = Tasks()
 
     @property
-    def announcements(self) -> dict[str, dict[str, Any]]:
+    def announcements(self) -> dict[str, Announcement]:
         return dict(self._announced)
 
     async def start(self) -> None:
@@ -70,7 +71,7 @@ class WorkerDirectory:
         if self.redis is not None:
             follow = follow_channel(
                 self.redis,
-                WORKER_CHANNEL,
+                self.keys.workers_channel,
                 lambda _: self._wake.set(),
                 self.health,
                 "worker notifications lost",
@@ -82,14 +83,14 @@ class WorkerDirectory:
 
     async def refresh(self) -> None:
         """Re-read every source; when all of them fail, keep serving the last known set."""
-        fresh: dict[str, dict[str, Any]] = {}
+        fresh: dict[str, Announcement] = {}
         read = await self._read_database(fresh)
         if self.redis is not None:
             read = await self._read_redis(fresh) or read
         if read:
             self._install(fresh)
 
-    async def _read_database(self, into: dict[str, dict[str, Any]]) -> bool:
+    async def _read_database(self, into: dict[str, Announcement]) -> bool:
         try:
             async with self.sessions() as session:
                 rows = (await session.execute(select(Worker))).scalars().all()
@@ -98,23 +99,13 @@ class WorkerDirectory:
             return False
         self.health.ok("database")
         for row in rows:
-            self._merge(
-                into,
-                {
-                    "id": row.id,
-                    "url": row.url,
-                    "state": row.state,
-                    "loaded": row.loaded,
-                    "capacity": row.capacity,
-                    "last_seen": as_utc(row.last_seen),
-                },
-            )
+            self._merge(into, _from_row(row))
         return True
 
-    async def _read_redis(self, into: dict[str, dict[str, Any]]) -> bool:
+    async def _read_redis(self, into: dict[str, Announcement]) -> bool:
         assert self.redis is not None
         try:
-            keys = [key async for key in self.redis.scan_iter(match=WORKER_KEY_PREFIX + "*")]
+            keys = [key async for key in self.redis.scan_iter(match=self.keys.workers_pattern)]
             values = await self.redis.mget(keys) if keys else []
         except Exception as exc:
             self.health.fail("redis", f"cannot read worker announcements: {exc}")
@@ -123,33 +114,45 @@ class WorkerDirectory:
         for value in values:
             if value is None:
                 continue
-            doc = json.loads(value)
-            doc["last_seen"] = datetime.fromisoformat(doc["last_seen"])
-            self._merge(into, doc)
+            try:
+                self._merge(into, decode(value))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("ignoring a malformed worker announcement: %s", exc)
         return True
 
-    def _merge(self, into: dict[str, dict[str, Any]], doc: dict[str, Any]) -> None:
-        current = into.get(doc["id"])
-        if current is None or doc["last_seen"] > current["last_seen"]:
-            into[doc["id"]] = doc
+    def _merge(self, into: dict[str, Announcement], doc: Announcement) -> None:
+        current = into.get(doc.id)
+        if current is None or doc.last_seen > current.last_seen:
+            into[doc.id] = doc
 
-    def _install(self, announced: dict[str, dict[str, Any]]) -> None:
+    def _install(self, announced: dict[str, Announcement]) -> None:
         cutoff = datetime.now(UTC) - timedelta(seconds=self.stale_s)
         live: dict[str, WorkerInfo] = {}
         now = self.monotonic()
         for worker_id, doc in announced.items():
-            if doc["last_seen"] < cutoff or doc["state"] == "stopped":
+            if doc.last_seen < cutoff or doc.state == "stopped":
                 continue
             first = self._first_seen.setdefault(worker_id, now)
-            ready = frozenset(
-                (item["model"], item["version"])
-                for item in doc["loaded"]
-                if item.get("ready") and doc["state"] in SERVING_STATES
-            )
-            live[worker_id] = WorkerInfo(worker_id, doc["url"], ready, first, int(doc["capacity"]))
+            ready = doc.ready_versions()
+            live[worker_id] = WorkerInfo(worker_id, doc.url, ready, first, doc.capacity)
         for gone in set(self._first_seen) - set(live):
             del self._first_seen[gone]
         self._announced = {k: v for k, v in announced.items() if k in live}
         if live != self._published:
             self._published = live
             self.on_workers(live)
+
+
+def _from_row(row: Worker) -> Announcement:
+    return Announcement(
+        id=row.id,
+        url=row.url,
+        state=row.state,
+        loaded=[LoadedEntry(e["model"], e["version"], bool(e.get("ready"))) for e in row.loaded],
+        in_flight=row.in_flight,
+        queue_depth=row.queue_depth,
+        capacity=row.capacity,
+        device=row.device,
+        started_at=as_utc(row.started_at),
+        last_seen=as_utc(row.last_seen),
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.discovery import WorkerDirectory
+from gateway.control.discovery import WorkerDirectory
 from gateway.routing import RoutingTable
 
 __all__ = ["Live"]

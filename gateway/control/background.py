@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from gateway.health import Health
+from gateway.control.health import Health
 
 __all__ = ["Tasks", "follow_channel", "poll"]
 

@@ -40,7 +40,7 @@ def _env(root: Path) -> dict[str, str]:
 
 def _cli(*args: str, env: dict[str, str]) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "modelgate", *args],
         env=env,
         check=True,
         capture_output=True,
@@ -84,7 +84,7 @@ def _tour(client: httpx.Client, model: str) -> None:
 def _start_workers(env: dict[str, str], port: int, model: str) -> list[subprocess.Popen[bytes]]:
     workers = []
     for n in (1, 2):
-        args = [sys.executable, "-m", "gateway.cli", "worker", "--port", str(port + n), "--id",
+        args = [sys.executable, "-m", "modelgate", "worker", "--port", str(port + n), "--id",
                 f"demo-worker-{n}", "--log-level", "warning"]  # fmt: skip
         for version in ("1.0.0", "1.1.0", "2.0.0"):
             args += ["--load", f"{model}@{version}"]
@@ -158,7 +158,7 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
     url = f"http://127.0.0.1:{port}"
     console.print(f"[bold]modelgate demo[/bold]: gateway on {url}, SQLite at {ROOT}/registry.db")
     server = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env=env
+        [sys.executable, "-m", "modelgate", "serve", "--port", str(port)], env=env
     )
     workers: list[subprocess.Popen[bytes]] = []
     try:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from gateway.balancer import Balancer, WorkerInfo
+from gateway.balancing.balancer import Balancer, WorkerInfo
 
 __all__ = ["Prober"]
 

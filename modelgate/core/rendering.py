@@ -15,7 +15,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
-from registry.errors import ModelgateError
+from modelgate.core.errors import ModelgateError
 
 __all__ = ["error_response", "exception_handlers"]
 

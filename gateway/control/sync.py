@@ -1,8 +1,8 @@
 """Keeps the gateway's registry snapshot current without touching the request path.
 
 Three triggers, any of which reloads when the SQL revision has moved: the in-process bus
-(an admin mutation in this process calls `poke`), Redis pub/sub on ``modelgate:registry``
-(a mutation in another replica), and polling the revision every ``poll_s`` as the safety
+(an admin mutation in this process calls `poke`), Redis pub/sub on the registry
+channel (a mutation in another replica), and polling the revision every ``poll_s`` as the safety
 net. A failed reload keeps the last snapshot and marks the source degraded.
 """
 
@@ -16,15 +16,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.background import Tasks, follow_channel, poll
-from gateway.health import Health
+from gateway.control.background import Tasks, follow_channel, poll
+from gateway.control.health import Health
+from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
 from registry.models import RegistryState
 from registry.snapshot import RegistrySnapshot, load_snapshot
 
-__all__ = ["REGISTRY_CHANNEL", "RegistrySync"]
+__all__ = ["RegistrySync"]
 
 log = logging.getLogger("modelgate.gateway.sync")
-REGISTRY_CHANNEL = "modelgate:registry"
 
 
 class RegistrySync:
@@ -38,12 +38,14 @@ class RegistrySync:
         *,
         redis: Any | None = None,
         poll_s: float = 2.0,
+        keys: RedisKeys = DEFAULT_KEYS,
     ) -> None:
         self.sessions = sessions
         self.on_snapshot = on_snapshot
         self.health = health
         self.redis = redis
         self.poll_s = poll_s
+        self.keys = keys
         self.revision = -1
         self._wake = asyncio.Event()
         self._tasks = Tasks()
@@ -58,7 +60,7 @@ class RegistrySync:
         if self.redis is not None:
             follow = follow_channel(
                 self.redis,
-                REGISTRY_CHANNEL,
+                self.keys.registry_channel,
                 self._notified,
                 self.health,
                 "registry notifications lost",
@@ -94,7 +96,7 @@ class RegistrySync:
         self.on_snapshot(snapshot)
         if self.redis is not None:
             try:
-                await self.redis.publish(REGISTRY_CHANNEL, str(snapshot.revision))
+                await self.redis.publish(self.keys.registry_channel, str(snapshot.revision))
             except Exception as exc:
                 self.health.fail("redis", f"cannot publish the revision: {exc}")
         return True

@@ -1,12 +1,11 @@
 """``modelgate worker``: serve model versions from the registry (or plain files) over OIP v2.
 
-Registered in the top-level ``modelgate`` group by ``gateway.cli``; also runnable alone as
-``python -m backends``.
+Parses the command line into `backends.settings.WorkerSettings` and hands over to
+`backends.server.run_worker`, which assembles and serves the worker.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,6 +68,7 @@ def worker(
     loads: tuple[str, ...], model_files: tuple[str, ...], worker_id: str | None, **flags: Any
 ) -> None:
     """Serve exact model versions over the Open Inference Protocol and announce them."""
+    from backends.server import run_worker
     from backends.settings import WorkerSettings
 
     overrides = {k: v for k, v in flags.items() if v is not None}
@@ -80,44 +80,3 @@ def worker(
     if not refs and not files:
         raise click.UsageError("nothing to serve: give --load MODEL@VERSION or --model-file")
     sys.exit(run_worker(settings, refs, files))
-
-
-def run_worker(
-    settings: Any, loads: list[tuple[str, str]], files: dict[tuple[str, str], Path]
-) -> int:
-    """Build the worker from settings and serve it; returns the exit code."""
-    from backends.app import Service, create_worker_app
-    from backends.dataplane import DataPlane
-    from backends.metrics import PrometheusMetrics
-    from backends.runtime import choose_device
-    from backends.server import serve
-    from backends.source import ChainSource, FileSource, ModelSource
-
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    options = settings.options()
-    choose_device(options.runtime)
-    sources: list[ModelSource] = [FileSource(files)] if files else []
-    services: list[Service] = []
-    if loads:
-        from backends.registry_source import RegistrySource
-
-        registry = RegistrySource.from_settings(settings)
-        sources.append(registry)
-        services.append(registry)
-
-    plane = DataPlane(options, source=ChainSource(sources), metrics=PrometheusMetrics())
-    announce_db = settings.announce if settings.announce is not None else bool(loads)
-    if announce_db or settings.redis_url:
-        from backends.announce import Announcer
-
-        services.append(Announcer.from_settings(settings, plane, database=announce_db))
-    app = create_worker_app(
-        plane,
-        startup_loads=[*files, *loads],
-        services=services,
-        on_fatal=lambda exc: app.state.server.fatal(exc),
-    )
-    return serve(app, plane, host=settings.host, port=settings.port)

@@ -12,21 +12,29 @@ import json
 import time
 from typing import Any
 
-from gateway.background import Tasks, follow_channel
-from gateway.balancer import Balancer, Ejection
-from gateway.health import Health
+from gateway.balancing.balancer import Balancer, Ejection
+from gateway.control.background import Tasks, follow_channel
+from gateway.control.health import Health
+from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
 
-__all__ = ["EJECTION_CHANNEL", "SharedEjections"]
-
-EJECTION_CHANNEL = "modelgate:ejections"
+__all__ = ["SharedEjections"]
 
 
 class SharedEjections:
-    def __init__(self, balancer: Balancer, redis: Any, health: Health, *, origin: str) -> None:
+    def __init__(
+        self,
+        balancer: Balancer,
+        redis: Any,
+        health: Health,
+        *,
+        origin: str,
+        keys: RedisKeys = DEFAULT_KEYS,
+    ) -> None:
         self.balancer = balancer
         self.redis = redis
         self.health = health
         self.origin = origin
+        self.keys = keys
         self._tasks = Tasks()
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -45,14 +53,14 @@ class SharedEjections:
 
     async def _send(self, message: str) -> None:
         try:
-            await self.redis.publish(EJECTION_CHANNEL, message)
+            await self.redis.publish(self.keys.ejections_channel, message)
         except Exception as exc:
             self.health.fail("redis", f"cannot share an ejection: {exc}")
 
     async def start(self) -> None:
         follow = follow_channel(
             self.redis,
-            EJECTION_CHANNEL,
+            self.keys.ejections_channel,
             lambda data: self._apply(json.loads(data)),
             self.health,
             "ejection sharing lost",
@@ -61,9 +69,6 @@ class SharedEjections:
 
     async def stop(self) -> None:
         await self._tasks.stop()
-
-    def _received(self, data: Any) -> None:
-        self._apply(json.loads(data))
 
     def _apply(self, doc: dict[str, Any]) -> None:
         if doc.get("origin") == self.origin:

@@ -1,4 +1,7 @@
-"""The ``modelgate`` command line: serve, worker, demo, db upgrade, tokens, admin commands."""
+"""The ``modelgate`` command line: serve, worker, demo, db upgrade, tokens, admin commands.
+
+Each command reads its settings once and passes them down; nothing below re-reads them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import sys
 
 import click
 
+from modelgate.cli.admin import client_settings, register
+from modelgate.cli.worker import worker
 from registry.settings import RegistrySettings
 
 __all__ = ["main"]
@@ -18,8 +23,6 @@ __all__ = ["main"]
 @click.pass_context
 def main(ctx: click.Context, url: str | None, token: str | None) -> None:
     """modelgate: route inference by model name and semantic-version constraint."""
-    from gateway.admin_cli import client_settings
-
     ctx.obj = client_settings(url, token)
 
 
@@ -31,9 +34,8 @@ def serve(host: str | None, port: int | None) -> None:
     from gateway.server import run_gateway
     from gateway.settings import GatewaySettings
 
-    settings = GatewaySettings()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    run_gateway(settings.model_copy(update=overrides))
+    run_gateway(RegistrySettings(), GatewaySettings().model_copy(update=overrides))
 
 
 @main.group()
@@ -68,7 +70,7 @@ def tokens() -> None:
 )
 def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a token and print it alone on stdout (it is shown only this once)."""
-    from gateway.bootstrap import create_token
+    from modelgate.cli.bootstrap import create_token
 
     secret = asyncio.run(create_token(RegistrySettings(), name, list(scopes)))
     sys.stdout.write(secret + "\n")
@@ -79,20 +81,13 @@ def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
 @click.option("--keep/--no-keep", default=True, help="keep serving after the tour (Ctrl-C ends)")
 def demo(port: int, keep: bool) -> None:
     """The embedded end-to-end demo: SQLite, no Redis, generated models."""
-    from gateway.demo import run_demo
+    from modelgate.cli.demo import run_demo
 
     run_demo(port=port, keep=keep)
 
 
-def _register() -> None:
-    from backends.cli import worker
-    from gateway.admin_cli import register
-
-    main.add_command(worker)
-    register(main)
-
-
-_register()
+main.add_command(worker)
+register(main)
 
 
 def _redacted(url: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from registry.errors import BodyTooLarge, ClientDisconnected
+from modelgate.core.errors import BodyTooLarge, ClientDisconnected
 
 __all__ = ["read_body"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gateway.balancer import BalancerSettings
+    from gateway.balancing.balancer import BalancerSettings
 
 __all__ = ["RetryBudget"]
 

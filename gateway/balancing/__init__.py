@@ -1,0 +1,1 @@
+"""Balancing and health: worker choice, outlier ejection, retries, probes, shared ejections."""

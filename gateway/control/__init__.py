@@ -1,0 +1,1 @@
+"""Background control loops: registry sync, worker discovery, health, the live view."""
