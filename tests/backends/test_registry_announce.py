@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from worker_support import publish
 
 from backends.announce import Announcer
-from modelgate.core.keys import DEFAULT_KEYS
 from backends.dataplane import DataPlane, WorkerOptions
 from backends.registry_source import RegistrySource
 from backends.settings import WorkerSettings
 from backends.source import ChainSource, FileSource
+from modelgate.core.keys import DEFAULT_KEYS
 from registry.artifacts import ArtifactStore
 from registry.db import make_sessionmaker
 from registry.errors import ChecksumMismatch, ModelNotFound, VersionNotFound

@@ -1,4 +1,4 @@
-"""A real worker process (``python -m modelgate worker``) driven by an unmodified ``tritonclient.http``."""
+"""A real worker process (``python -m modelgate worker``) driven by unmodified tritonclient.http."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from gateway.balancing.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
 from gateway.errors import NoReadyWorker
+from gateway.settings import GatewaySettings
 from modelgate.core.errors import ModelgateError
 
 MODEL = "resnet"
@@ -311,7 +312,7 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert (defaults.slow_start_s, defaults.slow_start_min_weight) == (10.0, 0.1)
     monkeypatch.setenv("MODELGATE_GATEWAY_STRATEGY", "round_robin")
     monkeypatch.setenv("MODELGATE_GATEWAY_CONSECUTIVE_FAILURES", "3")
-    read = BalancerSettings()
+    read = GatewaySettings()  # the balancer's settings are read as part of the gateway's
     assert (read.strategy, read.consecutive_failures) == ("round_robin", 3)
     with pytest.raises(ValidationError):
         BalancerSettings(strategy="random")
