@@ -6,11 +6,14 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from registry.api.deps import actor, registry_of
 from registry.api.models import Limit, Offset
 from registry.schemas import Page, TokenIn, TokenOut, WorkerOut
+
+#: Row ids are 64-bit in PostgreSQL and SQLite; a larger number names no token (400, not 500).
+TokenId = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="the token's id")]
 
 __all__ = ["AccessController"]
 
@@ -31,7 +34,7 @@ class AccessController(Controller):
         return await registry_of(request).tokens.list()
 
     @delete("/tokens/{token_id:int}", opt={"scope": "admin"})
-    async def revoke(self, request: Request[Any, Any, Any], token_id: FromPath[int]) -> None:
+    async def revoke(self, request: Request[Any, Any, Any], token_id: TokenId) -> None:
         await registry_of(request).tokens.revoke(actor(request), token_id)
 
     @get("/audit", opt={"scope": "admin"})
