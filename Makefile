@@ -25,6 +25,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_cycles.py
 
 # The suite runs schemathesis with 25 examples per operation; this runs it with 300.
 fuzz: $(STAMP) services

@@ -60,7 +60,6 @@ class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
     heartbeat_ttl_s: float = Field(default=10.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-
     @property
     def worker_id(self) -> str:
         return self.id or f"{socket.gethostname()}-{self.port}"

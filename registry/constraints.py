@@ -38,6 +38,7 @@ MAX_CONSTRAINT_LENGTH = 256
 _FORMS = "use forms like 1.2.3, ^1.2, ~1.2.3, >=1.0 <2, 1.x, 1.2.3 - 2.0.0, a || b"
 _VERSION_FORM = "expected MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], e.g. 1.2.3 or 2.0.0-rc.1"
 
+
 def _quote(text: str) -> str:
     if len(text) > MAX_CONSTRAINT_LENGTH:
         text = text[:48] + "..."
