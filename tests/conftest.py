@@ -1,8 +1,10 @@
-"""Shared fixtures: real SQLite and PostgreSQL databases migrated to head, tiny ONNX models.
+"""Fixtures shared by every folder: real SQLite and PostgreSQL databases migrated to head,
+the admin app and client, tokens, and a live ``modelgate serve`` process. Helpers live in
+`tests.support`.
 
-PostgreSQL is the machine's (``MODELGATE_TEST_POSTGRES`` overrides the server URL); each
-run makes its own database and drops it afterwards. ``make test`` starts the server when it
-is down; if it still cannot be reached, the PostgreSQL tests fail rather than skip.
+PostgreSQL is the machine's (`tests.support.postgres`); each run makes its own database and
+drops it afterwards. ``make test`` starts the server when it is down; if it still cannot be
+reached, the PostgreSQL tests fail rather than skip.
 """
 
 from __future__ import annotations
@@ -19,43 +21,13 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from backends.synthetic import scale_model
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from registry.db import make_engine, make_sessionmaker, upgrade_to_head
+from registry.db import make_engine, upgrade_to_head
 from registry.settings import RegistrySettings
-from registry.tokens import TokenService
-
-POSTGRES_SERVER = os.environ.get(
-    "MODELGATE_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432"
-)
-
-
-def onnx_bytes(scale: float = 2.0, width: int = 4) -> bytes:
-    """A tiny model: ``output = input * scale`` over ``[batch, width]`` FP32."""
-    return scale_model(scale, width)
-
-
-async def _create_pg_database(name: str) -> None:
-    import asyncpg
-
-    dsn = POSTGRES_SERVER.replace("postgresql+asyncpg", "postgresql") + "/postgres"
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-
-async def _drop_pg_database(name: str) -> None:
-    import asyncpg
-
-    dsn = POSTGRES_SERVER.replace("postgresql+asyncpg", "postgresql") + "/postgres"
-    conn = await asyncpg.connect(dsn, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+from tests.support.net import free_port, wait_http
+from tests.support.postgres import POSTGRES_SERVER, create_database, drop_database
+from tests.support.registry import make_token
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +37,13 @@ def pg_database_factory() -> Iterator[object]:
 
     def make() -> str:
         name = f"modelgate_test_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_create_pg_database(name))
+        asyncio.run(create_database(name))
         made.append(name)
         return f"{POSTGRES_SERVER}/{name}"
 
     yield make
     for name in made:
-        asyncio.run(_drop_pg_database(name))
+        asyncio.run(drop_database(name))
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
@@ -129,14 +101,6 @@ async def app(registry_settings: RegistrySettings) -> AsyncIterator[Litestar]:
     await app_engine.dispose()
 
 
-async def make_token(engine: AsyncEngine, *scopes: str) -> str:
-    out = await TokenService(make_sessionmaker(engine)).create(
-        "test", f"t-{'-'.join(scopes)}", list(scopes)
-    )
-    assert out.token is not None
-    return out.token
-
-
 @pytest.fixture(scope="session")
 async def tokens(engine: AsyncEngine) -> dict[str, str]:
     return {scope: await make_token(engine, scope) for scope in ("read", "publish", "admin")}
@@ -153,34 +117,6 @@ async def client(app: Litestar, tokens: dict[str, str]) -> AsyncIterator[AsyncTe
 @pytest.fixture
 def model_name() -> str:
     return f"m-{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, process: object, timeout_s: float = 30.0) -> None:
-    """Poll ``url`` until it answers 200 (bounded); fail if the process dies first."""
-    import subprocess
-    import time
-
-    import httpx
-
-    assert isinstance(process, subprocess.Popen)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
 
 
 @pytest.fixture(scope="module")

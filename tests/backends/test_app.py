@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import worker_support as support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient, TestClient
@@ -22,8 +21,6 @@ from backends.batcher import BatchPolicy
 from backends.dataplane import DataPlane, WorkerOptions
 from backends.metrics import PrometheusMetrics
 from backends.source import Artifact, FileSource
-
-model_dir = support.model_dir  # fixture
 
 INFER = "/v2/models/scale/versions/1.0.0/infer"
 

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-import worker_support as support
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from worker_support import publish
 
 from backends.announce import Announcer
 from backends.dataplane import DataPlane, WorkerOptions
@@ -26,8 +24,7 @@ from registry.artifacts import ArtifactStore
 from registry.db import make_sessionmaker
 from registry.errors import ChecksumMismatch, ModelNotFound, VersionNotFound
 from registry.models import Worker
-
-model_dir = support.model_dir  # fixture
+from tests.support.registry import publish
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 

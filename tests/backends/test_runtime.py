@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-import worker_support as support
 
 from backends.errors import InferenceFailed, InvalidTensor, LoadFailed
 from backends.runtime import (
@@ -18,8 +17,6 @@ from backends.runtime import (
     synthetic_inputs,
 )
 from backends.signature import TensorSpec
-
-model_dir = support.model_dir  # fixture
 
 
 def test_cuda_probe_is_silent_and_the_choice_is_made_once(

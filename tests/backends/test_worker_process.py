@@ -10,12 +10,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.http as triton
-import worker_support as support
 from tritonclient.utils import InferenceServerException
-from worker_support import WorkerProcess, publish, small_mlp, start_worker
 
-model_dir = support.model_dir  # fixture
-worker = support.worker  # fixture
+from tests.support.models import small_mlp
+from tests.support.registry import publish
+from tests.support.workers import WorkerProcess, start_worker
 
 
 def _input(name: str, array: np.ndarray, datatype: str, binary: bool = True) -> triton.InferInput:
@@ -275,7 +274,7 @@ def test_cli_exits_non_zero_when_a_start_up_load_fails(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from worker_support import ROOT
+    from tests.support.net import ROOT
 
     done = subprocess.run(
         [sys.executable, "-m", "modelgate", "worker", "--port", "0", "--model-file",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import onnx_bytes
 
 from modelgate.cli.main import main
+from tests.support.models import onnx_bytes
 
 
 def test_admin_commands_drive_the_api(live_gateway: tuple[str, str], tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import free_port
+from tests.support.net import free_port
 
 
 def test_demo_tour(tmp_path: Path) -> None:

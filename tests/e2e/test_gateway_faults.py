@@ -12,15 +12,15 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import POSTGRES_SERVER, free_port, onnx_bytes
-from fleet import Fleet, infer_json, wait_until
 
-HERE = Path(__file__).parent
+from tests.support.fleet import Fleet, infer_json, wait_until
+from tests.support.models import onnx_bytes
+from tests.support.net import free_port
+from tests.support.postgres import POSTGRES_SERVER
 
 
 class Service:
@@ -68,7 +68,7 @@ def services(pg_database_factory: Any) -> Iterator[tuple[Service, Service, str]]
     redis.args = ["sh", "-c", f"echo up; exec {shlex.join(redis.args)}"]
     database = pg_database_factory().rsplit("/", 1)[1]
     proxy = Service(
-        [sys.executable, str(HERE / "tcpproxy.py"), str(pg_port), "127.0.0.1", "5432"], pg_port
+        [sys.executable, "-m", "tests.support.tcpproxy", str(pg_port), "127.0.0.1", "5432"], pg_port
     )
     redis.start()
     proxy.start()

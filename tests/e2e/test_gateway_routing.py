@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from fleet import Fleet, infer_json, wait_until
+
+from tests.support.fleet import Fleet, infer_json, wait_until
 
 REDIS_DB = "redis://127.0.0.1:6379/7"
 SCALES = {"1.0.0": 1.0, "1.1.0": 2.0, "1.2.0-rc.1": 3.0, "2.0.0": 4.0, "2.1.0-beta.1": 5.0}

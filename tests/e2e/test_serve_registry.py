@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from conftest import onnx_bytes
+
+from tests.support.models import onnx_bytes
 
 
 def test_publish_and_resolve_against_running_server(live_gateway: tuple[str, str]) -> None:

@@ -7,10 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from conftest import free_port
 
 from gateway.errors import BackendUnavailable, DeadlineExceeded
 from gateway.forward import Forwarder
+from tests.support.net import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from test_admin_api import create_model, publish
+
+from tests.support.admin import create_model, publish
 
 
 async def test_every_mutation_is_audited(

@@ -1,4 +1,4 @@
-"""A TCP proxy a test can kill to cut a service off: ``python tcpproxy.py LISTEN HOST PORT``.
+"""A TCP proxy a test can kill to cut a service off (``python -m tests.support.tcpproxy L H P``).
 
 Killing it drops every connection through it at once, as a network partition or a stopped
 server would look from the gateway's side.

@@ -10,30 +10,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import free_port, onnx_bytes
+
+from tests.support.models import onnx_bytes
+from tests.support.net import free_port, poll_until
 
 CLI = [sys.executable, "-m", "modelgate"]
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    """Poll ``check`` (errors count as "not yet") until true, within a bound."""
+    """Poll ``check`` (HTTP and tritonclient errors count as "not yet") until true, bounded."""
     from tritonclient.utils import InferenceServerException
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, InferenceServerException):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+    poll_until(check, what, timeout_s, errors=(httpx.HTTPError, InferenceServerException))
 
 
 class Fleet:
