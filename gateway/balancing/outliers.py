@@ -100,6 +100,7 @@ class Ejectable(Protocol):
     back_at: float | None
     ramp_from: float
     ramp_until: float
+    ewma_s: float | None
 
 
 W = TypeVar("W", bound=Ejectable)
@@ -235,11 +236,18 @@ class Ejector:
         self.next_expiry = upcoming
 
     def bring_back(self, worker: Ejectable, at: float) -> None:
-        """End the worker's ejection at ``at``: fresh failure streak, slow start from ``at``."""
+        """End the worker's ejection at ``at``: fresh failure streak, slow start from ``at``,
+        latency unmeasured.
+
+        NOTE: the latency it had before it failed says nothing about it now (it may have
+        restarted); kept, it could stay above its peers' forever, since only the requests a
+        worker wins update its average, and sequential traffic would never pick it again.
+        """
         if worker.ejected_until is None:
             return
         worker.ejected_until = None
         worker.failures = 0
+        worker.ewma_s = None
         worker.back_at = at
         worker.ramp_from = at
         worker.ramp_until = at + self.slow_start_s

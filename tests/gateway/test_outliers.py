@@ -343,3 +343,23 @@ def test_on_eject_can_be_set_later() -> None:
     fail(balancer, "w0", 5)
     assert seen == ["w0"]
     assert published == []
+
+
+def test_a_readmitted_worker_forgets_its_old_latency_and_wins_sequential_traffic_again() -> None:
+    balancer, clock, _ = make(2, max_ejected_fraction=0.5)
+    clock.now = 50.0
+    for worker_id, latency in (("w0", 0.001), ("w1", 0.050)):  # w1 was slow before it died
+        balancer.started(worker_id)
+        balancer.finished(worker_id, latency, Outcome.OK)
+    fail(balancer, "w1", 5)
+    assert ejected(balancer) == {"w1"}
+    balancer.readmit("w1")  # it restarted and its probe passed
+    assert row(balancer, "w1")["ewma_ms"] is None
+    clock.now += balancer.settings.slow_start_s  # past slow start
+    seen = set()
+    for _ in range(50):  # one request at a time: in-flight never separates them
+        worker_id = balancer.pick(MODEL, V1)
+        balancer.started(worker_id)
+        balancer.finished(worker_id, 0.001, Outcome.OK)
+        seen.add(worker_id)
+    assert seen == {"w0", "w1"}
