@@ -19,14 +19,14 @@ from backends.dataplane import DataPlane, WorkerOptions
 from backends.registry_source import RegistrySource
 from backends.settings import WorkerSettings
 from backends.source import ChainSource, FileSource
-from modelgate.core.keys import DEFAULT_KEYS
 from registry.artifacts import ArtifactStore
 from registry.db import make_sessionmaker
 from registry.errors import ChecksumMismatch, ModelNotFound, VersionNotFound
 from registry.models import Worker
+from tests.support.isolation import REDIS_URL, scoped
 from tests.support.registry import publish
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+KEYS = scoped("announce")
 
 
 @pytest.fixture
@@ -123,12 +123,13 @@ async def test_announcer_sets_a_ttl_key_and_publishes(model_dir: Path, tmp_path:
     plane = await _serving_plane(model_dir)
     worker_id = f"w-{uuid.uuid4().hex[:8]}"
     settings = WorkerSettings(id=worker_id, redis_url=REDIS_URL, heartbeat_ttl_s=30,
+                              redis_prefix=KEYS.prefix,
                               heartbeat_interval_s=3600,
                               database_url=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")  # fmt: skip
     announcer = Announcer.from_settings(settings, plane, database=False)
     probe = aioredis.from_url(REDIS_URL)
     pubsub = probe.pubsub()
-    await pubsub.subscribe(DEFAULT_KEYS.workers_channel)
+    await pubsub.subscribe(KEYS.workers_channel)
     try:
         await announcer.announce()
         message = None
@@ -138,16 +139,16 @@ async def test_announcer_sets_a_ttl_key_and_publishes(model_dir: Path, tmp_path:
                 break
         assert message is not None
         assert message["data"] == worker_id.encode()
-        stored = json.loads(await probe.get(DEFAULT_KEYS.worker(worker_id)))
+        stored = json.loads(await probe.get(KEYS.worker(worker_id)))
         assert stored["state"] == "ready"
         assert stored["loaded"] == [{"model": "scale", "version": "1.0.0", "ready": True}]
-        assert 0 < await probe.pttl(DEFAULT_KEYS.worker(worker_id)) <= 30_000
+        assert 0 < await probe.pttl(KEYS.worker(worker_id)) <= 30_000
         await plane.close()
         await announcer.stop()
-        stored = json.loads(await probe.get(DEFAULT_KEYS.worker(worker_id)))
+        stored = json.loads(await probe.get(KEYS.worker(worker_id)))
         assert stored["state"] == "stopped"
     finally:
-        await probe.delete(DEFAULT_KEYS.worker(worker_id))
+        await probe.delete(KEYS.worker(worker_id))
         await pubsub.aclose()
         await probe.aclose()
 

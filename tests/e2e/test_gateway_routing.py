@@ -19,17 +19,17 @@ import pytest
 import tritonclient.http as triton
 
 from tests.support.fleet import Fleet, infer_json, wait_until
+from tests.support.isolation import REDIS_URL, delete_prefix, scoped
 
-REDIS_DB = "redis://127.0.0.1:6379/7"
 SCALES = {"1.0.0": 1.0, "1.1.0": 2.0, "1.2.0-rc.1": 3.0, "2.0.0": 4.0, "2.1.0-beta.1": 5.0}
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, pg_database_factory: Any) -> Iterator[Fleet]:
-    import redis
-
-    redis.Redis.from_url(REDIS_DB).flushdb()
-    deployment = Fleet(tmp_path_factory.mktemp("fleet"), pg_database_factory(), REDIS_DB)
+    keys = scoped("routing")
+    deployment = Fleet(
+        tmp_path_factory.mktemp("fleet"), pg_database_factory(), REDIS_URL, keys.prefix
+    )
     try:
         deployment.start_gateway()
         deployment.publish("resnet", SCALES)
@@ -41,6 +41,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, pg_database_factory: Any) ->
         yield deployment
     finally:
         deployment.stop()
+        asyncio.run(_forget(keys.prefix))
+
+
+async def _forget(prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await delete_prefix(client, prefix)
+    finally:
+        await client.aclose()
 
 
 def triton_client(fleet: Fleet) -> triton.InferenceServerClient:

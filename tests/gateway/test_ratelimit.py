@@ -10,8 +10,9 @@ import redis.asyncio as aioredis
 from gateway.control.health import Health
 from gateway.errors import GatewayError, RateLimited
 from gateway.ratelimit import RateLimiter, client_key
+from tests.support.isolation import REDIS_URL, delete_prefix, scoped
 
-REDIS = "redis://127.0.0.1:6379/8"
+KEYS = scoped("ratelimit")
 
 
 async def drain(limiter: RateLimiter, client: str, attempts: int) -> int:
@@ -29,12 +30,14 @@ async def drain(limiter: RateLimiter, client: str, attempts: int) -> int:
 
 async def test_redis_bucket_is_shared_by_replicas() -> None:
     client = f"token:{uuid.uuid4().hex[:16]}"
-    one, two = aioredis.from_url(REDIS), aioredis.from_url(REDIS)
+    one, two = aioredis.from_url(REDIS_URL), aioredis.from_url(REDIS_URL)
     try:
-        first = RateLimiter(0.001, 5, redis=one, health=Health())
-        second = RateLimiter(0.001, 5, redis=two, health=Health())
+        first = RateLimiter(0.001, 5, redis=one, health=Health(), keys=KEYS)
+        second = RateLimiter(0.001, 5, redis=two, health=Health(), keys=KEYS)
         assert await drain(first, client, 3) + await drain(second, client, 5) == 5
+        assert await one.exists(KEYS.rate_limit(client)) == 1
     finally:
+        await delete_prefix(one, KEYS.prefix)
         await one.aclose()
         await two.aclose()
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.isolation import KEYS
 from tests.support.models import onnx_bytes
 from tests.support.net import free_port, poll_until
 
@@ -32,7 +33,13 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) ->
 class Fleet:
     """A gateway plus workers sharing one registry database (and Redis when given)."""
 
-    def __init__(self, root: Path, database_url: str, redis_url: str | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        database_url: str,
+        redis_url: str | None,
+        redis_prefix: str = KEYS.prefix,
+    ) -> None:
         self.root = root
         self.env = dict(os.environ)
         self.env.pop("MODELGATE_REDIS_URL", None)
@@ -44,6 +51,7 @@ class Fleet:
             MODELGATE_GATEWAY_PROBE_INTERVAL_S="0.5",
             MODELGATE_WORKER_HEARTBEAT_INTERVAL_S="0.5",
             MODELGATE_WORKER_INTRA_OP_THREADS="1",
+            MODELGATE_REDIS_PREFIX=redis_prefix,
         )
         if redis_url:
             self.env["MODELGATE_REDIS_URL"] = redis_url
