@@ -46,6 +46,9 @@ class BalancerSettings(BaseModel):
     slow_start_min_weight: float = Field(default=0.1, gt=0, le=1)
     #: Weight of each new OK latency sample in the per-worker moving average.
     ewma_alpha: float = Field(default=0.3, gt=0, le=1)
+    #: A latency average with no new sample for this long is forgotten (0: never), so a
+    #: worker that was slow once is tried again instead of losing every comparison.
+    ewma_ttl_s: float = Field(default=2.0, ge=0)
     retry_budget_ratio: float = Field(default=0.2, ge=0)
     #: NOTE: Envoy's floor is 3; a worker that dies fails all its in-flight requests at
     #: once, so the floor must cover one worker's concurrency for a death to fail nothing.
@@ -86,6 +89,7 @@ class _Worker:
         "ejected_until",
         "ejection_count",
         "ewma_s",
+        "ewma_at",
         "failures",
         "id",
         "in_flight",
@@ -103,6 +107,7 @@ class _Worker:
         self.overrides: dict[Key, bool] = {}
         self.in_flight = 0
         self.ewma_s: float | None = None
+        self.ewma_at = 0.0
         self.failures = 0
         self.ejection_count = 0
         self.ejected_until: float | None = None
@@ -148,6 +153,7 @@ class Balancer:
         self._random = (rng if rng is not None else random.Random()).random
         self._round_robin = settings.strategy == "round_robin"
         self._alpha = settings.ewma_alpha
+        self._ewma_ttl = settings.ewma_ttl_s
         self._panic = settings.panic_threshold
         self._workers: dict[str, _Worker] = {}
         self._index: dict[Key, tuple[_Worker, ...]] = {}
@@ -305,6 +311,11 @@ class Balancer:
         # O(1), unlike a fleet median, and a new worker gets measured within a few requests.
         latency_a = a.ewma_s
         latency_b = b.ewma_s
+        if self._ewma_ttl:
+            if latency_a is not None and now - a.ewma_at > self._ewma_ttl:
+                latency_a = None
+            if latency_b is not None and now - b.ewma_at > self._ewma_ttl:
+                latency_b = None
         if latency_a is None:
             latency_a = 1.0 if latency_b is None else latency_b
         if latency_b is None:
@@ -352,6 +363,7 @@ class Balancer:
             worker.ewma_s = (
                 sample if previous is None else previous + self._alpha * (sample - previous)
             )
+            worker.ewma_at = self._clock()
             return
         if outcome is Outcome.CANCELLED:
             return

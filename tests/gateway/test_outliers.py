@@ -363,3 +363,24 @@ def test_a_readmitted_worker_forgets_its_old_latency_and_wins_sequential_traffic
         balancer.finished(worker_id, 0.001, Outcome.OK)
         seen.add(worker_id)
     assert seen == {"w0", "w1"}
+
+
+def test_a_stale_latency_average_is_forgotten_so_a_once_slow_worker_is_tried_again() -> None:
+    balancer, clock, _ = make(2, ewma_ttl_s=2.0)
+    clock.now = 50.0
+    for worker_id, latency in (("w0", 0.001), ("w1", 0.050)):
+        balancer.started(worker_id)
+        balancer.finished(worker_id, latency, Outcome.OK)
+
+    def one_at_a_time(n: int) -> set[str]:
+        seen = set()
+        for _ in range(n):
+            worker_id = balancer.pick(MODEL, V1)
+            balancer.started(worker_id)
+            clock.now += 0.01
+            balancer.finished(worker_id, 0.001, Outcome.OK)
+            seen.add(worker_id)
+        return seen
+
+    assert one_at_a_time(100) == {"w0"}  # 1 s: w1's 50 ms still counts against it
+    assert "w1" in one_at_a_time(200)  # past 2 s without a sample it is tried again
