@@ -88,8 +88,8 @@ class _Worker:
         "back_at",
         "ejected_until",
         "ejection_count",
-        "ewma_s",
         "ewma_at",
+        "ewma_s",
         "failures",
         "id",
         "in_flight",
@@ -360,10 +360,15 @@ class Balancer:
             # the in-flight term.
             sample = max(latency_s, _MIN_LATENCY_S)
             previous = worker.ewma_s
+            now = self._clock()
+            # NOTE: a forgotten average does not weigh on the first sample after it: blended
+            # in, one 50 ms stall would keep a now-fast worker out for several more TTLs.
+            if self._ewma_ttl and now - worker.ewma_at > self._ewma_ttl:
+                previous = None
             worker.ewma_s = (
                 sample if previous is None else previous + self._alpha * (sample - previous)
             )
-            worker.ewma_at = self._clock()
+            worker.ewma_at = now
             return
         if outcome is Outcome.CANCELLED:
             return

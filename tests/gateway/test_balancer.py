@@ -114,6 +114,31 @@ def test_p2c_sends_little_to_a_slow_worker_under_load() -> None:
     assert all(counts[w] / 4000 > 0.28 for w in ("w0", "w1", "w2"))
 
 
+def test_one_slow_sample_does_not_keep_a_worker_out_of_concurrent_traffic() -> None:
+    # The PostgreSQL-outage test's failure: one 50 ms answer (a CPU stall) left w1's
+    # average 30x w0's; with 8 in flight (w0's score at most 9x its latency) w1 could never
+    # win P2C again, so never got the sample that would correct it. With ewma_ttl_s=0 it
+    # gets none of the last 1,000 requests.
+    balancer, clock = make(2, ewma_ttl_s=2.0)
+    measure(balancer, "w0", 0.0005)
+    measure(balancer, "w1", 0.0005)
+    measure(balancer, "w1", 0.050, times=1)
+    in_flight: list[str] = []
+    counts: Counter[str] = Counter()
+    for step in range(4000):  # 8 in flight, 1 ms apart, both now equally fast: 4 s
+        clock.now += 0.001
+        chosen = balancer.pick(MODEL, V1)
+        balancer.started(chosen)
+        in_flight.append(chosen)
+        if len(in_flight) >= 8:
+            balancer.finished(in_flight.pop(0), 0.0005, Outcome.OK)
+        if step >= 3000:
+            counts[chosen] += 1
+    # Tried again after 2 s without a sample, and its first new sample replaces the stale
+    # average (blended in, 15 ms would still be 10 ms: out for another TTL, and another).
+    assert 0.3 < counts["w1"] / 1000 < 0.7
+
+
 def test_unmeasured_worker_is_assumed_as_fast_as_its_peer() -> None:
     balancer, _ = make(2)
     measure(balancer, "w0", 0.005)
