@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.net import free_port
+from tests.support.net import free_ports
 
 
 def test_demo_tour(tmp_path: Path) -> None:
+    port = free_ports(3)  # the gateway's, and the two workers' after it
     result = subprocess.run(
-        [sys.executable, "-m", "modelgate", "demo", "--no-keep", "--port", str(free_port())],
+        [sys.executable, "-m", "modelgate", "demo", "--no-keep", "--port", str(port)],
         cwd=tmp_path, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

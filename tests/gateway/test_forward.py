@@ -41,9 +41,9 @@ async def server() -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
                 with contextlib.suppress(ConnectionError):
                     await writer.wait_closed()
 
-        port = free_port()
-        servers.append(await asyncio.start_server(closing, "127.0.0.1", port))
-        return f"http://127.0.0.1:{port}"
+        srv = await asyncio.start_server(closing, "127.0.0.1", 0)
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
 
     yield start
     for srv in servers:
@@ -114,7 +114,7 @@ async def test_refused_dropped_and_late_answers_are_translated(
 ) -> None:
     forwarder = Forwarder()
     await forwarder.start()
-    with pytest.raises(BackendUnavailable, match="failed"):
+    with pytest.raises(BackendUnavailable, match="failed"):  # reserved: nothing listens there
         await forwarder.send(
             "POST", f"http://127.0.0.1:{free_port()}/v2/x", body=b"", headers={}, timeout_s=5
         )

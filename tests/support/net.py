@@ -1,5 +1,12 @@
 """Ports and bounded polling. Tests wait for conditions, never for time: each poll below
-ends as soon as its condition holds and fails loudly at its bound."""
+ends as soon as its condition holds and fails loudly at its bound.
+
+Ports are handed over without a race: `free_port` keeps the port it found bound (not
+listening) for the rest of the run, so no other process can be given it, by the kernel or
+by another run's `free_port`, even while the server the test meant it for is stopped and
+restarted. The servers tests start (uvicorn, redis-server, asyncio servers) set
+``SO_REUSEADDR``, as the reservation does, and Linux lets them bind and listen beside it.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +21,42 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 POLL_INTERVAL_S = 0.05
 
+# NOTE: held until the test process exits; a run uses a few dozen ports.
+_RESERVED: list[socket.socket] = []
+
+
+def _reserve(port: int = 0) -> int:
+    sock = socket.socket()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    _RESERVED.append(sock)
+    reserved: int = sock.getsockname()[1]
+    return reserved
+
 
 def free_port() -> int:
-    """A port that was free a moment ago (callers that start servers on it must handle
-    losing it to another process: see `tests.support.workers.start_worker`)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 reserved for this run (see the module docstring): a server that
+    sets ``SO_REUSEADDR`` can bind it, now or after a restart; nothing listens on it until
+    then, so a connection to it is refused."""
+    return _reserve()
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive reserved ports (for ``modelgate demo --port P``,
+    which also binds P+1 and P+2)."""
+    for _ in range(50):
+        first = _reserve()
+        try:
+            for offset in range(1, count):
+                _reserve(first + offset)
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
 def poll_until(
@@ -42,6 +77,15 @@ def poll_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(POLL_INTERVAL_S)
+
+
+def listening(port: int, process: subprocess.Popen[bytes] | None = None) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``; raises if ``process``
+    (the server meant to) has exited."""
+    if process is not None and process.poll() is not None:
+        raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:

@@ -1,5 +1,5 @@
-"""Real worker processes for tests: started with the CLI a user would run, polled until
-ready within a bound, restarted on a fresh port when the one picked was taken meanwhile."""
+"""Real worker processes for tests: started with the CLI a user would run on a port
+reserved for the run, polled until ready within a bound."""
 
 from __future__ import annotations
 
@@ -46,41 +46,35 @@ class WorkerProcess:
 def start_worker(
     args: list[str], log: Path, env: dict[str, str] | None = None, timeout_s: float = 60.0
 ) -> WorkerProcess:
-    """Start ``python -m modelgate worker`` with ``args`` and wait (bounded) until it is ready.
-
-    NOTE: a free port found by binding and closing can be taken again before the worker
-    binds it; that start fails with "address already in use" and is retried elsewhere."""
+    """Start ``python -m modelgate worker`` with ``args`` on a port reserved for the run
+    and wait (bounded) until it is ready; without ``MODELGATE_REDIS_URL`` in ``env`` it
+    runs without Redis."""
     full_env = {**os.environ, **(env or {})}
     if "MODELGATE_REDIS_URL" not in (env or {}):
         full_env.pop("MODELGATE_REDIS_URL", None)
     full_env.setdefault("MODELGATE_WORKER_INTRA_OP_THREADS", "1")
-    for _ in range(3):
-        port = free_port()
-        with log.open("wb") as handle:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "modelgate", "worker", "--port", str(port), *args],
-                cwd=ROOT,
-                env=full_env,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
-        worker = WorkerProcess(process, port, log)
-        with httpx.Client(timeout=2.0) as client:
+    port = free_port()
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelgate", "worker", "--port", str(port), *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    worker = WorkerProcess(process, port, log)
+    with httpx.Client(timeout=2.0) as client:
 
-            def ready(client: httpx.Client = client, worker: WorkerProcess = worker) -> bool:
-                if worker.process.poll() is not None:
-                    return True
-                return client.get(f"{worker.url}/v2/health/ready").status_code == 200
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited with {process.returncode}:\n{worker.output()}")
+            return client.get(f"{worker.url}/v2/health/ready").status_code == 200
 
-            try:
-                poll_until(ready, f"worker on port {port} to be ready", timeout_s)
-            except TimeoutError:
-                worker.stop()
-                raise AssertionError(
-                    f"worker not ready within {timeout_s}s:\n{worker.output()}"
-                ) from None
-        if process.poll() is None:
-            return worker
-        if "address already in use" not in worker.output().lower():
-            raise AssertionError(f"worker exited with {process.returncode}:\n{worker.output()}")
-    raise AssertionError(f"no free port for a worker after 3 tries:\n{worker.output()}")
+        try:
+            poll_until(ready, f"worker on port {port} to be ready", timeout_s)
+        except TimeoutError:
+            worker.stop()
+            raise AssertionError(
+                f"worker not ready within {timeout_s}s:\n{worker.output()}"
+            ) from None
+    return worker

@@ -1,0 +1,53 @@
+"""Child processes a test can stop and start again on the same (reserved) port: a private
+redis-server, the PostgreSQL TCP proxy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support.net import ROOT, free_port, listening, poll_until
+
+
+class Service:
+    """A server process on a port reserved for the run (`tests.support.net.free_port`).
+
+    ``start`` returns once the port accepts connections (neither redis-server nor the
+    proxy says so on its output reliably); ``stop`` kills it, as a crash or a partition
+    would look from its clients.
+    """
+
+    def __init__(self, args: list[str], port: int) -> None:
+        self.args, self.port = args, port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        process = self.process = subprocess.Popen(self.args, cwd=ROOT)
+        poll_until(
+            lambda: listening(self.port, process), f"{self.args[0]} on {self.port}", timeout_s
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def redis_server(port: int | None = None) -> Service:
+    """A throwaway redis-server: no persistence, so a restart starts empty."""
+    port = port or free_port()
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--loglevel", "warning", "--logfile", ""]  # fmt: skip
+    return Service(args, port)
+
+
+def tcp_proxy(host: str, port: int) -> Service:
+    """A TCP proxy to ``host:port`` (`tests.support.tcpproxy`) on a reserved port."""
+    listen = free_port()
+    args = [sys.executable, "-m", "tests.support.tcpproxy", str(listen), host, str(port)]
+    return Service(args, listen)
