@@ -1,10 +1,12 @@
-"""Fixtures shared by every folder: real SQLite and PostgreSQL databases migrated to head,
-the admin app and client, tokens, and a live ``modelgate serve`` process. Helpers live in
-`tests.support`.
+"""Fixtures shared by every folder: the run's isolation (its own Redis and key prefix),
+real SQLite and PostgreSQL databases migrated to head, the admin app and client, tokens,
+the tiny model files and one real worker process, and a live ``modelgate serve`` process.
+Helpers live in `tests.support`.
 
 PostgreSQL is the machine's (`tests.support.postgres`); each run makes its own database and
 drops it afterwards. ``make test`` starts the server when it is down; if it still cannot be
-reached, the PostgreSQL tests fail rather than skip.
+reached, the PostgreSQL tests fail rather than skip. Redis is the run's own
+(`tests.support.isolation`).
 """
 
 from __future__ import annotations
@@ -23,11 +25,56 @@ from sqlalchemy.pool import NullPool
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from modelgate.core.keys import RedisKeys
 from registry.db import make_engine, upgrade_to_head
 from registry.settings import RegistrySettings
+from tests.support.isolation import (
+    REDIS_PORT,
+    REDIS_PREFIX,
+    REDIS_URL,
+    delete_prefix_sync,
+    scoped,
+)
+from tests.support.models import model_files, write_models
 from tests.support.net import free_port, wait_http
 from tests.support.postgres import POSTGRES_SERVER, create_database, drop_database
 from tests.support.registry import make_token
+from tests.support.services import redis_server
+from tests.support.workers import WorkerProcess, start_worker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_isolation() -> Iterator[None]:
+    """For the whole run: every process and settings object uses the run's Redis prefix,
+    and the run's Redis server is up. At the end the run's keys are deleted (on a shared
+    server, nothing else is touched) and the private server stops."""
+    server = redis_server(REDIS_PORT) if REDIS_PORT is not None else None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODELGATE_REDIS_PREFIX", REDIS_PREFIX)
+        # NOTE: a developer's own Redis must not leak in; tests that want Redis pass its URL.
+        patch.delenv("MODELGATE_REDIS_URL", raising=False)
+        if server is not None:
+            server.start()
+        try:
+            yield
+        finally:
+            delete_prefix_sync()
+            if server is not None:
+                server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The run's Redis server (``redis://…``)."""
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_keys(request: pytest.FixtureRequest) -> Iterator[RedisKeys]:
+    """Redis names for one test, under the run's prefix; its keys are deleted afterwards."""
+    keys = scoped(f"{request.node.name[:40]}-{uuid.uuid4().hex[:6]}")
+    yield keys
+    delete_prefix_sync(prefix=keys.prefix)
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +166,24 @@ def model_name() -> str:
     return f"m-{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test model as a file: scale (two versions), kinds, bf16, fixed, reduce, mlp."""
+    return write_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def worker(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One real worker process serving every test model, batching on (up to 8 rows)."""
+    args = [a for f in model_files(model_dir) for a in ("--model-file", f)]
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {"MODELGATE_WORKER_MAX_BODY_BYTES": str(1024 * 1024)}
+    proc = start_worker([*args, "--max-batch-size", "8", "--max-queue-delay-us", "2000"], log, env)
+    yield proc
+    code = proc.stop()
+    assert code == 0, proc.output()
+
+
 @pytest.fixture(scope="module")
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A real ``modelgate serve`` process on a fresh SQLite database: (base URL, admin token)."""
@@ -127,7 +192,6 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
 
     root = tmp_path_factory.mktemp("live")
     env = dict(os.environ)
-    env.pop("MODELGATE_REDIS_URL", None)
     env.update(
         MODELGATE_DATABASE_URL=f"sqlite+aiosqlite:///{root / 'registry.db'}",
         MODELGATE_ARTIFACT_ROOT=str(root / "artifacts"),
