@@ -127,6 +127,7 @@ def create_app(
             balancer, redis, health, origin=f"{socket.gethostname()}:{os.getpid()}", keys=keys
         )
     balancer.on_eject = _on_eject(metrics, shared)
+    metrics.watch_balancer(balancer)
     registry = build_registry(rsettings, db, on_commit=sync.poke)
     registry.live = Live(table, directory)
 

@@ -20,10 +20,11 @@ from gateway.balancing.balancer import Outcome
 from gateway.balancing.retry import RetryBudget
 from gateway.errors import BackendUnavailable, BadGatewayRequest, DeadlineExceeded, Overloaded
 from gateway.forward import Forwarder, Reply
-from gateway.metrics import GatewayMetrics, access_log
+from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics, access_log
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, RoutingTable
 from gateway.settings import GatewaySettings
+from modelgate.core.errors import ModelgateError
 
 __all__ = ["GatewayDataPlane", "ModelGate"]
 
@@ -89,6 +90,19 @@ class GatewayDataPlane:
         children[0].inc()
         children[1].observe(elapsed)
 
+    def model_label(self, model: str | None) -> str:
+        """``model`` when the registry has it, else `UNKNOWN_MODEL` (bounded label values)."""
+        snapshot = self.table.snapshot
+        if model and snapshot is not None and model in snapshot.models:
+            return model
+        return UNKNOWN_MODEL
+
+    def refused(self, model: str | None, exc: ModelgateError) -> None:
+        """Count an inference request the gateway answered itself with ``exc``."""
+        self.metrics.errors.labels(
+            self.model_label(model), str(exc.status_code), type(exc).__name__
+        ).inc()
+
     def _gate(self, model: str) -> ModelGate:
         gate = self._gates.get(model)
         if gate is None:
@@ -120,55 +134,59 @@ class GatewayDataPlane:
         body: bytes,
         client: str | None = None,
     ) -> Reply:
-        """Serve one inference request; raises `ModelgateError` subclasses for the client.
-
-        ``client`` is the rate-limit key (see `gateway.ratelimit.client_key`)."""
-        started = time.monotonic()
-        if self.limiter is not None and client is not None:
+        """Serve one inference request; raises `ModelgateError` subclasses for the client,
+        each counted by `refused`. ``client`` is the rate-limit key (see
+        `gateway.ratelimit.client_key`)."""
+        try:
+            started = time.monotonic()
+            if self.limiter is not None and client is not None:
+                try:
+                    await self.limiter.check(client)
+                except Overloaded:
+                    self.metrics.shed.labels(self.model_label(model), "rate").inc()
+                    raise
+            deadline = self.deadline(headers)
+            sticky = self.table.sticky_header(model)
+            route = self.table.route(model, reference, headers.get(sticky or "x-route-key"))
+            if deadline <= started:
+                raise DeadlineExceeded("the request's deadline had passed before it was forwarded")
+            gate = self._gate(model)
             try:
-                await self.limiter.check(client)
+                await gate.acquire(model)
             except Overloaded:
-                self.metrics.shed.labels(model, "rate").inc()
+                self.metrics.shed.labels(model, "queue").inc()
                 raise
-        deadline = self.deadline(headers)
-        sticky = self.table.sticky_header(model)
-        route = self.table.route(model, reference, headers.get(sticky or "x-route-key"))
-        if deadline <= started:
-            raise DeadlineExceeded("the request's deadline had passed before it was forwarded")
-        gate = self._gate(model)
-        try:
-            await gate.acquire(model)
-        except Overloaded:
-            self.metrics.shed.labels(model, "queue").inc()
-            raise
-        try:
-            forward_headers = {k: v for k in FORWARDED if (v := headers.get(k)) is not None}
-            reply, worker = await self._forward(route, forward_headers, body, deadline)
-        finally:
-            gate.release()
-        if route.shadow is not None:
-            self._send_shadow(route, forward_headers, body)
-        elapsed = time.monotonic() - started
-        self._observe(model, route, worker, reply.status, elapsed)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "infer model=%s ref=%s version=%s route=%s worker=%s status=%d ms=%.2f",
-                model,
-                reference or "",
-                route.version,
-                route.route,
-                worker,
-                reply.status,
-                elapsed * 1000,
+            try:
+                forward_headers = {k: v for k in FORWARDED if (v := headers.get(k)) is not None}
+                reply, worker = await self._forward(route, forward_headers, body, deadline)
+            finally:
+                gate.release()
+            if route.shadow is not None:
+                self._send_shadow(route, forward_headers, body)
+            elapsed = time.monotonic() - started
+            self._observe(model, route, worker, reply.status, elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "infer model=%s ref=%s version=%s route=%s worker=%s status=%d ms=%.2f",
+                    model,
+                    reference or "",
+                    route.version,
+                    route.route,
+                    worker,
+                    reply.status,
+                    elapsed * 1000,
+                )
+            reply.headers.extend(
+                [
+                    (b"x-model-version", route.version.encode()),
+                    (b"x-backend", worker.encode()),
+                    (b"x-route", route.route.encode()),
+                ]
             )
-        reply.headers.extend(
-            [
-                (b"x-model-version", route.version.encode()),
-                (b"x-backend", worker.encode()),
-                (b"x-route", route.route.encode()),
-            ]
-        )
-        return reply
+            return reply
+        except ModelgateError as exc:
+            self.refused(model, exc)
+            raise
 
     async def _forward(
         self, route: Route, headers: dict[str, str], body: bytes, deadline: float

@@ -1,14 +1,28 @@
-"""Prometheus metrics of the gateway, per model / version / arm / worker, and the access log."""
+"""Prometheus metrics of the gateway, per model / version / arm / worker, and the access log.
+
+Label values stay bounded: a ``model`` label names a model of the registry, or
+`UNKNOWN_MODEL` for any name a client sent that the registry does not have (so a client
+cannot grow the series with made-up names); versions, arms and workers come from the
+registry and discovery, never from the request.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["GatewayMetrics", "access_log"]
+__all__ = ["UNKNOWN_MODEL", "BalancerCounters", "GatewayMetrics", "access_log"]
 
 access_log = logging.getLogger("modelgate.access")
+
+#: The ``model`` label of requests naming no registered model (model names start with a
+#: letter or digit, so it cannot clash with one).
+UNKNOWN_MODEL = "_unknown"
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -34,8 +48,9 @@ class GatewayMetrics:
         )
         self.errors = Counter(
             "modelgate_gateway_errors",
-            "Requests that failed, by reason",
-            ("model", "reason"),
+            "Inference requests the gateway refused itself, without a worker's reply, by "
+            "status code and error class",
+            ("model", "code", "reason"),
             registry=self.registry,
         )
         self.retries = Counter(
@@ -44,6 +59,7 @@ class GatewayMetrics:
             ("model", "version", "outcome"),
             registry=self.registry,
         )
+        #: Also counted in ``errors``; this one says which limit refused.
         self.shed = Counter(
             "modelgate_gateway_shed",
             "Requests rejected by limits (429/503)",
@@ -72,4 +88,54 @@ class GatewayMetrics:
             "modelgate_gateway_registry_revision",
             "Registry revision being served",
             registry=self.registry,
+        )
+
+    def watch_balancer(self, balancer: BalancerCounters) -> None:
+        """Export the balancer's own counters, read at each scrape (see `BalancerCollector`)."""
+        self.registry.register(BalancerCollector(balancer))
+
+
+class BalancerCounters(Protocol):
+    """What `BalancerCollector` reads (`gateway.balancing.balancer.Balancer` has them)."""
+
+    @property
+    def panic_picks(self) -> int: ...
+
+    @property
+    def ejections_total(self) -> int: ...
+
+    @property
+    def ejections_suppressed(self) -> int: ...
+
+
+class BalancerCollector(Collector):
+    """The balancer's counters as Prometheus counters, read when ``/metrics`` is scraped.
+
+    NOTE: a collector rather than a `Counter` incremented in the balancer keeps the
+    balancer free of metrics code and its hot path free of a lock per pick.
+    """
+
+    def __init__(self, balancer: BalancerCounters) -> None:
+        self.balancer = balancer
+
+    def describe(self) -> list[CounterMetricFamily]:
+        """The families `collect` yields, so the registry refuses a clashing name."""
+        return list(self.collect())
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        balancer = self.balancer
+        yield CounterMetricFamily(
+            "modelgate_gateway_balancer_panic_picks",
+            "Worker picks that ignored ejections because too few workers were healthy",
+            value=balancer.panic_picks,
+        )
+        yield CounterMetricFamily(
+            "modelgate_gateway_balancer_ejections",
+            "Ejections applied since start, decided here or received from another replica",
+            value=balancer.ejections_total,
+        )
+        yield CounterMetricFamily(
+            "modelgate_gateway_balancer_ejections_suppressed",
+            "Ejections refused because max_ejected_fraction of the workers were already out",
+            value=balancer.ejections_suppressed,
         )

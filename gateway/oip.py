@@ -79,9 +79,11 @@ class OipApp:
         if parts == ["v2", "infer"] and method == "POST":
             model = headers.get("x-model")
             if not model:
-                raise BadGatewayRequest(
+                exc = BadGatewayRequest(
                     "POST /v2/infer needs the header X-Model (and optionally X-Model-Version)"
                 )
+                self.plane.refused(None, exc)
+                raise exc
             return await self._infer(model, None, headers, receive, scope)
         if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
             return await self._model(method, parts[2:], headers, receive, scope)
@@ -145,8 +147,13 @@ class OipApp:
         receive: Receive,
         scope: Scope,
     ) -> Reply:
-        reference = self._reference(version, headers)
-        limit = self.plane.settings.max_body_bytes
-        body = await read_body(receive, limit, headers.get("content-length"))
+        """Read what the data plane needs, then let it serve (and count its own refusals)."""
+        try:
+            reference = self._reference(version, headers)
+            limit = self.plane.settings.max_body_bytes
+            body = await read_body(receive, limit, headers.get("content-length"))
+        except ModelgateError as exc:
+            self.plane.refused(model, exc)
+            raise
         client = client_key(headers, scope.get("client")) if self.plane.limiter else None
         return await self.plane.infer(model, reference, headers, body, client)

@@ -158,8 +158,9 @@ class Balancer:
         self._workers: dict[str, _Worker] = {}
         self._index: dict[Key, tuple[_Worker, ...]] = {}
         self._turn: dict[Key, int] = {}
-        #: True when the latest ``pick`` ignored ejections (panic routing); read it right
-        #: after ``pick`` to label metrics. ``panic_picks`` counts every such pick.
+        #: True when the latest ``pick`` ignored ejections (panic routing). ``panic_picks``
+        #: counts every such pick; ``/metrics`` exports it, with ``ejections_total`` and
+        #: ``ejections_suppressed``, as ``modelgate_gateway_balancer_*`` (`gateway.metrics`).
         self.last_pick_panic = False
         self.panic_picks = 0
 
@@ -411,12 +412,14 @@ class Balancer:
 
     @property
     def ejections_total(self) -> int:
-        """Every ejection recorded since start (local and remote)."""
+        """Every ejection recorded since start (local and remote); on ``/metrics`` as
+        ``modelgate_gateway_balancer_ejections_total``."""
         return self._ejector.total
 
     @property
     def ejections_suppressed(self) -> int:
-        """Ejections refused because ``max_ejected_fraction`` of the workers were out."""
+        """Ejections refused because ``max_ejected_fraction`` of the workers were out; on
+        ``/metrics`` as ``modelgate_gateway_balancer_ejections_suppressed_total``."""
         return self._ejector.suppressed
 
     def snapshot(self) -> list[dict[str, Any]]:
