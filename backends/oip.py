@@ -1,7 +1,9 @@
 """Open Inference Protocol v2 REST types (KServe "V2" / Triton HTTP), as msgspec Structs.
 
-Field names and optionality follow ``inference_rest.md``; fields left at their default
-are omitted from encoded JSON (``omit_defaults``), so optional nulls never appear.
+Field names and optionality follow the protocol's REST specification
+(github.com/kserve/open-inference-protocol, ``specification/protocol/inference_rest.md``);
+fields left at their default are omitted from encoded JSON (``omit_defaults``), so optional
+nulls never appear.
 Tensor ``data`` stays untyped here: its element type depends on the tensor's datatype and
 is checked by ``backends.codec``.
 """

@@ -1,6 +1,8 @@
-"""Version constraints with npm node-semver 7.8.5 range semantics (``reference/semver-ranges.md``).
+"""Version constraints with npm node-semver 7.8.5 range semantics.
 
-Parsed once (cached) into an OR of comparator sets desugared by the §2 tables; evaluated on
+The semantics are node-semver's README ("Ranges" and "Advanced Range Syntax",
+https://github.com/npm/node-semver#ranges). Parsed once (cached) into an OR of comparator
+sets desugared as that section spells hyphen, x-, tilde and caret ranges; evaluated on
 precomputed precedence keys. Deliberate deviations, all raising `InvalidConstraint`: empty or
 blank text and empty ``||`` alternatives (npm: ``*``); ``~>``, ``~=``, ``^=`` and repeated ``v``
 prefixes; a number after an x anywhere (npm 7.8.5 still reads ``^1.x.3``/``1.x.3 - 2`` as

@@ -1,10 +1,11 @@
 """Pure version resolution: which published versions a reference may mean.
 
 A reference is ``latest``, ``stable``, an alias, an exact version, a constraint, or nothing
-(the model's default). Rules (DESIGN.md): candidates are the versions that are not yanked;
-deprecated versions only for an exact pin (or an alias, which is a pin by name); ``latest``
-is the highest candidate, ``stable`` the highest without a prerelease tag. No I/O here: the
-admin API builds a `ModelView` from SQL, the gateway from its in-memory snapshot.
+(the model's default). Rules (README.md states them for users): candidates are the versions
+that are not yanked; deprecated versions only for an exact pin (or an alias, which is a pin
+by name); ``latest`` is the highest candidate, ``stable`` the highest without a prerelease
+tag. No I/O here: the admin API builds a `ModelView` from SQL, the gateway from its
+in-memory snapshot.
 """
 
 from __future__ import annotations

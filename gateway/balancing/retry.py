@@ -1,15 +1,18 @@
 """Retry budget: retries may add at most a fraction of the load in flight (Envoy semantics).
 
 A retry is allowed while ``active retries < max(min_concurrent, ratio * active requests)``:
-with the defaults, 20% of the requests in flight may be retries, and 3 may always be.
+with the gateway's defaults (``MODELGATE_GATEWAY_RETRY_BUDGET_RATIO=0.2``,
+``MODELGATE_GATEWAY_RETRY_BUDGET_MIN_CONCURRENT=16``), 20% of the requests in flight may be
+retries, and 16 may always be. The floor is above Envoy's 3 because a worker that dies
+fails all its in-flight requests at once (see `BalancerSettings`); the class's own defaults
+(ratio 0.2, floor 3) are Envoy's, for callers that build a budget without settings.
 
 NOTE: concurrency-based (Envoy's ``retry_budget``), not a token bucket with a TTL window
 (Finagle, Linkerd). It tracks load as it is right now, so it needs no clock and no window
-to tune, frees budget the moment a retry ends, and matches the anchor (Envoy: 20% of
-active requests, minimum 3). Its weakness, that retries ending instantly (connection
-refused) barely occupy the budget, is bounded elsewhere: the forwarder retries a request
-at most once per other worker (``exclude``), and ejection removes a refusing worker after
-a few failures.
+to tune, and frees budget the moment a retry ends. Its weakness, that retries ending
+instantly (connection refused) barely occupy the budget, is bounded elsewhere: the
+forwarder retries a request at most once per other worker (``exclude``), and ejection
+removes a refusing worker after a few failures.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class RetryBudget:
 
     @classmethod
     def from_settings(cls, settings: BalancerSettings) -> RetryBudget:
-        """From ``MODELGATE_GATEWAY_RETRY_BUDGET_RATIO`` / ``..._MIN_CONCURRENT``."""
+        """From ``MODELGATE_GATEWAY_RETRY_BUDGET_RATIO`` / ``..._MIN_CONCURRENT`` (defaults
+        0.2 and 16)."""
         return cls(settings.retry_budget_ratio, settings.retry_budget_min_concurrent)
 
     @property
