@@ -10,10 +10,11 @@ restarted. The servers tests start (uvicorn, redis-server, asyncio servers) set
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -97,3 +98,14 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.
         return httpx.get(url, timeout=1.0).status_code == 200
 
     poll_until(up, url, timeout_s)
+
+
+async def poll_until_async(
+    check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 30.0
+) -> None:
+    """`poll_until` for an async ``check``, yielding to the event loop between tries."""
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(POLL_INTERVAL_S)
