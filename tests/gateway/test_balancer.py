@@ -413,6 +413,16 @@ def test_pick_never_returns_an_excluded_unready_or_ejected_worker(
             try:
                 chosen = balancer.pick(MODEL, version, exclude)
             except NoReadyWorker:
+                # Only right when no worker outside ``exclude`` could take it: none has the
+                # version ready, or every one that has is ejected (and panic is off).
+                takers = [
+                    w
+                    for w, r in state.items()
+                    if f"{MODEL}@{version}" in r["ready"]
+                    and w not in exclude
+                    and r["ejected_until"] is None
+                ]
+                assert takers == []
                 continue
             assert chosen not in exclude
             assert f"{MODEL}@{version}" in state[chosen]["ready"]
