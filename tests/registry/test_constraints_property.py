@@ -1,7 +1,7 @@
 """Property tests: `registry.constraints` against an independent oracle, and against npm.
 
 The oracle below desugars the generated syntax tree into comparator *strings* the way
-`reference/semver-ranges.md` §2 (and node-semver's `classes/range.js`) spell them, then
+node-semver's README ("Ranges") and `classes/range.js` spell them, then
 checks a version with `semver.Version.compare` and the pre-release rule. It shares no code
 with the module. When `node` and a node-semver 7.8.5 copy are installed locally, the module
 is also compared with npm itself on a fixed set of ranges (nothing is downloaded).

@@ -1,4 +1,4 @@
-"""The pure resolution and traffic rules (DESIGN.md "Version resolution rules")."""
+"""The pure resolution and traffic rules (README.md, "How a request is served")."""
 
 from __future__ import annotations
 
