@@ -238,6 +238,8 @@ class GatewayDataPlane:
                 self.metrics.retries.labels(route.model, route.version, "allowed").inc()
                 log.info("retrying %s@%s elsewhere: %s", route.model, route.version, failure)
         finally:
+            if retrying:  # the pick or the deadline check for a retry raised
+                self.budget.retry_finished()
             self.budget.request_finished()
 
     def _send_shadow(self, route: Route, headers: dict[str, str], body: bytes) -> None:

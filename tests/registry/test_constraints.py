@@ -4,8 +4,9 @@ The vectors were taken from the team's reference on npm ranges (node-semver 7.8.
 "Ranges", and its test fixtures); its section numbers survive in the names below: §2 the
 desugaring tables, §6 the worked rows (ids keep their numbers), §7 invalid input.
 Desugared forms are compared with `str(constraint)`, which prints what node-semver 7.8.5
-prints (`Range.range`) with sets joined by " || " and the any-set printed as "*"; npm drops a `>=0.0.0` lower bound, so
-where §2 writes `>=0.0.0 <0.1.0-0` the printed form is `<0.1.0-0` (as in §6 rows 8-11).
+prints (`Range.range`) with sets joined by " || " and the any-set printed as "*"; npm
+drops a `>=0.0.0` lower bound, so where §2 writes `>=0.0.0 <0.1.0-0` the printed form is
+`<0.1.0-0` (as in §6 rows 8-11).
 """
 
 from __future__ import annotations

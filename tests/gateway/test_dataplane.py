@@ -1,0 +1,322 @@
+"""The data plane end to end from `GatewayDataPlane.infer` down: the real routing table,
+balancer, retry budget, metrics and forwarder, with fake workers on 127.0.0.1 as the only
+fakes (`tests.support.fake_workers`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import semver
+
+from gateway.balancing.balancer import Balancer, WorkerInfo
+from gateway.balancing.retry import RetryBudget
+from gateway.dataplane import GatewayDataPlane
+from gateway.errors import (
+    BadGatewayRequest,
+    DeadlineExceeded,
+    NoReadyWorker,
+    Overloaded,
+)
+from gateway.forward import Forwarder, Reply
+from gateway.metrics import GatewayMetrics
+from gateway.routing import RoutingTable
+from gateway.settings import GatewaySettings
+from registry.resolution import Arm, ModelView, Policy, Shadow, VersionInfo
+from registry.snapshot import RegistrySnapshot
+from tests.support.fake_workers import FakeWorker, Mode, refused_url, until
+
+MODEL = "m"
+BODY = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]})
+JSON = {"content-type": "application/json"}
+
+
+@dataclass
+class Gateway:
+    plane: GatewayDataPlane
+    fakes: dict[str, FakeWorker]
+    #: Worker names in the order they received requests (refused workers never appear).
+    log: list[str]
+
+    @property
+    def balancer(self) -> Balancer:
+        return self.plane.table.balancer
+
+    def worker(self, worker_id: str) -> dict[str, Any]:
+        return next(row for row in self.balancer.snapshot() if row["id"] == worker_id)
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.plane.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    def retries(self, outcome: str = "allowed") -> float:
+        return self.sample(
+            "modelgate_gateway_retries_total", model=MODEL, version="1.0.0", outcome=outcome
+        )
+
+    def refusals(self, code: int, reason: str) -> float:
+        return self.sample(
+            "modelgate_gateway_errors_total", model=MODEL, code=str(code), reason=reason
+        )
+
+    async def infer(self, headers: Mapping[str, str] | None = None) -> Reply:
+        return await self.plane.infer(MODEL, None, {**JSON, **(headers or {})}, BODY.encode())
+
+
+Build = Callable[..., Awaitable[Gateway]]
+
+
+def header(reply: Reply, name: str) -> str:
+    return next(v.decode() for k, v in reply.headers if k == name.encode())
+
+
+def snapshot(versions: Iterable[str], policy: Policy | None) -> RegistrySnapshot:
+    infos = [VersionInfo(v, semver.Version.parse(v)) for v in versions]
+    return RegistrySnapshot(1, {MODEL: ModelView.build(MODEL, infos, policy=policy)})
+
+
+@pytest.fixture
+async def build() -> AsyncIterator[Build]:
+    """Makes gateways over fake workers: ``{id: mode}`` (None: connection refused), each
+    serving ``serves[id]`` (default 1.0.0); keyword arguments are `GatewaySettings`."""
+    made: list[Gateway] = []
+
+    async def make(
+        modes: Mapping[str, Mode | None],
+        *,
+        serves: Mapping[str, Iterable[str]] | None = None,
+        policy: Policy | None = None,
+        **overrides: Any,
+    ) -> Gateway:
+        settings = GatewaySettings(**{"strategy": "round_robin", "slow_start_s": 0, **overrides})
+        log: list[str] = []
+        fakes: dict[str, FakeWorker] = {}
+        workers: dict[str, WorkerInfo] = {}
+        versions: set[str] = set()
+        for worker_id, mode in modes.items():
+            if mode is None:
+                url = refused_url()
+            else:
+                fakes[worker_id] = await FakeWorker(worker_id, mode, log).start()
+                url = fakes[worker_id].url
+            ready = set((serves or {}).get(worker_id, ["1.0.0"]))
+            versions |= ready
+            workers[worker_id] = WorkerInfo(
+                worker_id, url, frozenset((MODEL, v) for v in ready), 0.0
+            )
+        table = RoutingTable(Balancer(settings, rng=random.Random(7)), rng=lambda: 0.0)
+        table.install(snapshot(versions, policy))
+        table.workers_changed(workers)
+        forwarder = Forwarder()
+        await forwarder.start()
+        budget = RetryBudget.from_settings(settings)
+        plane = GatewayDataPlane(table, forwarder, budget, GatewayMetrics(), settings)
+        made.append(gateway := Gateway(plane, fakes, log))
+        return gateway
+
+    yield make
+    for gateway in made:
+        for fake in gateway.fakes.values():
+            fake.release()
+        # NOTE: shadow copies run as tasks of their own; they end once no fake holds them.
+        await asyncio.gather(*gateway.plane._shadows, return_exceptions=True)
+        await gateway.plane.forwarder.stop()
+        for fake in gateway.fakes.values():
+            await fake.stop()
+
+
+# -- retries ---------------------------------------------------------------------------
+
+
+async def test_a_503_is_retried_on_another_worker(build: Build) -> None:
+    gw = await build({"a": 503, "b": "ok"})
+    for n in range(1, 4):
+        gw.log.clear()
+        reply = await gw.infer()
+        assert gw.log == ["a", "b"]  # round robin: "a" first, its retry elsewhere
+        assert (reply.status, json.loads(reply.body)["id"], header(reply, "x-backend")) == (
+            200,
+            "b",
+            "b",
+        )
+        assert gw.retries() == n
+    assert gw.worker("a")["consecutive_failures"] == 3
+
+
+async def test_a_refused_connection_is_retried_on_another_worker(build: Build) -> None:
+    gw = await build({"a": None, "b": "ok"})
+    reply = await gw.infer()
+    assert (reply.status, header(reply, "x-backend"), gw.log) == (200, "b", ["b"])
+    assert gw.worker("a")["consecutive_failures"] == 1
+    assert gw.worker("b")["consecutive_failures"] == 0
+
+
+async def test_retries_never_go_back_to_a_worker_already_tried(build: Build) -> None:
+    gw = await build({"a": 503, "b": "close", "c": 503, "d": "ok"}, strategy="p2c")
+    for _ in range(12):
+        gw.log.clear()
+        reply = await gw.infer()
+        assert reply.status == 200
+        assert gw.log[-1] == "d", gw.log
+        assert len(gw.log) == len(set(gw.log)), gw.log
+
+
+async def test_every_worker_is_tried_once_when_all_fail(build: Build) -> None:
+    gw = await build({"a": 503, "b": 503, "c": None}, request_timeout_s=3.0)
+    with pytest.raises(NoReadyWorker, match="already tried") as caught:
+        await gw.infer()
+    assert caught.value.status_code == 503
+    assert sorted(gw.log) == ["a", "b"]
+    assert gw.refusals(503, "NoReadyWorker") == 1
+
+
+async def test_exhausting_every_worker_gives_the_retry_slot_back(build: Build) -> None:
+    gw = await build({"a": 503, "b": 503})
+    with pytest.raises(NoReadyWorker):
+        await gw.infer()
+    assert gw.plane.budget.active_requests == 0
+    assert gw.plane.budget.active_retries == 0
+
+
+async def test_a_workers_5xx_replies_eject_it(build: Build) -> None:
+    gw = await build({"a": 500, "b": "ok"}, consecutive_failures=3)
+    for _ in range(3):
+        gw.log.clear()
+        failed = await gw.infer()  # round robin: "a", then "b"
+        assert (failed.status, gw.log) == (500, ["a"])  # a 500 is the worker's answer
+        assert (await gw.infer()).status == 200
+    row = gw.worker("a")
+    assert row["ejected_until"] is not None
+    assert row["ejection_count"] == 1
+    gw.log.clear()
+    for _ in range(4):
+        assert (await gw.infer()).status == 200
+    assert gw.log == ["b"] * 4
+    assert gw.worker("b")["ejected_until"] is None
+
+
+# -- deadline and the concurrency gate -------------------------------------------------
+
+
+async def test_the_clients_deadline_gives_504_when_the_worker_hangs(build: Build) -> None:
+    gw = await build({"a": "hang"})
+    with pytest.raises(DeadlineExceeded) as caught:
+        await gw.infer({"x-request-timeout-ms": "50"})
+    assert caught.value.status_code == 504
+    assert gw.fakes["a"].hits == 1
+    # A client's own short deadline says nothing about the worker's health.
+    assert gw.worker("a")["consecutive_failures"] == 0
+    assert gw.worker("a")["in_flight"] == 0
+    assert gw.refusals(504, "DeadlineExceeded") == 1
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan"])
+async def test_a_malformed_deadline_is_refused_before_forwarding(build: Build, raw: str) -> None:
+    gw = await build({"a": "ok"})
+    with pytest.raises(BadGatewayRequest, match="X-Request-Timeout-Ms") as caught:
+        await gw.infer({"x-request-timeout-ms": raw})
+    assert caught.value.status_code == 400
+    assert gw.log == []
+
+
+async def test_the_gate_queues_then_sheds_with_429(build: Build) -> None:
+    gw = await build({"a": "hang"}, model_concurrency=1, model_queue=1)
+    first = asyncio.create_task(gw.infer())
+    await until(lambda: gw.fakes["a"].hits == 1, "the first request to reach the worker")
+    second = asyncio.create_task(gw.infer())
+    await until(lambda: gw.plane._gate(MODEL).waiting == 1, "the second request to queue")
+    with pytest.raises(Overloaded) as caught:
+        await gw.infer()
+    assert caught.value.status_code == 429
+    assert gw.sample("modelgate_gateway_shed_total", model=MODEL, reason="queue") == 1
+    assert gw.fakes["a"].hits == 1  # the queued request waits at the gate, not the worker
+    gw.fakes["a"].release()
+    replies = await asyncio.gather(first, second)
+    assert [r.status for r in replies] == [200, 200]
+    assert gw.fakes["a"].hits == 2
+
+
+# -- shadow copies ---------------------------------------------------------------------
+
+SHADOWED = Policy((Arm("1.0.0", 1),), shadow=Shadow("2.0.0", 1.0))
+
+
+@pytest.mark.parametrize(("mode", "outcome"), [(500, "500"), ("close", "failed")])
+async def test_a_failing_shadow_never_changes_the_primary_reply(
+    build: Build, mode: Mode, outcome: str
+) -> None:
+    gw = await build({"p": "ok", "s": mode}, serves={"s": ["2.0.0"]}, policy=SHADOWED)
+    reply = await gw.infer()
+    assert (reply.status, header(reply, "x-model-version"), header(reply, "x-backend")) == (
+        200,
+        "1.0.0",
+        "p",
+    )
+    assert json.loads(reply.body)["id"] == "p"
+    labels = {"model": MODEL, "version": "2.0.0", "outcome": outcome}
+    await until(lambda: gw.sample("modelgate_gateway_shadow_total", **labels) == 1, "shadow")
+    assert gw.fakes["s"].requests[0][0] == f"/v2/models/{MODEL}/versions/2.0.0/infer"
+    assert gw.retries() == 0
+
+
+async def test_a_hanging_shadow_does_not_hold_the_primary_reply(build: Build) -> None:
+    gw = await build({"p": "ok", "s": "hang"}, serves={"s": ["2.0.0"]}, policy=SHADOWED)
+    replies = [await gw.infer() for _ in range(3)]
+    # Every reply came back while the shadow worker still held its copies.
+    assert [(r.status, header(r, "x-backend")) for r in replies] == [(200, "p")] * 3
+    await until(lambda: gw.fakes["s"].hits == 3, "the shadow copies to arrive")
+    gw.fakes["s"].release()
+    labels = {"model": MODEL, "version": "2.0.0", "outcome": "ok"}
+    await until(lambda: gw.sample("modelgate_gateway_shadow_total", **labels) == 3, "shadows")
+
+
+# -- the policy's sticky header --------------------------------------------------------
+
+SPLIT = Policy((Arm("1.0.0", 1), Arm("2.0.0", 1)), sticky_header="X-User")
+
+
+async def split_gateway(build: Build, policy: Policy = SPLIT) -> Gateway:
+    return await build({"w1": "ok", "w2": "ok"}, serves={"w2": ["2.0.0"]}, policy=policy)
+
+
+async def arm(gw: Gateway, headers: Mapping[str, str]) -> str:
+    reply = await gw.infer(headers)
+    assert reply.status == 200
+    version = header(reply, "x-model-version")
+    assert json.loads(reply.body)["model_version"] == version  # the worker got that arm
+    return version
+
+
+async def test_the_sticky_header_keeps_a_user_on_one_arm(build: Build) -> None:
+    gw = await split_gateway(build)
+    chosen: dict[str, str] = {}
+    for n in range(20):
+        user = f"user-{n}"
+        arms = {await arm(gw, {"x-user": user}) for _ in range(4)}
+        assert len(arms) == 1, (user, arms)
+        chosen[user] = arms.pop()
+    assert set(chosen.values()) == {"1.0.0", "2.0.0"}  # different users spread
+
+
+async def test_x_route_key_is_ignored_when_the_policy_names_another_header(
+    build: Build,
+) -> None:
+    gw = await split_gateway(build)
+    for n in range(4):
+        arms = {await arm(gw, {"x-user": f"user-{n}", "x-route-key": f"k-{k}"}) for k in range(8)}
+        assert len(arms) == 1, arms
+
+
+async def test_x_route_key_is_the_default_sticky_header(build: Build) -> None:
+    gw = await split_gateway(build, Policy(SPLIT.arms))
+    chosen = set()
+    for n in range(12):
+        arms = {await arm(gw, {"x-route-key": f"k-{n}", "x-user": f"u-{u}"}) for u in range(3)}
+        assert len(arms) == 1, arms
+        chosen |= arms
+    assert chosen == {"1.0.0", "2.0.0"}
