@@ -214,4 +214,9 @@ def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         yield base, token
     finally:
         server.terminate()
-        server.wait(timeout=15)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+            raise

@@ -270,19 +270,20 @@ class Fleet:
         )
 
     def stop(self) -> None:
+        """SIGTERM every worker, then the gateway; each gets 20 s to exit before SIGKILL."""
         for process, _ in self.workers.values():
             process.terminate()
-        for process, _ in self.workers.values():
+        named = [(f"worker {w}", p) for w, (p, _) in self.workers.items()]
+        if self.gateway is not None:
+            self.gateway.terminate()
+            named.append(("the gateway", self.gateway))
+        for name, process in named:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
+                print(f"{name} did not exit within 20 s of SIGTERM; killed", file=sys.stderr)
                 process.kill()
-        if self.gateway is not None:
-            self.gateway.terminate()
-            try:
-                self.gateway.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.gateway.kill()
+                process.wait()
 
 
 def infer_json(value: float = 1.0) -> dict[str, Any]:
