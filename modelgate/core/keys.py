@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_KEYS", "DEFAULT_PREFIX", "RedisKeys"]
+__all__ = ["DEFAULT_KEYS", "DEFAULT_PREFIX", "RedisKeys", "glob_escape"]
 
 DEFAULT_PREFIX = "modelgate"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal inside a Redis ``MATCH``/``KEYS`` pattern (``*?[]\\`` escaped)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +28,8 @@ class RedisKeys:
 
     @property
     def workers_pattern(self) -> str:
-        return f"{self.prefix}:worker:*"
+        """Every announcement key (a ``SCAN MATCH`` pattern; the prefix taken literally)."""
+        return f"{glob_escape(self.prefix)}:worker:*"
 
     @property
     def workers_channel(self) -> str:

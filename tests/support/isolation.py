@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from modelgate.core.keys import RedisKeys
+from modelgate.core.keys import RedisKeys, glob_escape
 from tests.support.net import free_port
 
 RUN_ID = uuid.uuid4().hex[:10]
@@ -38,7 +38,7 @@ def scoped(name: str) -> RedisKeys:
 
 async def delete_prefix(redis: object, prefix: str = REDIS_PREFIX) -> int:
     """Delete every key under ``prefix`` (an async Redis client); returns how many."""
-    keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]  # type: ignore[attr-defined]
+    keys = [key async for key in redis.scan_iter(match=f"{glob_escape(prefix)}:*")]  # type: ignore[attr-defined]
     if keys:
         await redis.delete(*keys)  # type: ignore[attr-defined]
     return len(keys)
@@ -50,7 +50,7 @@ def delete_prefix_sync(url: str = REDIS_URL, prefix: str = REDIS_PREFIX) -> int:
 
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        keys = list(client.scan_iter(match=f"{glob_escape(prefix)}:*"))
         if keys:
             client.delete(*keys)
         return len(keys)
