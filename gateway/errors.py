@@ -9,6 +9,7 @@
         │   └── RateLimited         429  the client's token bucket is empty
         ├── BackendUnavailable      503  the worker could not be reached or answered 503
         ├── NoReadyWorker           503  no worker can take this version now
+        ├── RegistryNotLoaded       503  no registry snapshot yet (the database is down)
         ├── LimiterUnavailable      503  Redis is down and rate limits fail closed
         └── DeadlineExceeded        504  the request's deadline passed
 
@@ -31,6 +32,7 @@ __all__ = [
     "NoReadyWorker",
     "Overloaded",
     "RateLimited",
+    "RegistryNotLoaded",
 ]
 
 
@@ -79,6 +81,13 @@ class NoReadyWorker(GatewayError):
         self.model = model
         self.version = version
         self.reason = reason
+
+
+class RegistryNotLoaded(GatewayError):
+    """The gateway has not read the registry once yet, so it cannot resolve anything."""
+
+    status_code = 503
+    headers = {"Retry-After": "1"}
 
 
 class LimiterUnavailable(GatewayError):

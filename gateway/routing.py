@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gateway.balancing.balancer import Balancer, WorkerInfo
+from gateway.errors import RegistryNotLoaded
 from registry.resolution import Resolution
 from registry.snapshot import RegistrySnapshot
 from registry.traffic import Choice, choose
@@ -51,6 +52,11 @@ class RoutingTable:
     def ready(self) -> bool:
         return self.snapshot is not None
 
+    def _snapshot(self) -> RegistrySnapshot:
+        if self.snapshot is None:
+            raise RegistryNotLoaded("the gateway has not loaded the registry yet; retry shortly")
+        return self.snapshot
+
     def sticky_header(self, model: str) -> str | None:
         """The header whose value keeps a client on one arm (per policy; lower-case)."""
         view = self.snapshot.models.get(model) if self.snapshot is not None else None
@@ -59,14 +65,13 @@ class RoutingTable:
         return view.policy.sticky_header.lower()
 
     def resolve(self, model: str, reference: str | None) -> Resolution:
-        assert self.snapshot is not None
-        return self.snapshot.resolve(model, reference)
+        return self._snapshot().resolve(model, reference)
 
     def route(self, model: str, reference: str | None, route_key: str | None) -> Route:
         """Choose the version (ready-aware) and maybe a shadow; raises a 4xx/503 error."""
-        resolution = self.resolve(model, reference)
-        assert self.snapshot is not None
-        policy = self.snapshot.models[model].policy
+        snapshot = self._snapshot()
+        resolution = snapshot.resolve(model, reference)
+        policy = snapshot.models[model].policy
         has_ready = self.balancer.has_ready
         choice = choose(resolution, policy, route_key, lambda v: has_ready(model, v))
         shadow = None
