@@ -67,12 +67,17 @@ class SharedEjections:
         )
         self._tasks.spawn(follow, "ejections-listen")
 
+    async def flush(self) -> None:
+        """Wait until every ejection published so far has been sent (or failed to be)."""
+        await asyncio.gather(*self._pending)
+
     async def stop(self) -> None:
+        await self.flush()
         await self._tasks.stop()
 
     def _apply(self, doc: dict[str, Any]) -> None:
         if doc.get("origin") == self.origin:
             return
+        # NOTE: the balancer ignores an ``until`` already past, and one already in force.
         until = time.monotonic() + (float(doc["until_epoch"]) - time.time())
-        if until > time.monotonic():
-            self.balancer.apply_remote_ejection(str(doc["worker"]), until, int(doc["count"]))
+        self.balancer.apply_remote_ejection(str(doc["worker"]), until, int(doc["count"]))
