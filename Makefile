@@ -34,10 +34,12 @@ fuzz: $(STAMP) services
 
 # Each prints its ratios last; see docs/BENCHMARKS.md for the recorded runs.
 bench: $(STAMP)
-	$(BIN)/python bench/bench_resolve.py
-	$(BIN)/python bench/bench_balancer.py
-	$(BIN)/python bench/bench_worker.py
-	$(BIN)/python bench/bench_gateway.py
+	$(BIN)/python -m bench.bench_resolve
+	$(BIN)/python -m bench.bench_balancer
+	$(BIN)/python -m bench.bench_worker
+	$(BIN)/python -m bench.gateway_overhead
+	$(BIN)/python -m bench.gateway_balancing
+	$(BIN)/python -m bench.gateway_overload
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

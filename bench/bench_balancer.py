@@ -1,9 +1,9 @@
 """G5 in simulation: p99 with P2C vs round robin when 1 of 4 workers is slowed 10x.
 
-No network: a discrete-event simulation drives the real `gateway.balancing.balancer.Balancer` on a
-simulated clock. Each worker serves ``--slots`` requests at once (k servers, FIFO queue)
-with exponential service times, mean 1 ms (the slowed one: 10 ms). Two load models, both
-run for each strategy with the same seeds:
+No network: a discrete-event simulation drives the real
+`gateway.balancing.balancer.Balancer` on a simulated clock. Each worker serves ``--slots``
+requests at once (k servers, FIFO queue) with exponential service times, mean 1 ms (the
+slowed one: 10 ms). Two load models, both run for each strategy with the same seeds:
 
 - open loop (the G5 setting): Poisson arrivals at ``--load`` of the fleet's capacity
   (3 x k/1 ms + k/10 ms), whatever the latency;
@@ -17,7 +17,8 @@ a bounded comparison. ``to slow`` is the slowed worker's share of requests; ``re
 requests over the simulated time until the last answer. Then a µs/call microbenchmark of the
 hot path on the real monotonic clock.
 
-Run: ``python bench/bench_balancer.py [--requests N]``. Target: p99 ratio ≤ 0.2 (G5).
+Run: ``python -m bench.bench_balancer [--requests N]``. Target: p99 ratio ≤ 0.2 (G5); the
+same target over HTTP is ``bench.gateway_balancing``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.harness import per_call_us
 from gateway.balancing.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
 
 MODEL, VERSION = "resnet", "1.0.0"
@@ -139,13 +140,6 @@ def simulate(
     return Result(latencies, to_slow / requests, requests / clock.now)
 
 
-def per_call_us(fn: Callable[[], object], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n * 1e6
-
-
 def microbench(n: int) -> list[tuple[str, float]]:
     return [row for size in (4, 64) for row in _microbench_fleet(size, n)]
 
@@ -160,25 +154,28 @@ def _microbench_fleet(size: int, n: int) -> list[tuple[str, float]]:
     pick, started, finished = balancer.pick, balancer.started, balancer.finished
     tried = ("w0",)
 
-    def cycle() -> None:
+    def cycle(_: int) -> None:
         chosen = pick(MODEL, VERSION)
         started(chosen)
         finished(chosen, 0.001, Outcome.OK)
 
     rows = [
-        (f"pick, {size} workers", per_call_us(lambda: pick(MODEL, VERSION), n)),
+        (f"pick, {size} workers", per_call_us(lambda _: pick(MODEL, VERSION), n)),
         (f"pick + started + finished, {size} workers", per_call_us(cycle, n)),
-        (f"has_ready, {size} workers", per_call_us(lambda: balancer.has_ready(MODEL, VERSION), n)),
+        (
+            f"has_ready, {size} workers",
+            per_call_us(lambda _: balancer.has_ready(MODEL, VERSION), n),
+        ),
         (
             f"pick excluding one (a retry), {size} workers",
-            per_call_us(lambda: pick(MODEL, VERSION, tried), n),
+            per_call_us(lambda _: pick(MODEL, VERSION, tried), n),
         ),
     ]
     balancer.apply_remote_ejection("w1", time.monotonic() + 3600, 1)
     rows.append(
         (
             f"pick with a worker ejected, {size} workers",
-            per_call_us(lambda: pick(MODEL, VERSION), n),
+            per_call_us(lambda _: pick(MODEL, VERSION), n),
         )
     )
     return rows

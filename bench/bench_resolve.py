@@ -2,18 +2,17 @@
 
 Prints µs per resolution for uncached (first sight of a reference at a revision) and cached
 lookups, and for the traffic choice after it. Run: ``make bench`` or
-``python bench/bench_resolve.py [--models N] [--versions N]``. Target (G-resolve): ≤ 20 µs.
+``python -m bench.bench_resolve [--models N] [--versions N]``. Target (G-resolve): ≤ 20 µs.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 
 import semver
 
+from bench.harness import per_call_us
 from registry.constraints import parse_constraint
 from registry.resolution import Arm, ModelView, Policy, VersionInfo
 from registry.snapshot import RegistrySnapshot
@@ -47,13 +46,6 @@ def build(models: int, versions: int) -> RegistrySnapshot:
             f"model-{m}", infos, {"canary": infos[-3].version}, policy
         )
     return RegistrySnapshot(1, views)
-
-
-def per_call_us(fn: Callable[[int], object], n: int) -> float:
-    start = time.perf_counter()
-    for i in range(n):
-        fn(i)
-    return (time.perf_counter() - start) / n * 1e6
 
 
 def main() -> int:

@@ -10,9 +10,10 @@ every number as JSON (bounded: levels x seconds, about 45 s by default).
 
 Needs only numpy, onnx, onnxruntime, msgspec, litestar and uvicorn (no database, pydantic
 or prometheus-client), so it runs as is on a GPU machine: ``--providers auto`` picks CUDA
-when it really runs, and the header names the device and providers.
+when it really runs, and the header names the device and providers. ``--quick`` measures
+concurrency 1 and 32 only (the levels G4 is judged at), 2 s each.
 
-    python bench/bench_worker.py [--seconds 4] [--binary-output] [--out bench/out]
+    python -m bench.bench_worker [--quick] [--seconds 4] [--binary-output] [--out bench/out]
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import os
-import platform
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import Proc, free_port, machine, wait_until
 
 MODEL = "mlp"
 VERSION = "1.0.0"
@@ -151,8 +149,6 @@ def _summary(concurrency: int, latencies: list[float], errors: list[str],
 
 def _batch_totals(port: int) -> tuple[float, float]:
     """Rows and batches executed so far, from the worker's ``/metrics`` (0, 0 without it)."""
-    import http.client
-
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", "/metrics")
@@ -170,59 +166,35 @@ def _batch_totals(port: int) -> tuple[float, float]:
     return rows, batches
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _start_worker(
     args: argparse.Namespace, model: Path, batch: int
-) -> tuple[subprocess.Popen[str], int, dict[str, Any]]:
-    port = _free_port()
-    cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--model", str(model),
-           "--max-batch-size", str(batch), "--max-queue-delay-us", str(args.max_queue_delay_us),
-           "--providers", args.providers, "--intra-op-threads", str(args.intra_op_threads),
+) -> tuple[Proc, int, dict[str, Any]]:
+    """A worker subprocess (this module with ``--serve``), once ready (loaded and warm);
+    its port and the device line it printed."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.bench_worker", "--serve", "--port", str(port),
+           "--model", str(model), "--max-batch-size", str(batch),
+           "--max-queue-delay-us", str(args.max_queue_delay_us), "--providers", args.providers,
+           "--intra-op-threads", str(args.intra_op_threads),
            "--spinning", args.spinning]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit(f"worker (max batch {batch}) exited with {proc.wait()}")
-    _wait_ready(proc, port)
-    return proc, port, json.loads(line)
+    log = model.parent / f"worker-batch{batch}.log"
+    proc = Proc(f"worker-batch{batch}", cmd, dict(os.environ), log)
 
-
-def _wait_ready(proc: subprocess.Popen[str], port: int, timeout_s: float = 120.0) -> None:
-    """Poll ``/v2/health/ready`` (bounded): ready means loaded and warmed up."""
-    import http.client
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"worker exited with {proc.returncode}")
+    def ready() -> bool:
+        if proc.popen.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            code = proc.popen.returncode
+            raise SystemExit(f"worker (max batch {batch}) exited with {code}:\n{tail}")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/v2/health/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
+            return conn.getresponse().status == 200
         finally:
             conn.close()
-        time.sleep(0.05)
-    raise SystemExit(f"worker on port {port} not ready within {timeout_s:.0f}s")
 
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    wait_until(ready, f"the worker with max batch {batch} to be ready", 120)
+    lines = log.read_text(errors="replace").splitlines()
+    return proc, port, json.loads(next(line for line in lines if line.startswith("{")))
 
 
 def _bodies(width: int, count: int = 16, binary_output: bool = False) -> list[bytes]:
@@ -290,14 +262,11 @@ def bench(args: argparse.Namespace) -> None:
         model = Path(tmp) / "mlp.onnx"
         model.write_bytes(mlp_model(width=args.width, layers=3))
         bodies = _bodies(args.width, binary_output=args.binary_output)
-        results: dict[str, Any] = {
-            "config": {**vars(args), "python": sys.version.split()[0],
-                       "machine": platform.machine(), "cpus": os.cpu_count()},
-        }  # fmt: skip
+        results: dict[str, Any] = {"config": vars(args), "machine": machine()}
         # NOTE: both workers stay up and the modes alternate level by level, so that load
         # from anything else on the machine drifts into both sides alike.
         workers = {"on": args.max_batch_size, "off": 1}
-        started: dict[str, tuple[subprocess.Popen[str], int, dict[str, Any]]] = {}
+        started: dict[str, tuple[Proc, int, dict[str, Any]]] = {}
         try:
             for mode, batch in workers.items():
                 started[mode] = _start_worker(args, model, batch)
@@ -336,7 +305,7 @@ def bench(args: argparse.Namespace) -> None:
             results["load_average_after"] = os.getloadavg()
         finally:
             for proc, _, _ in started.values():
-                _stop(proc)
+                proc.stop(timeout_s=30)
     if args.out:
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,6 +328,7 @@ def bench(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="levels 1 and 32, 2 s each")
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--model", default="", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured time per level")
@@ -379,6 +349,8 @@ def main() -> None:
     )
     parser.add_argument("--out", default=None, help="write full results as JSON here")
     args = parser.parse_args()
+    if args.quick:
+        args.levels, args.seconds = "1,32", 2.0
     if args.serve:
         serve(args)
     else:

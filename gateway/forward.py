@@ -1,9 +1,10 @@
 """The forwarding client: bytes in, bytes out, over keep-alive HTTP/1.1 connections.
 
 NOTE: a small client on asyncio protocols with httptools' C response parser, not aiohttp
-or httpx: bench/bench_gateway.py profiled aiohttp at 36-49% of the gateway's CPU per
-request, and replacing it cut that CPU from 359 to 146 µs (gateway/direct throughput
-0.25 → 0.63); a default ``httpx.AsyncClient`` measured 0.15x aiohttp (encode/httpx#3215).
+or httpx: the gateway benchmark (now `bench.gateway_overhead`) profiled aiohttp at 36-49%
+of the gateway's CPU per request, and replacing it cut that CPU from 359 to 146 µs
+(gateway/direct throughput 0.25 → 0.63); a default ``httpx.AsyncClient`` measured 0.15x
+aiohttp (encode/httpx#3215).
 httpx stays the client of the CLI, probes and tests. Responses are framed by httptools
 (content-length, chunked or close-delimited); one idle pool per worker origin. A request
 that fails on a reused idle connection before any byte came back is sent once more on a
