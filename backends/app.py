@@ -1,5 +1,6 @@
-"""The worker's Litestar app: Open Inference Protocol v2 REST, repository load/unload,
-Prometheus ``/metrics``. Handlers parse and render; ``DataPlane`` does the work.
+"""The worker's Litestar app: Open Inference Protocol v2 REST, repository load/unload
+(guarded by `backends.control`), Prometheus ``/metrics``. Handlers parse and render;
+``DataPlane`` does the work.
 
 NOTE: infer reads the raw body and never looks at ``Content-Type`` (tritonclient sends
 none), and answers 200 (tritonclient treats anything else, even 201, as a failure).
@@ -21,8 +22,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from backends.codec import HEADER_LENGTH
+from backends.control import ControlAccess, control_guard
 from backends.dataplane import DataPlane
-from backends.errors import InvalidRequest, PayloadTooLarge
+from backends.errors import InflatedTooLarge, InvalidRequest
+from backends.limits import MAX_JSON_DEPTH, check_json_depth, shown
 from backends.oip import ModelMetadata, ServerMetadata
 from modelgate.core.asgi import read_body
 from modelgate.core.errors import ModelgateError
@@ -54,19 +57,29 @@ def _plane(request: Request[Any, Any, Any]) -> DataPlane:
 
 
 def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's request compression)."""
-    if not encoding or encoding == "identity":
+    """Undo ``Content-Encoding: gzip|deflate`` (tritonclient's request compression).
+
+    NOTE: inflating stops one byte past ``limit``, so a small body that would inflate to
+    gigabytes (a zip bomb) costs at most the limit in memory before it is refused.
+    """
+    name = (encoding or "").strip(" \t").lower()
+    if name in ("", "identity"):
         return body
-    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding.lower())
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(name)
     if wbits is None:
-        raise InvalidRequest(f'unsupported Content-Encoding "{encoding}" (use gzip or deflate)')
+        raise InvalidRequest(
+            f'unsupported Content-Encoding "{shown(encoding or "")}" (use gzip or deflate)'
+        )
+    inflater = zlib.decompressobj(wbits)
     try:
-        inflater = zlib.decompressobj(wbits)
         out = inflater.decompress(body, limit + 1)
     except zlib.error as exc:
-        raise InvalidRequest(f"body is not valid {encoding} data: {exc}") from None
+        raise InvalidRequest(f"body is not valid {name} data: {exc}") from None
     if len(out) > limit:
-        raise PayloadTooLarge(len(out), limit)
+        raise InflatedTooLarge(name, limit)
+    if not inflater.eof or inflater.unused_data:
+        where = "ends early" if not inflater.eof else "has data after its end"
+        raise InvalidRequest(f"the {name} body {where} ({len(body)} bytes received)")
     return out
 
 
@@ -197,6 +210,9 @@ async def model_version_ready(
     return _ready(request, model, version)
 
 
+_CONTROL = [control_guard]
+
+
 class _RepositoryRequest(msgspec.Struct):
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -205,13 +221,14 @@ async def _repository_version(request: Request[Any, Any, Any]) -> str | None:
     body = await request.body()
     if not body.strip():
         return None
+    check_json_depth(body, len(body), MAX_JSON_DEPTH)
     try:
         parsed = msgspec.json.decode(body, type=_RepositoryRequest)
     except msgspec.MsgspecError as exc:
         raise InvalidRequest(f"invalid repository request: {exc}") from None
     version = parsed.parameters.get("version")
     if version is not None and not isinstance(version, str):
-        raise InvalidRequest(f'parameter "version" must be a string, not {version!r}')
+        raise InvalidRequest(f'parameter "version" must be a string, not {shown(repr(version))}')
     return version
 
 
@@ -241,20 +258,24 @@ async def _unload(
     return {"name": model, "unloaded": unloaded}
 
 
-@post("/v2/repository/models/{model:str}/load", status_code=200)
+@post("/v2/repository/models/{model:str}/load", status_code=200, guards=_CONTROL)
 async def repository_load(request: Request[Any, Any, Any], model: FromPath[str]) -> dict[str, Any]:
     """Load ``model`` at the version given as ``{"parameters": {"version": ...}}``."""
     return await _load(request, model, None)
 
 
-@post("/v2/repository/models/{model:str}/versions/{version:str}/load", status_code=200)
+@post(
+    "/v2/repository/models/{model:str}/versions/{version:str}/load",
+    status_code=200,
+    guards=_CONTROL,
+)
 async def repository_load_version(
     request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str]
 ) -> dict[str, Any]:
     return await _load(request, model, version)
 
 
-@post("/v2/repository/models/{model:str}/unload", status_code=200)
+@post("/v2/repository/models/{model:str}/unload", status_code=200, guards=_CONTROL)
 async def repository_unload(
     request: Request[Any, Any, Any], model: FromPath[str]
 ) -> dict[str, Any]:
@@ -262,7 +283,11 @@ async def repository_unload(
     return await _unload(request, model, None)
 
 
-@post("/v2/repository/models/{model:str}/versions/{version:str}/unload", status_code=200)
+@post(
+    "/v2/repository/models/{model:str}/versions/{version:str}/unload",
+    status_code=200,
+    guards=_CONTROL,
+)
 async def repository_unload_version(
     request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str]
 ) -> dict[str, Any]:
@@ -281,8 +306,12 @@ def create_worker_app(
     startup_loads: Sequence[tuple[str, str]] = (),
     services: Sequence[Service] = (),
     on_fatal: Callable[[BaseException], None] | None = None,
+    control: ControlAccess | None = None,
 ) -> WorkerApp:
     """The worker app around ``plane``.
+
+    ``control`` guards the load and unload routes (`backends.control`); without one they
+    are refused.
 
     At start-up the app serves at once (live) and loads ``startup_loads`` in the
     background; it reports ready when all are loaded and warm. A failed start-up load
@@ -334,7 +363,7 @@ def create_worker_app(
             repository_unload_version,
             metrics,
         ],
-        state=State({"plane": plane}),
+        state=State({"plane": plane, "control": control or ControlAccess()}),
         lifespan=[lifespan],
         exception_handlers=handlers,
         request_max_body_size=plane.options.max_body_bytes,

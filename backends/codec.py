@@ -4,7 +4,9 @@ Implements JSON tensors (``data`` flat or nested, row-major) and Triton's binary
 extension both ways (``Inference-Header-Content-Length``, ``binary_data_size``,
 ``binary_data``, ``binary_data_output``). Every malformed body raises ``InvalidRequest``
 or ``InvalidTensor`` (400) with a message that names the offending tensor and value;
-nothing here raises anything else for bad input.
+nothing here raises anything else for bad input. Nesting, rank, element counts and the
+header length are bounded (`backends.limits`) before anything is decoded deeply or
+allocated.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import msgspec
 import numpy as np
 
 from backends.errors import InvalidRequest, InvalidTensor, Unsupported
+from backends.limits import RequestLimits, check_json_depth, parse_byte_count, shown
 from backends.oip import InferenceRequest, InferenceResponse, RequestInput, ResponseOutput
 from backends.signature import NUMPY_DTYPES, datatype_of, format_shape
 
@@ -33,6 +36,8 @@ _DATATYPES = ", ".join(NUMPY_DTYPES)
 _decoder = msgspec.json.Decoder(InferenceRequest)
 _encoder = msgspec.json.Encoder()
 _LENGTH = struct.Struct("<I")
+_DEFAULT_LIMITS = RequestLimits()
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 
 @dataclass(slots=True)
@@ -54,27 +59,12 @@ class DecodedRequest:
         return self.binary.get(name, self.binary_default)
 
 
-def _header_length(value: str | None, body_size: int) -> int | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if not text.isdigit():
-        raise InvalidRequest(
-            f'Inference-Header-Content-Length must be a non-negative integer, not "{value}"'
-        )
-    length = int(text)
-    if length > body_size:
-        raise InvalidRequest(
-            f"Inference-Header-Content-Length {length} is larger than the body ({body_size} bytes)"
-        )
-    return length
-
-
-def _parse_json(data: bytes | memoryview, trailing: bool) -> InferenceRequest:
-    if not data:
+def _parse_json(body: bytes, end: int, trailing: bool, depth: int) -> InferenceRequest:
+    if not end:
         raise InvalidRequest("empty request body; expected an inference request JSON object")
+    check_json_depth(body, end, depth)
     try:
-        return _decoder.decode(data)
+        return _decoder.decode(memoryview(body)[:end])
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"invalid inference request: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -93,13 +83,17 @@ def _flag(params: dict[str, Any] | None, key: str, where: str) -> bool | None:
     return value
 
 
-def decode_request(body: bytes, header_length: str | None = None) -> DecodedRequest:
-    """Decode a request body; ``header_length`` is the ``Inference-Header-Content-Length``."""
-    length = _header_length(header_length, len(body))
-    view = memoryview(body)
-    json_part = view if length is None else view[:length]
-    blob = view[len(json_part) :]
-    request = _parse_json(json_part, trailing=length is None)
+def decode_request(
+    body: bytes, header_length: str | None = None, limits: RequestLimits = _DEFAULT_LIMITS
+) -> DecodedRequest:
+    """Decode a request body; ``header_length`` is the ``Inference-Header-Content-Length``.
+
+    ``limits`` are checked before anything they bound is parsed or allocated.
+    """
+    length = parse_byte_count("Inference-Header-Content-Length", header_length, len(body))
+    end = len(body) if length is None else length
+    blob = memoryview(body)[end:]
+    request = _parse_json(body, end, length is None, limits.max_json_depth)
     if not request.inputs:
         raise InvalidRequest("request has no inputs")
     inputs: dict[str, np.ndarray] = {}
@@ -107,7 +101,7 @@ def decode_request(body: bytes, header_length: str | None = None) -> DecodedRequ
     for item in request.inputs:
         if item.name in inputs:
             raise InvalidTensor(f'input "{item.name}" appears more than once')
-        array, used = _decode_input(item, blob, offset)
+        array, used = _decode_input(item, blob, offset, limits)
         inputs[item.name] = array
         offset += used
     if offset != len(blob):
@@ -133,24 +127,16 @@ def decode_request(body: bytes, header_length: str | None = None) -> DecodedRequ
     return decoded
 
 
-def _element_count(item: RequestInput) -> int:
-    count = 1
-    for dim in item.shape:
-        if dim < 0:
-            raise InvalidTensor(
-                f'input "{item.name}" has a negative dimension in shape {format_shape(item.shape)}'
-            )
-        count *= dim
-    return count
-
-
-def _decode_input(item: RequestInput, blob: memoryview, offset: int) -> tuple[np.ndarray, int]:
+def _decode_input(
+    item: RequestInput, blob: memoryview, offset: int, limits: RequestLimits
+) -> tuple[np.ndarray, int]:
     dtype = NUMPY_DTYPES.get(item.datatype)
     if dtype is None:
         raise InvalidTensor(
-            f'input "{item.name}" has unknown datatype "{item.datatype}" (use one of {_DATATYPES})'
+            f'input "{shown(item.name)}" has unknown datatype "{shown(item.datatype)}" '
+            f"(use one of {_DATATYPES})"
         )
-    count = _element_count(item)
+    count = limits.check_shape(item.name, item.shape)
     size = item.parameters.get("binary_data_size") if item.parameters else None
     if size is None:
         if item.data is None:
@@ -236,9 +222,9 @@ def _bad_element(item: RequestInput, kind: str, ok: Any) -> InvalidTensor:
     flat = _flatten(item.data)
     for index, value in enumerate(flat):
         if not ok(value):
-            shown = msgspec.json.encode(value).decode()[:60]
+            text = msgspec.json.encode(value).decode()[:60]
             return InvalidTensor(
-                f'input "{item.name}": {item.datatype} data holds {shown} at flat index '
+                f'input "{item.name}": {item.datatype} data holds {text} at flat index '
                 f"{index}, which is not {kind}"
             )
     return InvalidTensor(f'input "{item.name}": data is not a regular nested list of {kind}')
@@ -295,7 +281,12 @@ def _convert(item: RequestInput, parsed: np.ndarray, dtype: np.dtype[Any]) -> np
         if kind != "b":
             raise _bad_element(item, "true or false", lambda v: isinstance(v, bool))
         return parsed
-    if kind not in "iuf":
+    if kind == "O" and all(_is_number(v) for v in parsed.flat):
+        # NOTE: numpy keeps integers beyond 64 bits as Python ints in an object array.
+        if dtype.kind in "iu":
+            return _integers_from_floats(item, dtype)
+        parsed = _floats(item, parsed)
+    elif kind not in "iuf":
         raise _bad_element(item, "a number", _is_number)
     if dtype.kind == "f" or item.datatype == "BF16":
         return _to_float(item, parsed, dtype)
@@ -303,6 +294,17 @@ def _convert(item: RequestInput, parsed: np.ndarray, dtype: np.dtype[Any]) -> np
         return _integers_from_floats(item, dtype)
     _check_range(item, dtype, parsed.min(), parsed.max())
     return parsed.astype(dtype)
+
+
+def _floats(item: RequestInput, parsed: np.ndarray) -> np.ndarray:
+    """Python ints (some beyond 64 bits) as float64; those beyond float64 are refused."""
+    try:
+        return parsed.astype(np.float64)
+    except OverflowError:
+        value = next(v for v in parsed.flat if abs(v) > _FLOAT64_MAX)
+        raise InvalidTensor(
+            f'input "{item.name}": value {shown(str(value))} is out of range for {item.datatype}'
+        ) from None
 
 
 def _to_float(item: RequestInput, parsed: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
@@ -327,9 +329,9 @@ def _integers_from_floats(item: RequestInput, dtype: np.dtype[Any]) -> np.ndarra
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not _is_integer(value):
-            shown = msgspec.json.encode(value).decode()[:60]
+            text = msgspec.json.encode(value).decode()[:60]
             raise InvalidTensor(
-                f'input "{item.name}": {item.datatype} data holds {shown} at flat index '
+                f'input "{item.name}": {item.datatype} data holds {text} at flat index '
                 f"{index}, which is not an integer"
             )
         values.append(value)
@@ -342,8 +344,8 @@ def _check_range(item: RequestInput, dtype: np.dtype[Any], low: Any, high: Any) 
     if low < info.min or high > info.max:
         value = low if low < info.min else high
         raise InvalidTensor(
-            f'input "{item.name}": value {value} is out of range for {item.datatype} '
-            f"[{info.min}, {info.max}]"
+            f'input "{item.name}": value {shown(str(value))} is out of range for '
+            f"{item.datatype} [{info.min}, {info.max}]"
         )
 
 

@@ -26,6 +26,7 @@ from backends.errors import (
     PayloadTooLarge,
 )
 from backends.faults import FaultPolicy
+from backends.limits import RequestLimits
 from backends.metrics import Metrics, VersionMetrics
 from backends.oip import ModelMetadata, ServerMetadata, TensorMetadata
 from backends.runtime import OnnxModel, RuntimeOptions, synthetic_inputs
@@ -113,6 +114,8 @@ class DataPlane:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.options = options
+        #: NOTE: no encoding carries more than one element per byte of the body.
+        self.limits = RequestLimits(max_elements=options.max_body_bytes)
         self.source = source
         self.metrics = metrics or Metrics()
         self.metrics.set_gauges(self.snapshot)
@@ -240,7 +243,7 @@ class DataPlane:
     ) -> InferOutcome:
         if len(body) > self.options.max_body_bytes:
             raise PayloadTooLarge(len(body), self.options.max_body_bytes)
-        request = decode_request(body, header_length)
+        request = decode_request(body, header_length, self.limits)
         target.signature.check(target.model, request.inputs)
         names = request.outputs
         if names is None:

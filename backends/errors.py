@@ -1,7 +1,28 @@
 """Errors of the worker. Each maps to an HTTP status; ``modelgate.core.rendering`` renders them.
 
+::
+
+    BackendError
+    ├── InvalidRequest          400  malformed JSON, framing, parameters, limits exceeded
+    │   ├── InvalidTensor       400  a tensor that does not fit its declaration or the model
+    │   └── Unsupported         400  a protocol feature the worker does not implement
+    ├── LoadFailed              400  a version that cannot be loaded
+    ├── ControlUnauthorized     401  a load/unload without the control token
+    ├── ControlForbidden        403  a load/unload with a wrong control token
+    ├── ControlDisabled         403  a load/unload on a worker that has no control token
+    ├── ModelNotLoaded          404
+    ├── PayloadTooLarge         413
+    │   └── InflatedTooLarge    413  a compressed body that inflates past the limit
+    ├── ModelNotReady           503  loading, or being unloaded
+    ├── QueueFull               503
+    ├── Draining                503
+    ├── InferenceFailed         500  the worker's own failure (memory, device, a bug)
+    └── InjectedFault           500  fault injection
+
 Foreign exceptions (onnxruntime, numpy) are translated into these at the boundary where
 they are raised, once: callers above the runtime and codec only ever see ``BackendError``.
+A client's input only ever raises a 4xx; a 5xx means the worker itself is in trouble,
+which is what the gateway counts against its health.
 """
 
 from __future__ import annotations
@@ -12,8 +33,12 @@ from modelgate.core.errors import ModelgateError
 
 __all__ = [
     "BackendError",
+    "ControlDisabled",
+    "ControlForbidden",
+    "ControlUnauthorized",
     "Draining",
     "InferenceFailed",
+    "InflatedTooLarge",
     "InjectedFault",
     "InvalidRequest",
     "InvalidTensor",
@@ -47,12 +72,56 @@ class PayloadTooLarge(BackendError):
         super().__init__(f"request body of {size} bytes is larger than the limit of {limit} bytes")
 
 
+class InflatedTooLarge(PayloadTooLarge):
+    """A compressed body that inflates past the body limit (its full size is never known)."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        BackendError.__init__(
+            self, f"the {encoding} request body inflates to more than the limit of {limit} bytes"
+        )
+
+
 class Unsupported(InvalidRequest):
     """A protocol feature the worker does not implement (e.g. Triton's classification).
 
     NOTE: 400, not Triton's 501: it is the request that asks for something unsupported,
     and bad input never answers 5xx.
     """
+
+
+class ControlUnauthorized(BackendError):
+    """A repository control call without ``Authorization: Bearer <control token>``."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="modelgate-worker-control"'}
+
+    def __init__(self) -> None:
+        super().__init__(
+            "repository control needs the worker's control token: "
+            "send Authorization: Bearer <MODELGATE_WORKER_CONTROL_TOKEN>"
+        )
+
+
+class ControlForbidden(BackendError):
+    """A repository control call with a token that is not the worker's control token."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__("the bearer token is not this worker's control token")
+
+
+class ControlDisabled(BackendError):
+    """A repository control call on a worker that was given no control token."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "repository control (load/unload) is disabled on this worker: start it with "
+            "MODELGATE_WORKER_CONTROL_TOKEN set and send that token as a bearer token "
+            "(or MODELGATE_WORKER_CONTROL=open on a trusted network)"
+        )
 
 
 def _loaded_listing(loaded: Iterable[str]) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,10 +24,17 @@ import ml_dtypes
 import numpy as np
 import onnxruntime as ort
 
-from backends.errors import InferenceFailed, InvalidTensor, LoadFailed
+from backends.errors import BackendError, InferenceFailed, InvalidTensor, LoadFailed
 from backends.signature import NUMPY_DTYPES, Signature, TensorSpec
 
-__all__ = ["DeviceChoice", "OnnxModel", "RuntimeOptions", "choose_device", "synthetic_inputs"]
+__all__ = [
+    "DeviceChoice",
+    "OnnxModel",
+    "RuntimeOptions",
+    "choose_device",
+    "synthetic_inputs",
+    "translate_failure",
+]
 
 log = logging.getLogger("modelgate.worker.runtime")
 
@@ -230,8 +238,8 @@ class OnnxModel:
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on validated inputs; returns every output by name.
 
-        Raises ``InvalidTensor`` when onnxruntime rejects the inputs and ``InferenceFailed``
-        for any other onnxruntime failure.
+        Raises ``InvalidTensor`` when the inputs are at fault and ``InferenceFailed`` when
+        the worker is (`translate_failure`).
         """
         feed = dict(inputs)
         for name in self._strings:
@@ -240,10 +248,8 @@ class OnnxModel:
             if self._bf16:
                 return self._run_ort_values(feed)
             results = self._session.run(self._output_names, feed)
-        except ort.capi.onnxruntime_pybind11_state.InvalidArgument as exc:
-            raise InvalidTensor(f"the model rejected the inputs: {_short(exc)}") from None
         except Exception as exc:
-            raise InferenceFailed(f"inference failed: {_short(exc)}") from None
+            raise translate_failure(exc) from None
         return dict(zip(self._output_names, results, strict=True))
 
     def _run_ort_values(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -279,6 +285,44 @@ def _as_text(name: str, array: np.ndarray) -> np.ndarray:
             f'input "{name}": BYTES element is not UTF-8 text, which ONNX string tensors need'
         ) from None
     return out
+
+
+_ORT = ort.capi.onnxruntime_pybind11_state
+# What a failure of the machine (not of the inputs) says: memory, the device, its libraries.
+_MACHINE_FAULT = re.compile(
+    r"fail(?:ed|ure)? to allocate|bad_alloc|out of memory|cudaError|"
+    r"(?:CUDA|CUBLAS|CUDNN|CURAND|CUFFT|NCCL|TensorRT|MIGraphX|ROCm)\s*(?:failure|error)",
+    re.IGNORECASE,
+)
+_REQUESTED = re.compile(r"requested buffer of size (\d{1,30})")
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+def translate_failure(exc: Exception) -> BackendError:
+    """What an onnxruntime failure of ``run`` means: the client's inputs (400) or the worker.
+
+    ``InvalidArgument`` is onnxruntime's own input validation. A kernel failing while running
+    a node (``Fail``/``RuntimeException`` "... while running Gather node ...": a broadcast
+    mismatch, an index out of range, a reshape that does not fit) is also caused by the
+    inputs of a model that warm-up has run, unless it is a memory or device failure, which
+    stays a 500 so that the gateway can eject a worker in trouble. An allocation larger than
+    the machine's whole memory can never succeed, so it is the inputs' fault too.
+    """
+    text = _short(exc)
+    if isinstance(exc, _ORT.InvalidArgument):
+        return InvalidTensor(f"the model rejected the inputs: {text}")
+    if isinstance(exc, _ORT.Fail | _ORT.RuntimeException) and "while running" in text:
+        requested = _REQUESTED.search(text)
+        impossible = requested is not None and int(requested[1]) > _physical_memory() > 0
+        if impossible or not _MACHINE_FAULT.search(text):
+            return InvalidTensor(f"the model cannot run on these inputs: {text}")
+    return InferenceFailed(f"inference failed: {text}")
 
 
 def _short(exc: Exception) -> str:

@@ -114,10 +114,13 @@ def run_worker(
         from backends.announce import Announcer
 
         services.append(Announcer.from_settings(settings, plane, database=announce_db))
+    control = settings.control_access()
+    (log.warning if control.open and not control.token else log.info)("%s", control.describe())
     app = create_worker_app(
         plane,
         startup_loads=[*files, *loads],
         services=services,
         on_fatal=lambda exc: app.state.server.fatal(exc),
+        control=control,
     )
     return serve(app, plane, host=settings.host, port=settings.port)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backends.batcher import BatchPolicy
+from backends.control import ControlAccess
 from backends.dataplane import WorkerOptions
 from backends.faults import FaultPolicy
 from backends.runtime import RuntimeOptions
@@ -60,6 +61,12 @@ class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
     heartbeat_ttl_s: float = Field(default=10.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    #: Bearer token the repository load/unload endpoints require (``backends.control``).
+    control_token: SecretStr | None = None
+    #: ``token``: load/unload need ``control_token`` and are refused while it is unset;
+    #: ``open``: without a token they are open to anyone who can reach the worker.
+    control: Literal["token", "open"] = "token"
+
     @property
     def worker_id(self) -> str:
         return self.id or f"{socket.gethostname()}-{self.port}"
@@ -70,6 +77,10 @@ class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
             return self.url.rstrip("/")
         host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    def control_access(self) -> ControlAccess:
+        token = self.control_token.get_secret_value() if self.control_token else None
+        return ControlAccess(token=token or None, open=self.control == "open")
 
     def options(self) -> WorkerOptions:
         return WorkerOptions(

@@ -18,11 +18,14 @@ from litestar.testing import AsyncTestClient, TestClient
 
 from backends.app import WorkerApp, create_worker_app
 from backends.batcher import BatchPolicy
+from backends.control import ControlAccess
 from backends.dataplane import DataPlane, WorkerOptions
 from backends.metrics import PrometheusMetrics
 from backends.source import Artifact, FileSource
 
 INFER = "/v2/models/scale/versions/1.0.0/infer"
+CONTROL_TOKEN = "test-control-token"
+CONTROL = {"Authorization": f"Bearer {CONTROL_TOKEN}"}
 
 
 def scale_body(rows: list[list[float]], **extra: Any) -> bytes:
@@ -55,7 +58,8 @@ def make_app(model_dir: Path, **options: Any) -> tuple[WorkerApp, DataPlane]:
     source = LabelledSource(files, labels)
     plane = DataPlane(WorkerOptions(**{**defaults, **options}), source=source,
                       metrics=PrometheusMetrics())  # fmt: skip
-    app = create_worker_app(plane, startup_loads=[("scale", "1.0.0"), ("faulty", "1.0.0")])
+    app = create_worker_app(plane, startup_loads=[("scale", "1.0.0"), ("faulty", "1.0.0")],
+                            control=ControlAccess(token=CONTROL_TOKEN))  # fmt: skip
     return app, plane
 
 
@@ -117,7 +121,7 @@ async def test_gzip_request_bodies_are_accepted(client: AsyncTestClient[WorkerAp
 async def test_errors_are_json_with_the_right_status(client: AsyncTestClient[WorkerApp],
                                                      method: str, path: str, status: int,
                                                      message: str) -> None:  # fmt: skip
-    response = await client.request(method, path)
+    response = await client.request(method, path, headers=CONTROL)
     assert response.status_code == status
     assert message in response.json()["error"]
 
@@ -131,7 +135,7 @@ async def test_oversize_body_is_413(client: AsyncTestClient[WorkerApp]) -> None:
 
 
 async def test_repository_load_index_unload(client: AsyncTestClient[WorkerApp]) -> None:
-    load = await client.post("/v2/repository/models/scale/load",
+    load = await client.post("/v2/repository/models/scale/load", headers=CONTROL,
                              json={"parameters": {"version": "2.0.0"}})  # fmt: skip
     assert load.status_code == 200
     assert load.json() == {"name": "scale", "version": "2.0.0", "state": "READY"}
@@ -141,7 +145,8 @@ async def test_repository_load_index_unload(client: AsyncTestClient[WorkerApp]) 
     assert meta["versions"] == ["2.0.0", "1.0.0"]
     v2 = await client.post("/v2/models/scale/infer", content=scale_body([[1, 1, 1, 1]]))
     assert v2.json()["model_version"] == "2.0.0"
-    unload = await client.post("/v2/repository/models/scale/versions/2.0.0/unload")
+    unload = await client.post("/v2/repository/models/scale/versions/2.0.0/unload",
+                               headers=CONTROL)  # fmt: skip
     assert unload.json() == {"name": "scale", "unloaded": ["2.0.0"]}
     gone = await client.post("/v2/models/scale/versions/2.0.0/infer", content=scale_body([[1] * 4]))
     assert gone.status_code == 404

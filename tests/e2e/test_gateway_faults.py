@@ -353,7 +353,7 @@ async def worker_call(fleet: Fleet, action: str, version: str) -> None:
         for worker_id in sorted(WORKERS):
             port = fleet.workers[worker_id][1]
             url = f"http://127.0.0.1:{port}/v2/repository/models/resnet/versions/{version}"
-            response = await client.post(f"{url}/{action}")
+            response = await client.post(f"{url}/{action}", headers=fleet.control_headers)
             assert response.status_code == 200, response.text
 
 

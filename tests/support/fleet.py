@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,6 +56,8 @@ class Fleet:
         redis_prefix: str = KEYS.prefix,
     ) -> None:
         self.root = root
+        #: The workers' control token (`backends.control`): load/unload send it.
+        self.control_token = secrets.token_urlsafe(16)
         self.env = dict(os.environ)
         self.env.pop("MODELGATE_REDIS_URL", None)
         self.env.update(
@@ -66,6 +69,7 @@ class Fleet:
             MODELGATE_WORKER_HEARTBEAT_INTERVAL_S="0.5",
             MODELGATE_WORKER_INTRA_OP_THREADS="1",
             MODELGATE_REDIS_PREFIX=redis_prefix,
+            MODELGATE_WORKER_CONTROL_TOKEN=self.control_token,
         )
         if redis_url:
             self.env["MODELGATE_REDIS_URL"] = redis_url
@@ -100,6 +104,11 @@ class Fleet:
             return httpx.get(f"{self.gateway_url}/v2/health/ready").status_code == 200
 
         wait_until(ready, "gateway")
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        """What a worker's load/unload call needs."""
+        return {"Authorization": f"Bearer {self.control_token}"}
 
     def admin(self) -> httpx.Client:
         return httpx.Client(
