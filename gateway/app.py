@@ -25,12 +25,14 @@ from gateway.balancing.outliers import Ejection
 from gateway.balancing.probes import Prober
 from gateway.balancing.retry import RetryBudget
 from gateway.balancing.shared_ejections import SharedEjections
+from gateway.breaker import RedisBreaker
 from gateway.control.discovery import WorkerDirectory
 from gateway.control.health import Health
 from gateway.control.live import Live
 from gateway.control.sync import RegistrySync
 from gateway.dataplane import GatewayDataPlane
 from gateway.forward import Forwarder
+from gateway.identity import Identity
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
 from gateway.ratelimit import RateLimiter
@@ -80,10 +82,17 @@ def create_app(
     owned_engine = engine is None
     db = engine if engine is not None else make_engine(rsettings.database_url)
     owned_redis = redis is None and gsettings.redis_url is not None
+    # NOTE: the request path has a client of its own, with short timeouts, so a hung Redis
+    # cannot hold it behind the background loops' 2 s calls (or the other way round).
+    fast_redis = redis
     if redis is None and gsettings.redis_url is not None:
         import redis.asyncio as aioredis
 
         redis = aioredis.from_url(gsettings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        fast = gsettings.redis_timeout_s
+        fast_redis = aioredis.from_url(
+            gsettings.redis_url, socket_timeout=fast, socket_connect_timeout=fast
+        )
     sessions = make_sessionmaker(db)
     health = Health()
     metrics = GatewayMetrics()
@@ -108,16 +117,26 @@ def create_app(
         keys=keys,
     )
     forwarder = Forwarder()
-    limiter = None
-    if gsettings.rate_limit_rps > 0:
-        limiter = RateLimiter(
-            gsettings.rate_limit_rps,
-            gsettings.rate_limit_burst or gsettings.rate_limit_rps,
-            redis=redis,
-            health=health,
-            fail_open=gsettings.rate_limit_fail_open,
-            keys=keys,
+    breaker = None
+    if fast_redis is not None:
+        breaker = RedisBreaker(
+            fast_redis,
+            health,
+            timeout_s=gsettings.redis_timeout_s,
+            probe_interval_s=gsettings.redis_probe_interval_s,
         )
+    limiter = RateLimiter(
+        gsettings.rate_limit_rps,
+        gsettings.rate_limit_burst,
+        breaker=breaker,
+        fail_open=gsettings.rate_limit_fail_open,
+        keys=keys,
+    )
+    identity = Identity(
+        lambda: table.snapshot.tokens if table.snapshot is not None else None,
+        required=gsettings.inference_auth == "required",
+        trusted_proxies=gsettings.trusted_proxies,
+    )
     plane = GatewayDataPlane(
         table, forwarder, RetryBudget.from_settings(gsettings), metrics, gsettings, limiter
     )
@@ -140,9 +159,13 @@ def create_app(
         await prober.start()
         if shared is not None:
             await shared.start()
+        if breaker is not None:
+            await breaker.start()
         try:
             yield
         finally:
+            if breaker is not None:
+                await breaker.stop()
             if shared is not None:
                 await shared.stop()
             await prober.stop()
@@ -151,6 +174,8 @@ def create_app(
             await forwarder.stop()
             if owned_redis and redis is not None:
                 await redis.aclose()
+                if fast_redis is not None:
+                    await fast_redis.aclose()
             if owned_engine:
                 await db.dispose()
 
@@ -180,7 +205,7 @@ def create_app(
     )
     app.state.registry = registry
     app.state.plane = plane
-    app.state.oip = OipApp(plane, health)
+    app.state.oip = OipApp(plane, health, identity)
     app.state.health = health
     app.state.sync = sync
     app.state.directory = directory

@@ -20,6 +20,7 @@ from gateway.balancing.balancer import Outcome
 from gateway.balancing.retry import RetryBudget
 from gateway.errors import BackendUnavailable, BadGatewayRequest, DeadlineExceeded, Overloaded
 from gateway.forward import Forwarder, Reply
+from gateway.identity import Caller
 from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics, access_log
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, RoutingTable
@@ -132,11 +133,11 @@ class GatewayDataPlane:
         reference: str | None,
         headers: Mapping[str, str],
         body: bytes,
-        client: str | None = None,
+        client: Caller | None = None,
     ) -> Reply:
         """Serve one inference request; raises `ModelgateError` subclasses for the client,
-        each counted by `refused`. ``client`` is the rate-limit key (see
-        `gateway.ratelimit.client_key`)."""
+        each counted by `refused`. ``client`` is who sent it (`gateway.identity`), for the
+        rate limit."""
         try:
             started = time.monotonic()
             if self.limiter is not None and client is not None:

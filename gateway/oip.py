@@ -19,7 +19,7 @@ from gateway.control.health import Health
 from gateway.dataplane import GatewayDataPlane
 from gateway.errors import BadGatewayRequest
 from gateway.forward import Reply
-from gateway.ratelimit import client_key
+from gateway.identity import Identity
 from modelgate.core.asgi import read_body
 from modelgate.core.errors import ModelgateError
 
@@ -50,9 +50,11 @@ def _error(exc: ModelgateError) -> Reply:
 class OipApp:
     """Parses only what routing needs (path, a few headers), then calls the data plane."""
 
-    def __init__(self, plane: GatewayDataPlane, health: Health) -> None:
+    def __init__(self, plane: GatewayDataPlane, health: Health, identity: Identity) -> None:
         self.plane = plane
         self.health = health
+        #: Every ``/v2/models`` and ``/v2/infer`` request is identified (401/403 first).
+        self.identity = identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -117,6 +119,7 @@ class OipApp:
             return await self._infer(model, version, headers, receive, scope)
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": f"method {method} is not allowed here; use GET"})
+        self.identity.caller(scope["headers"], scope.get("client"))
         reference = self._reference(version, headers)
         if action == "ready":
             route = self.plane.table.route(model, reference, None)
@@ -149,11 +152,11 @@ class OipApp:
     ) -> Reply:
         """Read what the data plane needs, then let it serve (and count its own refusals)."""
         try:
+            caller = self.identity.caller(scope["headers"], scope.get("client"))
             reference = self._reference(version, headers)
             limit = self.plane.settings.max_body_bytes
             body = await read_body(receive, limit, headers.get("content-length"))
         except ModelgateError as exc:
             self.plane.refused(model, exc)
             raise
-        client = client_key(headers, scope.get("client")) if self.plane.limiter else None
-        return await self.plane.infer(model, reference, headers, body, client)
+        return await self.plane.infer(model, reference, headers, body, caller)

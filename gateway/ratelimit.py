@@ -1,23 +1,26 @@
 """Per-client rate limits: a token bucket in Redis (one Lua call), or in memory when
-embedded. Off unless ``MODELGATE_GATEWAY_RATE_LIMIT_RPS`` is set.
+embedded.
 
-A client is its bearer token (only a hash prefix is kept) or, without one, its address.
-When Redis fails, ``rate_limit_fail_open`` decides: serve (and report degraded) or answer
-503. Redis computes the refill with its own clock, so every replica shares one bucket.
+A client is who `gateway.identity.Identity` says it is: a verified token (its own
+``rate_limit_rps``/``rate_limit_burst``, else the gateway's default) or, without one, its
+address. The gateway's default is off unless ``MODELGATE_GATEWAY_RATE_LIMIT_RPS`` is set; a
+token's limit applies either way. Redis calls go through `gateway.breaker.RedisBreaker`: when
+Redis fails or is skipped, ``rate_limit_fail_open`` decides: serve (reported degraded) or
+answer 503, at once. Redis computes the refill with its own clock, so every replica shares
+one bucket.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
 
-from gateway.control.health import Health
+from gateway.breaker import RedisBreaker, RedisSkipped
 from gateway.errors import LimiterUnavailable, RateLimited
+from gateway.identity import Caller
 from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
 
-__all__ = ["LUA_TOKEN_BUCKET", "RateLimiter", "client_key"]
+__all__ = ["LUA_TOKEN_BUCKET", "RateLimiter"]
 
 LUA_TOKEN_BUCKET = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -38,57 +41,62 @@ return {allowed, tostring(tokens)}
 """
 
 
-def client_key(headers: dict[str, str], client: tuple[str, int] | None) -> str:
-    """``token:<sha256 prefix>`` for a bearer token, else ``addr:<ip>``."""
-    auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer " and auth[7:].strip():
-        return "token:" + hashlib.sha256(auth[7:].strip().encode()).hexdigest()[:16]
-    return "addr:" + (client[0] if client else "unknown")
-
-
 class RateLimiter:
+    """Token buckets per `Caller`; ``rate``/``burst`` are the default for callers whose
+    token sets no limit of its own (``rate`` 0: those callers are not limited)."""
+
     def __init__(
         self,
         rate: float,
         burst: float,
         *,
-        redis: Any | None,
-        health: Health,
+        breaker: RedisBreaker | None,
         fail_open: bool = True,
         clock: Callable[[], float] = time.monotonic,
         keys: RedisKeys = DEFAULT_KEYS,
     ) -> None:
-        self.rate, self.burst = rate, max(burst, 1.0)
-        self.redis = redis
-        self.health = health
+        self.rate, self.burst = rate, burst or rate
+        self.breaker = breaker
         self.fail_open = fail_open
         self.clock = clock
         self.keys = keys
         self._local: dict[str, tuple[float, float]] = {}
-        self._script: Any = redis.register_script(LUA_TOKEN_BUCKET) if redis is not None else None
+        self._script = breaker.redis.register_script(LUA_TOKEN_BUCKET) if breaker else None
 
-    async def check(self, client: str) -> None:
-        """Take one token for ``client`` or raise `RateLimited` (429) / 503 (fail-closed)."""
-        if self._script is None:
-            allowed, tokens = self._take_local(client)
+    def limits(self, caller: Caller) -> tuple[float, float]:
+        """(requests/s, burst) for ``caller``: its token's own, else the default."""
+        grant = caller.grant
+        if grant is None or grant.rate_limit_rps is None:
+            return self.rate, max(self.burst, 1.0)
+        rate = grant.rate_limit_rps
+        return rate, max(grant.rate_limit_burst or rate, 1.0)
+
+    async def check(self, caller: Caller) -> None:
+        """Take one token for ``caller`` or raise `RateLimited` (429) / `LimiterUnavailable`
+        (503, when Redis is failing and limits fail closed)."""
+        rate, burst = self.limits(caller)
+        if rate <= 0:
+            return
+        if self._script is None or self.breaker is None:
+            allowed, tokens = self._take_local(caller.key, rate, burst)
         else:
+            script, key = self._script, self.keys.rate_limit(caller.key)
             try:
-                result = await self._script(
-                    keys=[self.keys.rate_limit(client)], args=[self.rate, self.burst]
-                )
-            except Exception as exc:
-                self.health.fail("redis", f"rate limiter unavailable: {exc}")
+                result = await self.breaker.call(lambda: script(keys=[key], args=[rate, burst]))
+            except RedisSkipped:
                 if self.fail_open:
                     return
-                raise LimiterUnavailable("the rate limiter is unavailable; retry later") from None
+                raise LimiterUnavailable(
+                    "the rate limiter's Redis is unavailable and limits fail closed; retry later"
+                ) from None
             allowed, tokens = int(result[0]), float(result[1])
         if not allowed:
-            raise RateLimited(client, (1.0 - tokens) / self.rate)
+            raise RateLimited(caller.label, (1.0 - tokens) / rate)
 
-    def _take_local(self, client: str) -> tuple[int, float]:
+    def _take_local(self, client: str, rate: float, burst: float) -> tuple[int, float]:
         now = self.clock()
-        tokens, ts = self._local.get(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - ts) * self.rate)
+        tokens, ts = self._local.get(client, (burst, now))
+        tokens = min(burst, tokens + (now - ts) * rate)
         if tokens >= 1:
             self._local[client] = (tokens - 1, now)
             return 1, tokens - 1

@@ -45,6 +45,11 @@ def run_gateway(rsettings: RegistrySettings, gsettings: GatewaySettings) -> None
         port=gsettings.port,
         log_level=gsettings.log_level,
         access_log=False,
+        # NOTE: the client address is the gateway's to decide (gateway.identity reads
+        # X-Forwarded-For from MODELGATE_GATEWAY_TRUSTED_PROXIES only); uvicorn's own
+        # handling would believe any loopback peer and rewrite the address first.
+        proxy_headers=False,
+        forwarded_allow_ips="",
         loop="uvloop",
         http="httptools",
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from ipaddress import IPv4Network, IPv6Network
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.balancing.balancer import BalancerSettings
 from modelgate.core.settings import RedisSettings
@@ -42,3 +45,19 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     rate_limit_burst: float = Field(default=0.0, ge=0)
     #: When Redis fails: True serves unlimited (degraded), False answers 503.
     rate_limit_fail_open: bool = True
+    #: ``optional``: a valid ``infer`` token gets its own bucket, no token the address's;
+    #: ``required``: 401 without one. An invalid bearer value is a 401 either way.
+    inference_auth: Literal["optional", "required"] = "optional"
+    #: Peers whose ``X-Forwarded-For`` is believed: CIDRs, comma-separated; none by default.
+    trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = []
+    #: Redis on the request path: the bound of each call, after which the circuit breaker
+    #: opens and requests skip Redis; a background PING every interval closes it again.
+    redis_timeout_s: float = Field(default=0.2, gt=0, le=10)
+    redis_probe_interval_s: float = Field(default=0.5, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

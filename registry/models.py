@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -199,6 +200,10 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(TS, nullable=False)
     created_by: Mapped[str] = mapped_column(String(128), nullable=False)
     revoked_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    #: The token's own inference rate limit (requests/s and burst); NULL means the
+    #: gateway's default (``MODELGATE_GATEWAY_RATE_LIMIT_RPS``/``_BURST``), 0 means none.
+    rate_limit_rps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rate_limit_burst: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class AuditEvent(Base):

@@ -36,7 +36,7 @@ ModelName = Annotated[
     ),
 ]
 Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
-Scope = Literal["read", "publish", "admin"]
+Scope = Literal["read", "publish", "admin", "infer"]
 Status = Literal["active", "deprecated", "yanked"]
 HeaderName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9-]{1,64}$")]
 Priority = Annotated[int, Meta(ge=0, le=1_000_000)]
@@ -145,9 +145,16 @@ class ResolveOut(msgspec.Struct):
     trace: list[str]
 
 
+#: Requests per second (and burst) of one token's inference bucket; 0 means unlimited.
+RateLimit = Annotated[float, Meta(ge=0, le=1e9)]
+
+
 class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, Meta(min_length=1, max_length=128)]
-    scopes: Annotated[list[Scope], Meta(min_length=1, max_length=3)]
+    scopes: Annotated[list[Scope], Meta(min_length=1, max_length=4)]
+    #: The token's own inference limit; omitted means the gateway's default.
+    rate_limit_rps: RateLimit | None = None
+    rate_limit_burst: RateLimit | None = None
 
 
 class TokenOut(msgspec.Struct):
@@ -159,6 +166,8 @@ class TokenOut(msgspec.Struct):
     created_by: str
     revoked: bool
     token: str | None = None
+    rate_limit_rps: float | None = None
+    rate_limit_burst: float | None = None
 
 
 class WorkerOut(msgspec.Struct):

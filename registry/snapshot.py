@@ -2,6 +2,8 @@
 
 The gateway resolves from a snapshot and swaps in a new one when the revision moves; a
 snapshot is never mutated, so results are cached per (model, reference, prerelease flag).
+It also holds the live tokens by hash, so the gateway verifies inference tokens from
+memory; a token created or revoked moves the revision like any other mutation.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from registry.models import Model, RegistryState
 from registry.resolution import ModelView, Resolution, resolve, unknown_model
+from registry.tokens import Grant, load_grants
 from registry.views import load_views
 
 __all__ = ["RegistrySnapshot", "load_snapshot"]
@@ -25,6 +28,8 @@ CACHE_LIMIT = 100_000
 class RegistrySnapshot:
     revision: int
     models: Mapping[str, ModelView]
+    #: Unrevoked tokens by sha256 (`registry.tokens.hash_token`).
+    tokens: Mapping[str, Grant] = field(default_factory=dict)
     _cache: dict[tuple[str, str | None, bool], Resolution] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -55,4 +60,5 @@ async def load_snapshot(sessions: async_sessionmaker[AsyncSession]) -> RegistryS
         revision = await session.scalar(select(RegistryState.revision).where(RegistryState.id == 1))
         models = (await session.execute(select(Model))).scalars().all()
         views = await load_views(session, models)
-    return RegistrySnapshot(int(revision or 0), views)
+        tokens = await load_grants(session)
+    return RegistrySnapshot(int(revision or 0), views, tokens)

@@ -1,22 +1,41 @@
-"""Scoped bearer tokens: created once (the secret is shown once), stored as sha256, revocable."""
+"""Scoped bearer tokens: created once (the secret is shown once), stored as sha256, revocable.
+
+Scopes: ``read`` < ``publish`` < ``admin`` for the admin API, each implying the ones before
+it; ``infer`` for the inference API, which ``admin`` implies too (an operator can try what
+they publish) while ``read`` and ``publish`` do not. The gateway verifies inference tokens
+against `load_grants`, read with each registry snapshot, never against the database per
+request.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry._base import ServiceBase
 from registry.errors import NotFound, Unauthorized
 from registry.models import ApiToken
 from registry.schemas import TokenOut
 
-__all__ = ["SCOPE_RANK", "Principal", "TokenService", "hash_token"]
+__all__ = [
+    "INFER_SCOPES",
+    "SCOPE_RANK",
+    "Grant",
+    "Principal",
+    "TokenService",
+    "hash_token",
+    "load_grants",
+]
 
-#: ``admin`` implies ``publish`` implies ``read``.
+#: ``admin`` implies ``publish`` implies ``read`` (the admin API).
 SCOPE_RANK = {"read": 1, "publish": 2, "admin": 3}
+#: The scopes that may call the inference API.
+INFER_SCOPES = frozenset({"infer", "admin"})
 PREFIX = "mg_"
 
 
@@ -33,8 +52,37 @@ class Principal:
     scopes: frozenset[str]
 
     def allows(self, scope: str) -> bool:
+        if scope == "infer":
+            return not INFER_SCOPES.isdisjoint(self.scopes)
         need = SCOPE_RANK[scope]
         return any(SCOPE_RANK.get(s, 0) >= need for s in self.scopes)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What the gateway knows of one live (unrevoked) token: who it is, what it may do and
+    its own inference limit (None: the gateway's default; 0: unlimited)."""
+
+    token_id: int
+    name: str
+    scopes: frozenset[str]
+    rate_limit_rps: float | None
+    rate_limit_burst: float | None
+
+    @property
+    def may_infer(self) -> bool:
+        return not INFER_SCOPES.isdisjoint(self.scopes)
+
+
+async def load_grants(session: AsyncSession) -> Mapping[str, Grant]:
+    """Every unrevoked token by its sha256 (`hash_token`), read in ``session``."""
+    rows = (await session.execute(select(ApiToken).where(ApiToken.revoked_at.is_(None)))).scalars()
+    return {
+        row.token_hash: Grant(
+            row.id, row.name, frozenset(row.scopes), row.rate_limit_rps, row.rate_limit_burst
+        )
+        for row in rows
+    }
 
 
 def _out(row: ApiToken, token: str | None = None) -> TokenOut:
@@ -47,12 +95,23 @@ def _out(row: ApiToken, token: str | None = None) -> TokenOut:
         created_by=row.created_by,
         revoked=row.revoked_at is not None,
         token=token,
+        rate_limit_rps=row.rate_limit_rps,
+        rate_limit_burst=row.rate_limit_burst,
     )
 
 
 class TokenService(ServiceBase):
-    async def create(self, actor: str, name: str, scopes: list[str]) -> TokenOut:
-        """Create a token; the returned ``token`` field is the only time the secret is shown."""
+    async def create(
+        self,
+        actor: str,
+        name: str,
+        scopes: list[str],
+        *,
+        rate_limit_rps: float | None = None,
+        rate_limit_burst: float | None = None,
+    ) -> TokenOut:
+        """Create a token; the returned ``token`` field is the only time the secret is shown.
+        ``rate_limit_*`` set its own inference limit (None: the gateway's default)."""
         secret = PREFIX + secrets.token_urlsafe(32)
         async with self.write() as session:
             row = ApiToken(
@@ -62,6 +121,8 @@ class TokenService(ServiceBase):
                 scopes=sorted(set(scopes)),
                 created_at=self.clock(),
                 created_by=actor,
+                rate_limit_rps=rate_limit_rps,
+                rate_limit_burst=rate_limit_burst,
             )
             session.add(row)
             await session.flush()
@@ -72,7 +133,13 @@ class TokenService(ServiceBase):
                 model=None,
                 target=f"token:{row.id}",
                 before=None,
-                after={"name": name, "scopes": row.scopes, "prefix": row.prefix},
+                after={
+                    "name": name,
+                    "scopes": row.scopes,
+                    "prefix": row.prefix,
+                    "rate_limit_rps": rate_limit_rps,
+                    "rate_limit_burst": rate_limit_burst,
+                },
             )
         return _out(row, secret)
 

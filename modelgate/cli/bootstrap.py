@@ -12,11 +12,14 @@ from registry.tokens import TokenService
 __all__ = ["create_token"]
 
 
-async def create_token(settings: RegistrySettings, name: str, scopes: list[str]) -> str:
+async def create_token(
+    settings: RegistrySettings, name: str, scopes: list[str], **limits: float | None
+) -> str:
+    """A new token's secret; ``limits`` are `TokenService.create`'s ``rate_limit_*``."""
     engine = make_engine(settings.database_url)
     try:
         service = TokenService(make_sessionmaker(engine))
-        out = await service.create("cli", name, scopes)
+        out = await service.create("cli", name, scopes, **limits)
     except (OperationalError, ProgrammingError) as exc:
         raise click.ClickException(
             f"cannot write the token ({exc.orig}); has the database been migrated? "

@@ -65,14 +65,32 @@ def tokens() -> None:
     "scopes",
     multiple=True,
     required=True,
-    type=click.Choice(["read", "publish", "admin"]),
-    help="repeatable: read, publish, admin",
+    type=click.Choice(["read", "publish", "admin", "infer"]),
+    help="repeatable: read, publish, admin (admin API; admin implies infer), infer (inference)",
 )
-def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
+@click.option(
+    "--rate-limit-rps",
+    type=click.FloatRange(min=0, max=1e9),
+    default=None,
+    help="the token's own inference limit in requests/s (0: unlimited; default: the gateway's)",
+)
+@click.option(
+    "--rate-limit-burst",
+    type=click.FloatRange(min=0, max=1e9),
+    default=None,
+    help="the token's burst (default: its rate, or the gateway's burst)",
+)
+def tokens_create(
+    name: str,
+    scopes: tuple[str, ...],
+    rate_limit_rps: float | None,
+    rate_limit_burst: float | None,
+) -> None:
     """Create a token and print it alone on stdout (it is shown only this once)."""
     from modelgate.cli.bootstrap import create_token
 
-    secret = asyncio.run(create_token(RegistrySettings(), name, list(scopes)))
+    limits = {"rate_limit_rps": rate_limit_rps, "rate_limit_burst": rate_limit_burst}
+    secret = asyncio.run(create_token(RegistrySettings(), name, list(scopes), **limits))
     sys.stdout.write(secret + "\n")
 
 

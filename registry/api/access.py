@@ -26,7 +26,13 @@ class AccessController(Controller):
     async def create_token(
         self, request: Request[Any, Any, Any], data: JSONBody[TokenIn]
     ) -> Response[TokenOut]:
-        out = await registry_of(request).tokens.create(actor(request), data.name, list(data.scopes))
+        out = await registry_of(request).tokens.create(
+            actor(request),
+            data.name,
+            list(data.scopes),
+            rate_limit_rps=data.rate_limit_rps,
+            rate_limit_burst=data.rate_limit_burst,
+        )
         return Response(out, status_code=201, headers={"Cache-Control": "no-store"})
 
     @get("/tokens", opt={"scope": "admin"})
