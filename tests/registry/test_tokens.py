@@ -55,7 +55,7 @@ async def test_which_scopes_may_infer(client: Client, engine: AsyncEngine) -> No
         {"rate_limit_burst": -0.5},
         {"rate_limit_rps": 1e10},
         {"rate_limit_rps": "fast"},
-    ],  # fmt: skip
+    ],
 )
 async def test_bad_limits_are_a_400(client: Client, extra: dict[str, object]) -> None:
     response = await client.post(
