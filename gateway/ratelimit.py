@@ -64,12 +64,16 @@ class RateLimiter:
         self._script = breaker.redis.register_script(LUA_TOKEN_BUCKET) if breaker else None
 
     def limits(self, caller: Caller) -> tuple[float, float]:
-        """(requests/s, burst) for ``caller``: its token's own, else the default."""
+        """(requests/s, burst) for ``caller``: what its token sets, the default for the
+        rest; a token's burst defaults to its own rate when it sets one."""
         grant = caller.grant
-        if grant is None or grant.rate_limit_rps is None:
+        if grant is None:
             return self.rate, max(self.burst, 1.0)
-        rate = grant.rate_limit_rps
-        return rate, max(grant.rate_limit_burst or rate, 1.0)
+        rps, burst = grant.rate_limit_rps, grant.rate_limit_burst
+        rate = self.rate if rps is None else rps
+        if burst is None:
+            burst = self.burst if rps is None else rps
+        return rate, max(burst, 1.0)
 
     async def check(self, caller: Caller) -> None:
         """Take one token for ``caller`` or raise `RateLimited` (429) / `LimiterUnavailable`

@@ -77,6 +77,9 @@ async def test_a_token_has_its_own_limit_whatever_the_default() -> None:
     limited = RateLimiter(1.0, 2, breaker=None, clock=lambda: now[0])
     assert await drain(limited, token(None), 10) == 2  # no limit of its own: the default
     assert await drain(limited, token(0.0, token_id=9), 50) == 50  # 0: unlimited
+    assert await drain(limited, token(None, 5, token_id=10), 10) == 5  # its burst, default rate
+    now[0] += 1.0
+    assert await drain(limited, token(None, 5, token_id=10), 10) == 1
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
