@@ -11,7 +11,8 @@ Contract (DESIGN.md, "Inference API"):
   creating or revoking a token moves it. No database or Redis call here.
 * The address is the TCP peer's. ``X-Forwarded-For`` is read only when the peer is in
   ``MODELGATE_GATEWAY_TRUSTED_PROXIES``: walking it from the right, the first address
-  that is not itself a trusted proxy is the client.
+  that is not itself a trusted proxy is the client. An IPv6 client is its /64, the
+  block one host usually holds, so rotating through it buys no fresh buckets.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class Identity:
             return peer  # NOTE: the common case, an IPv4 peer, needs no parsing (~2 µs)
         current = _parse(peer)
         if current is None or not forwarded or not self._trusted(current):
-            return str(current) if current is not None else peer
+            return _bucket(current) if current is not None else peer
         hops = [h.strip() for v in forwarded for h in v.decode("latin-1").split(",")]
         for hop in reversed(hops):
             parsed = _parse(hop)
@@ -117,7 +118,7 @@ class Identity:
             current = parsed
             if not self._trusted(current):
                 break
-        return str(current)
+        return _bucket(current)
 
     def _trusted(self, address: Address) -> bool:
         return any(address in network for network in self.trusted)
@@ -132,3 +133,10 @@ def _parse(text: str) -> Address | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def _bucket(address: Address) -> str:
+    """The address as a bucket names it: IPv4 as is, IPv6 as its /64."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))

@@ -54,13 +54,17 @@ class RateLimiter:
         fail_open: bool = True,
         clock: Callable[[], float] = time.monotonic,
         keys: RedisKeys = DEFAULT_KEYS,
+        local_limit: int = 65_536,
     ) -> None:
         self.rate, self.burst = rate, burst or rate
         self.breaker = breaker
         self.fail_open = fail_open
         self.clock = clock
         self.keys = keys
-        self._local: dict[str, tuple[float, float]] = {}
+        #: In-memory buckets (embedded mode): (tokens, updated, when full again), at most
+        #: ``local_limit`` of them.
+        self._local: dict[str, tuple[float, float, float]] = {}
+        self.local_limit = local_limit
         self._script = breaker.redis.register_script(LUA_TOKEN_BUCKET) if breaker else None
 
     def limits(self, caller: Caller) -> tuple[float, float]:
@@ -99,10 +103,24 @@ class RateLimiter:
 
     def _take_local(self, client: str, rate: float, burst: float) -> tuple[int, float]:
         now = self.clock()
-        tokens, ts = self._local.get(client, (burst, now))
-        tokens = min(burst, tokens + (now - ts) * rate)
-        if tokens >= 1:
-            self._local[client] = (tokens - 1, now)
-            return 1, tokens - 1
-        self._local[client] = (tokens, now)
-        return 0, tokens
+        entry = self._local.get(client)
+        if entry is None:
+            if len(self._local) >= self.local_limit:
+                self._forget(now)
+            tokens = burst
+        else:
+            tokens = min(burst, entry[0] + (now - entry[1]) * rate)
+        allowed = tokens >= 1
+        if allowed:
+            tokens -= 1
+        self._local[client] = (tokens, now, now + (burst - tokens) / rate)
+        return int(allowed), tokens
+
+    def _forget(self, now: float) -> None:
+        """Make room: forget buckets that are full again (a new one is the same); when too
+        few are, the oldest half too, so many addresses cannot grow memory without bound."""
+        for key in [k for k, (_, _, full_at) in self._local.items() if full_at <= now]:
+            del self._local[key]
+        if len(self._local) >= self.local_limit:
+            for key in list(self._local)[: len(self._local) // 2 + 1]:
+                del self._local[key]

@@ -93,6 +93,10 @@ def test_anonymous_callers_key_on_the_peer_and_ignore_untrusted_forwarded_for() 
     assert identity().caller([], None).key == "addr:unknown"
     mapped = identity().caller([], ("::ffff:10.1.2.3", 1))
     assert mapped.key == "addr:10.1.2.3"
+    # one host's /64 is one client, however it picks addresses in it
+    one = identity().caller([], ("2001:db8:1:2::1", 1)).key
+    assert one == identity().caller([], ("2001:db8:1:2:ffff::9", 1)).key == "addr:2001:db8:1:2::/64"
+    assert identity().caller([], ("2001:db8:1:3::1", 1)).key != one
 
 
 NETS = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("192.168.1.1/32")]

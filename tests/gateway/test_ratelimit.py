@@ -68,6 +68,22 @@ async def test_local_bucket_refills_with_the_clock() -> None:
     assert await drain(limiter, Caller("addr:5.6.7.8", "address 5.6.7.8"), 5) == 2  # per client
 
 
+async def test_local_buckets_stay_bounded_and_keep_the_busy_ones() -> None:
+    now = [0.0]
+    limiter = RateLimiter(1.0, 2, breaker=None, clock=lambda: now[0], local_limit=4)
+    busy = Caller("addr:busy", "address busy")
+    assert await drain(limiter, busy, 3) == 2
+    for i in range(3):
+        await drain(limiter, Caller(f"addr:{i}", f"address {i}"), 1)
+    now[0] += 1.0  # the one-request buckets are full again; busy has refilled one token
+    await drain(limiter, Caller("addr:new", "address new"), 1)  # makes room: full ones go
+    assert set(limiter._local) == {"addr:busy", "addr:new"}
+    assert await drain(limiter, busy, 3) == 1  # not a fresh bucket
+    for i in range(100):  # many addresses at once: memory stays bounded
+        await drain(limiter, Caller(f"addr:x{i}", f"address x{i}"), 1)
+        assert len(limiter._local) <= 4
+
+
 async def test_a_token_has_its_own_limit_whatever_the_default() -> None:
     now = [0.0]
     off = RateLimiter(0.0, 0.0, breaker=None, clock=lambda: now[0])
