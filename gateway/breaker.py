@@ -8,7 +8,9 @@ The breaker never closes because a request tried its luck: a background loop PIN
 ``probe_interval_s`` and closes it when Redis answers in time. The same loop opens it when a
 PING fails while it is closed, so readiness reports Redis degraded without traffic.
 
-State is reported as the ``redis`` source of `gateway.control.health.Health`.
+State is reported as the ``redis`` source of `gateway.control.health.Health`. Other loops
+report on that source too; one that reaches Redis may clear it up to one probe interval
+before the breaker's own PING closes the breaker.
 """
 
 from __future__ import annotations

@@ -194,3 +194,23 @@ async def test_the_background_ping_opens_and_closes_the_breaker(hung_redis: Serv
     finally:
         await breaker.stop()
         await client.aclose()
+
+
+async def test_an_open_breaker_fails_closed_at_once_without_asking_redis() -> None:
+    class Unreachable:
+        def register_script(self, script: str) -> object:
+            async def call(**_: object) -> object:
+                raise AssertionError("Redis was asked while the breaker was open")
+
+            return call
+
+    health = Health()
+    breaker = RedisBreaker(Unreachable(), health)
+    breaker.trip(ConnectionError("refused"))
+    limiter = RateLimiter(1.0, 1, breaker=breaker, fail_open=False)
+    for _ in range(3):
+        with pytest.raises(GatewayError) as info:
+            await limiter.check(ANON)
+        assert info.value.status_code == 503
+        assert info.value.headers == {"Retry-After": "1"}
+    assert "refused" in health.problems["redis"]
