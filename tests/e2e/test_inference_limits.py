@@ -218,7 +218,10 @@ def p99(latencies: list[float]) -> float:
 async def test_a_hung_redis_costs_no_latency_after_the_first_second(
     fleet: Fleet, redis_service: Service
 ) -> None:
-    """Acceptance 5b: SIGSTOP the Redis under load with rate limiting on."""
+    """Acceptance 5b: SIGSTOP the Redis under load with rate limiting on; 0 failures, and
+    p99 after the first second within 20 ms of the healthy p99. NOTE: the healthy figure
+    is measured on both sides of the outage (3 s before, 3 s after the breaker closed), so
+    a shared machine's load drifting during the test weighs on both figures alike."""
     assert redis_service.process is not None
     pid = redis_service.process.pid
     # every request of this load takes a token from its Redis bucket, and none is refused
@@ -240,16 +243,10 @@ async def test_a_hung_redis_costs_no_latency_after_the_first_second(
     stopped = time.monotonic()
     watcher = asyncio.create_task(watch_readiness())
     try:
-        hung = await _load(fleet.gateway_url, auth, 5.0, 4)
+        hung = await _load(fleet.gateway_url, auth, 6.0, 4)
     finally:
         watcher.cancel()
         os.kill(pid, signal.SIGCONT)
-    failures = [s for s in healthy + hung if s[2] != 200]
-    assert failures == [], f"{len(failures)} failed: {failures[:5]}"
-    settled = [latency for started, latency, _ in hung if started >= stopped + 1.0]
-    before, during = p99([s[1] for s in healthy]), p99(settled)
-    print(f"p99 healthy {before * 1000:.1f} ms, hung {during * 1000:.1f} ms ({len(settled)} req)")
-    assert during <= before + 0.020, (before, during)
     assert any("redis" in degraded for degraded in seen_degraded), seen_degraded
 
     # SIGCONT: the background PING closes the breaker, and limits come from Redis again
@@ -260,3 +257,11 @@ async def test_a_hung_redis_costs_no_latency_after_the_first_second(
 
     await asyncio.to_thread(wait_until, limited_again, "the breaker to close", 15.0)
     assert "redis" not in await asyncio.to_thread(fleet.degraded)
+    healthy += await _load(fleet.gateway_url, auth, 3.0, 4)
+
+    failures = [s for s in healthy + hung if s[2] != 200]
+    assert failures == [], f"{len(failures)} failed: {failures[:5]}"
+    settled = [latency for started, latency, _ in hung if started >= stopped + 1.0]
+    before, during = p99([s[1] for s in healthy]), p99(settled)
+    print(f"p99 healthy {before * 1000:.1f} ms, hung {during * 1000:.1f} ms ({len(settled)} req)")
+    assert during <= before + 0.020, (before, during)
