@@ -227,17 +227,15 @@ async def test_a_hung_redis_costs_no_latency_after_the_first_second(
     fleet: Fleet, redis_service: Service
 ) -> None:
     """Acceptance 5b: SIGSTOP the Redis under load with rate limiting on; 0 failures, and
-    p99 after the first second within 20 ms of the healthy p99. NOTE: the healthy figure
-    is measured on both sides of the outage (3 s before, 3 s after the breaker closed), so
-    a shared machine's load drifting during the test weighs on both figures alike."""
+    p99 after the first second within 20 ms of the healthy p99; SIGCONT closes the breaker.
+    NOTE: three cycles of 2 s healthy and 3 s hung, so load drifting on a shared machine
+    weighs on both figures alike."""
     assert redis_service.process is not None
     pid = redis_service.process.pid
     # every request of this load takes a token from its Redis bucket, and none is refused
     _, secret = make_token(fleet, "load", ["infer"], rate_limit_rps=1e6, rate_limit_burst=1e6)
     await asyncio.to_thread(fleet.wait_registry_synced)
     auth = {"Authorization": f"Bearer {secret}"}
-    healthy = await _load(fleet.gateway_url, auth, 3.0, 4)
-
     seen_degraded: list[list[str]] = []
 
     async def watch_readiness() -> None:
@@ -247,29 +245,33 @@ async def test_a_hung_redis_costs_no_latency_after_the_first_second(
                 seen_degraded.append(doc["degraded"])
                 await asyncio.sleep(0.2)
 
-    os.kill(pid, signal.SIGSTOP)
-    stopped = time.monotonic()
-    watcher = asyncio.create_task(watch_readiness())
-    try:
-        hung = await _load(fleet.gateway_url, auth, 6.0, 4)
-    finally:
-        watcher.cancel()
-        os.kill(pid, signal.SIGCONT)
-    assert any("redis" in degraded for degraded in seen_degraded), seen_degraded
-
-    # SIGCONT: the background PING closes the breaker, and limits come from Redis again
-    # (while it is open, every request passes: fail-open)
     def limited_again() -> bool:
+        """Limits come from Redis again (while the breaker is open, all pass: fail-open)."""
         reset_bucket(fleet)
         return codes(infer(fleet.gateway_url, 12)).get(429, 0) >= 1
 
-    await asyncio.to_thread(wait_until, limited_again, "the breaker to close", 15.0)
-    assert "redis" not in await asyncio.to_thread(fleet.degraded)
-    healthy += await _load(fleet.gateway_url, auth, 3.0, 4)
+    healthy: list[tuple[float, float, int]] = []
+    hung: list[tuple[float, float, int]] = []
+    settled: list[float] = []
+    for _ in range(3):
+        healthy += await _load(fleet.gateway_url, auth, 2.0, 4)
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        watcher = asyncio.create_task(watch_readiness())
+        try:
+            cycle = await _load(fleet.gateway_url, auth, 3.0, 4)
+        finally:
+            watcher.cancel()
+            os.kill(pid, signal.SIGCONT)
+        hung += cycle
+        settled += [latency for started, latency, _ in cycle if started >= stopped + 1.0]
+        assert any("redis" in degraded for degraded in seen_degraded), seen_degraded
+        seen_degraded.clear()
+        await asyncio.to_thread(wait_until, limited_again, "the breaker to close", 15.0)
+        assert "redis" not in await asyncio.to_thread(fleet.degraded)
 
     failures = [s for s in healthy + hung if s[2] != 200]
     assert failures == [], f"{len(failures)} failed: {failures[:5]}"
-    settled = [latency for started, latency, _ in hung if started >= stopped + 1.0]
     before, during = p99([s[1] for s in healthy]), p99(settled)
     print(f"p99 healthy {before * 1000:.1f} ms, hung {during * 1000:.1f} ms ({len(settled)} req)")
     assert during <= before + 0.020, (before, during)
