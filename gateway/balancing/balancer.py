@@ -189,10 +189,12 @@ class Balancer:
         changes, which would otherwise wipe probe results of workers that did not.
         """
         fresh: dict[str, _Worker] = {}
+        joined: list[_Worker] = []
         for worker_id, info in workers.items():
             worker = self._workers.get(worker_id)
             if worker is None:
                 worker = _Worker(worker_id, info, self.settings.slow_start_s)
+                joined.append(worker)
             elif worker.info != info:
                 if worker.info.ready != info.ready:
                     worker.overrides.clear()
@@ -202,6 +204,10 @@ class Balancer:
         self._workers = fresh
         self._ejector.recount(fresh.values())
         self._reindex()
+        if joined:
+            now = self._clock()
+            for worker in joined:
+                self._seed(worker, now)
 
     def _reindex(self) -> None:
         index: dict[Key, list[_Worker]] = {}
@@ -241,8 +247,9 @@ class Balancer:
 
         Candidates: workers with the version ready, not ejected, not in ``exclude`` (ids
         already tried). When fewer than ``panic_threshold`` of the ready workers are
-        healthy, ejections are ignored (``last_pick_panic`` is set). P2C compares two
-        distinct random candidates by ``(in_flight + 1) * ewma_latency / slow_start_weight``.
+        healthy, ejections are ignored (``last_pick_panic`` is set). P2C takes two distinct
+        random candidates and the lower ``(in_flight + 1) * ewma_latency``; while either is
+        in slow start, one of them at random in proportion to ``weight / that score``.
         """
         key = (model, version)
         workers = self._index.get(key)
@@ -303,13 +310,33 @@ class Balancer:
         j = int(self._random() * (n - 1))
         if j >= i:
             j += 1
-        return self._better(candidates[i], candidates[j], now)
+        a, b = candidates[i], candidates[j]
+        if now < a.ramp_until or now < b.ramp_until:
+            return self._weighted(a, b, now)
+        score_a, score_b = self._scores(a, b, now)
+        return b if score_b < score_a else a
 
-    def _better(self, a: _Worker, b: _Worker, now: float) -> _Worker:
-        """P2C's comparison: the lower ``(in_flight + 1) * ewma / slow_start_weight``."""
+    def _weighted(self, a: _Worker, b: _Worker, now: float) -> _Worker:
+        """P2C's choice while either worker is in slow start: at random, each in proportion
+        to ``slow_start_weight / ((in_flight + 1) * ewma)``.
+
+        NOTE: not the lower weighted score, as outside slow start: that comparison is
+        deterministic, so at low concurrency (both idle, equal latency) a ramping worker
+        would lose every time (weight < 1) and get nothing until its ramp ended: "slow"
+        start would be no start. In proportion, it gets ``w / (1 + w)`` of sequential
+        traffic beside an equal peer, growing with its weight; under load, its share still
+        grows with its peers' in-flight counts (as Envoy's least-request does with weights).
+        """
+        score_a, score_b = self._scores(a, b, now)
+        share_a = self._weight(a, now) / score_a
+        share_b = self._weight(b, now) / score_b
+        return a if self._random() * (share_a + share_b) < share_a else b
+
+    def _scores(self, a: _Worker, b: _Worker, now: float) -> tuple[float, float]:
+        """``(in_flight + 1) * ewma`` of both, slow start left out."""
         # NOTE: an unmeasured worker is taken to be as fast as the peer it is compared
         # with (both unmeasured: equal), so the choice falls to in-flight and slow start.
-        # O(1), unlike a fleet median, and a new worker gets measured within a few requests.
+        # O(1); a newcomer's average starts at its peers' median anyway (`_seed`).
         latency_a = a.ewma_s
         latency_b = b.ewma_s
         if self._ewma_ttl:
@@ -321,13 +348,36 @@ class Balancer:
             latency_a = 1.0 if latency_b is None else latency_b
         if latency_b is None:
             latency_b = latency_a
-        score_a = (a.in_flight + 1) * latency_a
-        score_b = (b.in_flight + 1) * latency_b
-        if now < a.ramp_until:
-            score_a /= self._weight(a, now)
-        if now < b.ramp_until:
-            score_b /= self._weight(b, now)
+        return (a.in_flight + 1) * latency_a, (b.in_flight + 1) * latency_b
+
+    def _better(self, a: _Worker, b: _Worker, now: float) -> _Worker:
+        """The lower ``(in_flight + 1) * ewma / slow_start_weight``: the worker P2C favours
+        (for explaining; `_p2c` draws in proportion while either one ramps)."""
+        score_a, score_b = self._scores(a, b, now)
+        score_a /= self._weight(a, now)
+        score_b /= self._weight(b, now)
         return b if score_b < score_a else a
+
+    def _seed(self, worker: _Worker, now: float) -> None:
+        """Start ``worker``'s latency average at its peers' median (the fresh averages of
+        the workers that serve a version it serves), or unmeasured when none has one.
+
+        NOTE: a newcomer's or a readmitted worker's first sample then moves its average by
+        ``ewma_alpha`` only: one cold first request (a warm-up, a restart) does not make it
+        look many times slower than its peers and lose every comparison after it.
+        """
+        peers = {p for key in worker.ready for p in self._index.get(key, ()) if p is not worker}
+        fresh = sorted(
+            p.ewma_s
+            for p in peers
+            if p.ewma_s is not None and not (self._ewma_ttl and now - p.ewma_at > self._ewma_ttl)
+        )
+        if not fresh:
+            worker.ewma_s = None
+            return
+        middle = len(fresh) // 2
+        median = fresh[middle] if len(fresh) % 2 else (fresh[middle - 1] + fresh[middle]) / 2
+        worker.ewma_s, worker.ewma_at = median, now
 
     def _weight(self, worker: _Worker, now: float) -> float:
         """Slow-start weight: linear from the minimum to 1 over ``slow_start_s``."""
@@ -381,13 +431,20 @@ class Balancer:
     # -- ejection ------------------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
+        ejected = [w for w in self._workers.values() if w.ejected_until is not None]
         self._ejector.expire(self._workers.values(), now)
+        for worker in ejected:
+            if worker.ejected_until is None:
+                self._seed(worker, now)
 
     def readmit(self, worker_id: str) -> None:
-        """An active probe succeeded: end the worker's ejection now (slow start follows)."""
+        """An active probe succeeded: end the worker's ejection now (slow start follows,
+        its latency average starting at its peers')."""
         worker = self._workers.get(worker_id)
-        if worker is not None:
-            self._ejector.bring_back(worker, self._clock())
+        if worker is not None and worker.ejected_until is not None:
+            now = self._clock()
+            self._ejector.bring_back(worker, now)
+            self._seed(worker, now)
 
     def apply_remote_ejection(
         self, worker_id: str, until: float, count: int, *, reason: str = REMOTE
