@@ -1,5 +1,6 @@
-"""Worker choice for one (model, version): P2C on in-flight * EWMA latency, with outlier
-ejection, panic routing and slow start. Pure logic: the clock and the RNG are injected.
+"""Worker choice for one (model, version): P2C on in-flight * EWMA latency (the comparison
+and slow start in `gateway.balancing.preference`), with outlier ejection and panic routing.
+Pure logic: the clock and the RNG are injected.
 
 Call protocol (the forwarder's): ``pick`` → ``started`` → send → ``finished`` with the
 latency and an `Outcome`, exactly once per ``started``, on every path (use ``finally``).
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from gateway.balancing.outliers import REMOTE, Ejection, EjectionRules, Ejector
+from gateway.balancing.preference import Preference
 from gateway.errors import NoReadyWorker
 
 __all__ = ["Balancer", "BalancerSettings", "Ejection", "Outcome", "WorkerInfo"]
@@ -154,6 +156,9 @@ class Balancer:
         self._round_robin = settings.strategy == "round_robin"
         self._alpha = settings.ewma_alpha
         self._ewma_ttl = settings.ewma_ttl_s
+        self._preference = Preference(
+            settings.slow_start_s, settings.slow_start_min_weight, settings.ewma_ttl_s
+        )
         self._panic = settings.panic_threshold
         self._workers: dict[str, _Worker] = {}
         self._index: dict[Key, tuple[_Worker, ...]] = {}
@@ -280,7 +285,7 @@ class Balancer:
             return None
         best = candidates[0]
         for other in candidates[1:]:
-            best = self._better(best, other, now)
+            best = self._preference.better(best, other, now)
         return best.id
 
     def _eligible(
@@ -310,82 +315,12 @@ class Balancer:
         j = int(self._random() * (n - 1))
         if j >= i:
             j += 1
-        a, b = candidates[i], candidates[j]
-        if now < a.ramp_until or now < b.ramp_until:
-            return self._weighted(a, b, now)
-        score_a, score_b = self._scores(a, b, now)
-        return b if score_b < score_a else a
-
-    def _weighted(self, a: _Worker, b: _Worker, now: float) -> _Worker:
-        """P2C's choice while either worker is in slow start: at random, each in proportion
-        to ``slow_start_weight / ((in_flight + 1) * ewma)``.
-
-        NOTE: not the lower weighted score, as outside slow start: that comparison is
-        deterministic, so at low concurrency (both idle, equal latency) a ramping worker
-        would lose every time (weight < 1) and get nothing until its ramp ended: "slow"
-        start would be no start. In proportion, it gets ``w / (1 + w)`` of sequential
-        traffic beside an equal peer, growing with its weight; under load, its share still
-        grows with its peers' in-flight counts (as Envoy's least-request does with weights).
-        """
-        score_a, score_b = self._scores(a, b, now)
-        share_a = self._weight(a, now) / score_a
-        share_b = self._weight(b, now) / score_b
-        return a if self._random() * (share_a + share_b) < share_a else b
-
-    def _scores(self, a: _Worker, b: _Worker, now: float) -> tuple[float, float]:
-        """``(in_flight + 1) * ewma`` of both, slow start left out."""
-        # NOTE: an unmeasured worker is taken to be as fast as the peer it is compared
-        # with (both unmeasured: equal), so the choice falls to in-flight and slow start.
-        # O(1); a newcomer's average starts at its peers' median anyway (`_seed`).
-        latency_a = a.ewma_s
-        latency_b = b.ewma_s
-        if self._ewma_ttl:
-            if latency_a is not None and now - a.ewma_at > self._ewma_ttl:
-                latency_a = None
-            if latency_b is not None and now - b.ewma_at > self._ewma_ttl:
-                latency_b = None
-        if latency_a is None:
-            latency_a = 1.0 if latency_b is None else latency_b
-        if latency_b is None:
-            latency_b = latency_a
-        return (a.in_flight + 1) * latency_a, (b.in_flight + 1) * latency_b
-
-    def _better(self, a: _Worker, b: _Worker, now: float) -> _Worker:
-        """The lower ``(in_flight + 1) * ewma / slow_start_weight``: the worker P2C favours
-        (for explaining; `_p2c` draws in proportion while either one ramps)."""
-        score_a, score_b = self._scores(a, b, now)
-        score_a /= self._weight(a, now)
-        score_b /= self._weight(b, now)
-        return b if score_b < score_a else a
+        return self._preference.choose(candidates[i], candidates[j], now, self._random)
 
     def _seed(self, worker: _Worker, now: float) -> None:
-        """Start ``worker``'s latency average at its peers' median (the fresh averages of
-        the workers that serve a version it serves), or unmeasured when none has one.
-
-        NOTE: a newcomer's or a readmitted worker's first sample then moves its average by
-        ``ewma_alpha`` only: one cold first request (a warm-up, a restart) does not make it
-        look many times slower than its peers and lose every comparison after it.
-        """
-        peers = {p for key in worker.ready for p in self._index.get(key, ()) if p is not worker}
-        fresh = sorted(
-            p.ewma_s
-            for p in peers
-            if p.ewma_s is not None and not (self._ewma_ttl and now - p.ewma_at > self._ewma_ttl)
-        )
-        if not fresh:
-            worker.ewma_s = None
-            return
-        middle = len(fresh) // 2
-        median = fresh[middle] if len(fresh) % 2 else (fresh[middle - 1] + fresh[middle]) / 2
-        worker.ewma_s, worker.ewma_at = median, now
-
-    def _weight(self, worker: _Worker, now: float) -> float:
-        """Slow-start weight: linear from the minimum to 1 over ``slow_start_s``."""
-        if now >= worker.ramp_until or self.settings.slow_start_s <= 0:
-            return 1.0
-        floor = self.settings.slow_start_min_weight
-        progress = max(0.0, now - worker.ramp_from) / self.settings.slow_start_s
-        return floor + (1.0 - floor) * progress
+        """Start ``worker``'s latency average at its peers' (`Preference.seed`)."""
+        peers = {p for key in worker.ready for p in self._index.get(key, ())}
+        self._preference.seed(worker, peers, now)
 
     def started(self, worker_id: str) -> None:
         """A request was sent to ``worker_id`` (after ``pick``)."""
@@ -502,7 +437,7 @@ class Balancer:
                     "ejected_for_s": None if until is None else until - now,
                     "ejection_count": worker.ejection_count,
                     "consecutive_failures": worker.failures,
-                    "weight": self._weight(worker, now),
+                    "weight": self._preference.weight(worker, now),
                 }
             )
         return rows
