@@ -130,6 +130,11 @@ async def test_a_readmitted_worker_takes_sequential_traffic_within_10_s(
     fleet: Fleet, deployment: Deployment
 ) -> None:
     front = deployment.worker_proxies["w2"]
+    await asyncio.to_thread(
+        wait_until,
+        lambda: balancer_row(fleet, "w1").get("weight") == 1.0,
+        "w1, the healthy peer, to be past its own slow start",
+    )
     async with Loop(fleet.gateway_url, INFER, infer_json, concurrency=8) as loop:
         await loop.until(50)
         front.stop()  # the fault: w2 refuses connections, as a crashed host would
