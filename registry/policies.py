@@ -301,12 +301,17 @@ class PolicyService(ServiceBase):
         registry_choice = choose(resolution, view.policy, key)
         choice = registry_choice
         unready_note = None
+        passed_over = choice.skipped
         if live is not None:
             try:
                 choice = choose(resolution, view.policy, key, lambda v: live.has_ready(model, v))
+                passed_over = choice.skipped
             except NoReadyVersion as exc:
                 unready_note = f"no ready worker: requests get 503 now ({exc.message})"
-        skipped = [f"{version}: no ready worker" for version in choice.skipped]
+                passed_over = tuple(
+                    c.version for c in resolution.candidates if not live.has_ready(model, c.version)
+                )
+        skipped = [f"{version}: no ready worker" for version in passed_over]
         trace = [
             f"reference {reference or '(none)'!r} is {resolution.kind}"
             + (f" → {resolution.normalized}" if resolution.kind == "constraint" else ""),

@@ -94,6 +94,7 @@ async def test_publish_then_load_under_load_fails_nothing_and_moves_traffic(flee
         for loop in loops.values():
             await loop.more(50)  # the gateway knows 1.2.0; no worker has it
         loading_told = {ref: await asyncio.to_thread(explain, fleet, ref) for ref in REFERENCES}
+        pinned_told = await asyncio.to_thread(explain, fleet, "1.2.0")
         loading = {ref: loop.mark() for ref, loop in loops.items()}
 
         fleet.start_worker("w2", ["resnet@1.2.0"])
@@ -115,5 +116,8 @@ async def test_publish_then_load_under_load_fails_nothing_and_moves_traffic(flee
         assert (told["registry_version"], told["version"]) == ("1.2.0", "1.1.0"), told
         assert told["skipped"] == ["1.2.0: no ready worker"], told
         assert told["arm"] == ("best-ready" if ref == "^1.0" else f"{ref}-ready"), told
+    # A pin has no substitute: the explanation says requests for it get 503 for now.
+    assert (pinned_told["version"], pinned_told["skipped"]) == ("1.2.0", ["1.2.0: no ready worker"])
+    assert any("requests get 503 now" in line for line in pinned_told["trace"]), pinned_told
     told = await asyncio.to_thread(explain, fleet, "stable")
     assert (told["registry_version"], told["version"], told["skipped"]) == ("1.2.0", "1.2.0", [])
