@@ -2,15 +2,19 @@
 newcomer's latency estimate starts. Pure arithmetic over the balancer's worker records; the
 clock and the random draw come from the caller (`gateway.balancing.balancer`).
 
-Outside slow start the lower ``(in_flight + 1) * ewma`` wins. While either worker ramps,
-one of the two is drawn in proportion to ``weight / ((in_flight + 1) * ewma)``.
+When the two have the same slow-start weight (neither ramps, or both began together, as
+every worker a gateway finds at its start does) the lower ``(in_flight + 1) * ewma`` wins.
+When their weights differ, one of the two is drawn in proportion to ``weight /
+((in_flight + 1) * ewma)``: Envoy's rule too (P2C while all weights are equal, weighted
+least-request otherwise).
 
 NOTE: not the lower weighted score, as outside slow start: that comparison is deterministic,
 so at low concurrency (both idle, equal latency) a ramping worker would lose every time
 (weight < 1) and get nothing until its ramp ended: "slow" start would be no start. In
 proportion, it gets ``w / (1 + w)`` of sequential traffic beside an equal peer, growing with
-its weight; under load its share still grows with its peers' in-flight counts (as Envoy's
-least-request does with unequal weights).
+its weight; under load its share still grows with its peers' in-flight counts. Two that
+ramp together keep the sharp comparison, so a gateway's first seconds still keep traffic
+off a slow worker.
 """
 
 from __future__ import annotations
@@ -71,13 +75,16 @@ class Preference:
         return self.min_weight + (1.0 - self.min_weight) * progress
 
     def choose(self, a: W, b: W, now: float, draw: Callable[[], float]) -> W:
-        """P2C's pick of ``a`` or ``b``; ``draw`` (uniform in [0, 1)) is called only while
-        either ramps (see the module docstring)."""
+        """P2C's pick of ``a`` or ``b``; ``draw`` (uniform in [0, 1)) is called only when
+        their slow-start weights differ (see the module docstring)."""
         score_a, score_b = self.scores(a, b, now)
         if now < a.ramp_until or now < b.ramp_until:
-            share_a = self.weight(a, now) / score_a
-            share_b = self.weight(b, now) / score_b
-            return a if draw() * (share_a + share_b) < share_a else b
+            weight_a = self.weight(a, now)
+            weight_b = self.weight(b, now)
+            if weight_a != weight_b:
+                share_a = weight_a / score_a
+                share_b = weight_b / score_b
+                return a if draw() * (share_a + share_b) < share_a else b
         return b if score_b < score_a else a
 
     def better(self, a: W, b: W, now: float) -> W:

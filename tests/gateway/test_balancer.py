@@ -284,6 +284,16 @@ def test_a_new_worker_gets_a_growing_share_of_sequential_traffic_during_slow_sta
     assert sequential_share(balancer, clock, "new", 2.0, 0.0005) == pytest.approx(0.5, abs=0.04)
 
 
+def test_workers_that_ramp_together_keep_p2cs_sharp_comparison() -> None:
+    clock = FakeClock(0.0)
+    balancer = Balancer(BalancerSettings(), clock=clock, rng=random.Random(2))
+    balancer.update(fleet(info("fast", started_at=0.0), info("slow", started_at=0.0)))
+    measure(balancer, "fast", 0.001)
+    measure(balancer, "slow", 0.010)
+    clock.now = 1.0  # both ramping, at equal weights: as a gateway's first seconds are
+    assert set(picks(balancer, 500)) == {"fast"}
+
+
 def test_slow_start_disabled() -> None:
     clock = FakeClock(0.0)
     balancer = Balancer(BalancerSettings(slow_start_s=0), clock=clock, rng=random.Random(1))
