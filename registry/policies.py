@@ -298,13 +298,20 @@ class PolicyService(ServiceBase):
         running gateway (``live``) ready-aware and naming the worker the balancer would pick."""
         view = await catalog.view(model)
         resolution = resolve(view, reference, include_prerelease=include_prerelease)
-        ready = None if live is None else (lambda version: live.has_ready(model, version))
+        registry_choice = choose(resolution, view.policy, key)
+        choice = registry_choice
         unready_note = None
-        try:
-            choice = choose(resolution, view.policy, key, ready)
-        except NoReadyVersion as exc:
-            choice = choose(resolution, view.policy, key)
-            unready_note = f"no ready worker: requests get 503 now ({exc.message})"
+        passed_over = choice.skipped
+        if live is not None:
+            try:
+                choice = choose(resolution, view.policy, key, lambda v: live.has_ready(model, v))
+                passed_over = choice.skipped
+            except NoReadyVersion as exc:
+                unready_note = f"no ready worker: requests get 503 now ({exc.message})"
+                passed_over = tuple(
+                    c.version for c in resolution.candidates if not live.has_ready(model, c.version)
+                )
+        skipped = [f"{version}: no ready worker" for version in passed_over]
         trace = [
             f"reference {reference or '(none)'!r} is {resolution.kind}"
             + (f" → {resolution.normalized}" if resolution.kind == "constraint" else ""),
@@ -315,9 +322,14 @@ class PolicyService(ServiceBase):
                 if view.policy is None
                 else ", ".join(f"{a.version}={a.weight}" for a in view.policy.arms)
             ),
-            f"route {choice.route} → {choice.version}"
-            + (f" (key {key!r})" if key is not None else " (no route key: random by weight)"),
+            f"registry answer: {registry_choice.version}",
         ]
+        if skipped:
+            trace.append("skipped: " + "; ".join(skipped))
+        trace.append(
+            f"route {choice.route} → {choice.version}"
+            + (f" (key {key!r})" if key is not None else " (no route key: random by weight)")
+        )
         worker = None
         if unready_note is not None:
             trace.append(unready_note)
@@ -334,4 +346,6 @@ class PolicyService(ServiceBase):
             weights=dict(choice.weights),
             worker=worker,
             trace=trace,
+            registry_version=registry_choice.version,
+            skipped=skipped,
         )

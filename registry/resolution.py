@@ -3,9 +3,11 @@
 A reference is ``latest``, ``stable``, an alias, an exact version, a constraint, or nothing
 (the model's default). Rules (README.md states them for users): candidates are the versions
 that are not yanked; deprecated versions only for an exact pin (or an alias, which is a pin
-by name); ``latest`` is the highest candidate, ``stable`` the highest without a prerelease
-tag. No I/O here: the admin API builds a `ModelView` from SQL, the gateway from its
-in-memory snapshot.
+by name); ``latest`` means the highest candidate, ``stable`` the highest without a prerelease
+tag. Both keep every lower candidate too, in order, so a ready-aware caller (the gateway)
+serves the highest one that has a ready worker: publishing a version before a worker loads
+it must not break clients of ``latest`` or ``stable``. No I/O here: the admin API builds a
+`ModelView` from SQL, the gateway from its in-memory snapshot.
 """
 
 from __future__ import annotations
@@ -142,7 +144,13 @@ class Resolution:
 
     @property
     def pinned(self) -> bool:
-        """An exact version, an alias, ``latest`` or ``stable``: one version, policy bypassed."""
+        """An exact version or an alias: exactly one version, never another one instead."""
+        return self.kind in ("exact", "alias")
+
+    @property
+    def bypasses_policy(self) -> bool:
+        """Pins, ``latest`` and ``stable``: the traffic policy's arms do not apply; ``latest``
+        and ``stable`` mean their best candidate, else the highest one that is ready."""
         return self.kind not in ("default", "constraint")
 
 
@@ -188,12 +196,12 @@ def resolve(
         active = tuple(v for v in view.versions if v.status == VersionStatus.ACTIVE)
         if not active:
             raise NoVersionSatisfies(view.name, ref, view.servable_names())
-        return Resolution(view.name, ref, "latest", active[:1], active[0].version)
+        return Resolution(view.name, ref, "latest", active, active[0].version)
     if ref == "stable":
         stable = _stable(view)
         if not stable:
             raise NoVersionSatisfies(view.name, ref, view.servable_names())
-        return Resolution(view.name, ref, "stable", stable[:1], stable[0].version)
+        return Resolution(view.name, ref, "stable", stable, stable[0].version)
     if ref in view.aliases:
         return _pin(view, view.find(view.aliases[ref]), ref, "alias")
     if _EXACT.match(ref):

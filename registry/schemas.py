@@ -143,6 +143,11 @@ class ResolveOut(msgspec.Struct):
     weights: dict[str, float]
     worker: str | None
     trace: list[str]
+    #: What the registry alone answers (no worker readiness); differs from ``version`` when
+    #: the gateway serves a lower candidate because higher ones have no ready worker.
+    registry_version: str = ""
+    #: Versions passed over, each as ``"<version>: <why>"`` (e.g. ``"1.2.0: no ready worker"``).
+    skipped: list[str] = msgspec.field(default_factory=list)
 
 
 #: Requests per second (and burst) of one token's inference bucket; 0 means unlimited.

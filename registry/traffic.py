@@ -1,9 +1,11 @@
 """Pure traffic choice: which candidate version serves a request.
 
-An exact version, an alias, ``latest`` or ``stable`` is a pin and bypasses the policy. A
-request with no version follows the model's policy; a constraint uses the policy's arms that
-satisfy it, re-weighted, else its candidates. Without a policy, the registry's priority
-weights split among the candidates (the highest version takes all when none has a weight).
+An exact version or an alias is a pin: that version or a 503, never another one. ``latest``
+and ``stable`` bypass the policy too, and serve their best candidate, else the highest one
+with a ready worker (the versions passed over are in `Choice.skipped`). A request with no
+version follows the model's policy; a constraint uses the policy's arms that satisfy it,
+re-weighted, else its candidates. Without a policy, the registry's priority weights split
+among the candidates (the highest version takes all when none has a weight).
 
 Weighted choice is rendezvous (highest random weight) hashing of the route key: the same key
 gives the same arm on every gateway replica without coordination, and changing one arm's
@@ -31,6 +33,8 @@ class Choice:
     version: str
     route: str
     weights: tuple[tuple[str, float], ...]
+    #: Candidates ranked above ``version`` (or arms beside it) that had no ready worker.
+    skipped: tuple[str, ...] = ()
 
 
 _SCALE = float(1 << 64)
@@ -64,6 +68,8 @@ def choose(
         if not is_ready(version):
             raise NoReadyVersion(f'version {version} of "{resolution.model}" has no ready worker')
         return Choice(version, resolution.kind, ((version, 1.0),))
+    if resolution.bypasses_policy:
+        return _best_ready(resolution, resolution.kind, is_ready)
     names = {c.version for c in resolution.candidates}
     if policy is not None:
         arms: list[Arm] = [a for a in policy.arms if a.version in names and a.weight > 0]
@@ -74,10 +80,23 @@ def choose(
         weighted = [(c.version, float(c.priority)) for c in resolution.candidates if c.priority > 0]
         if weighted:
             return _split(resolution, weighted, "priority", route_key, is_ready)
-    for candidate in resolution.candidates:
+    return _best_ready(resolution, "best", is_ready)
+
+
+def _best_ready(resolution: Resolution, rule: str, is_ready: Callable[[str], bool]) -> Choice:
+    """The highest candidate with a ready worker; ``rule`` names the route when it is the
+    best candidate, ``<rule>-ready`` when higher ones were skipped."""
+    for rank, candidate in enumerate(resolution.candidates):
         if is_ready(candidate.version):
-            route = "best" if candidate is resolution.best else "best-ready"
-            return Choice(candidate.version, route, ((candidate.version, 1.0),))
+            route = rule if rank == 0 else f"{rule}-ready"
+            skipped = tuple(c.version for c in resolution.candidates[:rank])
+            return Choice(candidate.version, route, ((candidate.version, 1.0),), skipped)
+    names = ", ".join(c.version for c in resolution.candidates)
+    if resolution.kind in ("latest", "stable"):
+        raise NoReadyVersion(
+            f'no candidate for "{resolution.reference}" of "{resolution.model}" has a ready '
+            f"worker ({names})"
+        )
     raise NoReadyVersion(
         f'no version of "{resolution.model}" matching "{resolution.normalized}" has a ready worker'
     )
@@ -97,4 +116,5 @@ def _split(
     version = weighted_pick(live, route_key)
     route = f"{rule}:{version}" if len(live) == len(arms) else f"{rule}:{version}:reweighted"
     total = sum(w for _, w in live)
-    return Choice(version, route, tuple((v, w / total) for v, w in live))
+    skipped = tuple(v for v, _ in arms if not is_ready(v))
+    return Choice(version, route, tuple((v, w / total) for v, w in live), skipped)

@@ -1,5 +1,6 @@
-"""Worker choice for one (model, version): P2C on in-flight * EWMA latency, with outlier
-ejection, panic routing and slow start. Pure logic: the clock and the RNG are injected.
+"""Worker choice for one (model, version): P2C on in-flight * EWMA latency (the comparison
+and slow start in `gateway.balancing.preference`), with outlier ejection and panic routing.
+Pure logic: the clock and the RNG are injected.
 
 Call protocol (the forwarder's): ``pick`` → ``started`` → send → ``finished`` with the
 latency and an `Outcome`, exactly once per ``started``, on every path (use ``finally``).
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from gateway.balancing.outliers import REMOTE, Ejection, EjectionRules, Ejector
+from gateway.balancing.preference import Preference
 from gateway.errors import NoReadyWorker
 
 __all__ = ["Balancer", "BalancerSettings", "Ejection", "Outcome", "WorkerInfo"]
@@ -154,6 +156,9 @@ class Balancer:
         self._round_robin = settings.strategy == "round_robin"
         self._alpha = settings.ewma_alpha
         self._ewma_ttl = settings.ewma_ttl_s
+        self._preference = Preference(
+            settings.slow_start_s, settings.slow_start_min_weight, settings.ewma_ttl_s
+        )
         self._panic = settings.panic_threshold
         self._workers: dict[str, _Worker] = {}
         self._index: dict[Key, tuple[_Worker, ...]] = {}
@@ -189,10 +194,12 @@ class Balancer:
         changes, which would otherwise wipe probe results of workers that did not.
         """
         fresh: dict[str, _Worker] = {}
+        joined: list[_Worker] = []
         for worker_id, info in workers.items():
             worker = self._workers.get(worker_id)
             if worker is None:
                 worker = _Worker(worker_id, info, self.settings.slow_start_s)
+                joined.append(worker)
             elif worker.info != info:
                 if worker.info.ready != info.ready:
                     worker.overrides.clear()
@@ -202,6 +209,10 @@ class Balancer:
         self._workers = fresh
         self._ejector.recount(fresh.values())
         self._reindex()
+        if joined:
+            now = self._clock()
+            for worker in joined:
+                self._seed(worker, now)
 
     def _reindex(self) -> None:
         index: dict[Key, list[_Worker]] = {}
@@ -241,8 +252,9 @@ class Balancer:
 
         Candidates: workers with the version ready, not ejected, not in ``exclude`` (ids
         already tried). When fewer than ``panic_threshold`` of the ready workers are
-        healthy, ejections are ignored (``last_pick_panic`` is set). P2C compares two
-        distinct random candidates by ``(in_flight + 1) * ewma_latency / slow_start_weight``.
+        healthy, ejections are ignored (``last_pick_panic`` is set). P2C takes two distinct
+        random candidates and the lower ``(in_flight + 1) * ewma_latency``; while either is
+        in slow start, one of them at random in proportion to ``weight / that score``.
         """
         key = (model, version)
         workers = self._index.get(key)
@@ -273,7 +285,7 @@ class Balancer:
             return None
         best = candidates[0]
         for other in candidates[1:]:
-            best = self._better(best, other, now)
+            best = self._preference.better(best, other, now)
         return best.id
 
     def _eligible(
@@ -303,39 +315,12 @@ class Balancer:
         j = int(self._random() * (n - 1))
         if j >= i:
             j += 1
-        return self._better(candidates[i], candidates[j], now)
+        return self._preference.choose(candidates[i], candidates[j], now, self._random)
 
-    def _better(self, a: _Worker, b: _Worker, now: float) -> _Worker:
-        """P2C's comparison: the lower ``(in_flight + 1) * ewma / slow_start_weight``."""
-        # NOTE: an unmeasured worker is taken to be as fast as the peer it is compared
-        # with (both unmeasured: equal), so the choice falls to in-flight and slow start.
-        # O(1), unlike a fleet median, and a new worker gets measured within a few requests.
-        latency_a = a.ewma_s
-        latency_b = b.ewma_s
-        if self._ewma_ttl:
-            if latency_a is not None and now - a.ewma_at > self._ewma_ttl:
-                latency_a = None
-            if latency_b is not None and now - b.ewma_at > self._ewma_ttl:
-                latency_b = None
-        if latency_a is None:
-            latency_a = 1.0 if latency_b is None else latency_b
-        if latency_b is None:
-            latency_b = latency_a
-        score_a = (a.in_flight + 1) * latency_a
-        score_b = (b.in_flight + 1) * latency_b
-        if now < a.ramp_until:
-            score_a /= self._weight(a, now)
-        if now < b.ramp_until:
-            score_b /= self._weight(b, now)
-        return b if score_b < score_a else a
-
-    def _weight(self, worker: _Worker, now: float) -> float:
-        """Slow-start weight: linear from the minimum to 1 over ``slow_start_s``."""
-        if now >= worker.ramp_until or self.settings.slow_start_s <= 0:
-            return 1.0
-        floor = self.settings.slow_start_min_weight
-        progress = max(0.0, now - worker.ramp_from) / self.settings.slow_start_s
-        return floor + (1.0 - floor) * progress
+    def _seed(self, worker: _Worker, now: float) -> None:
+        """Start ``worker``'s latency average at its peers' (`Preference.seed`)."""
+        peers = {p for key in worker.ready for p in self._index.get(key, ())}
+        self._preference.seed(worker, peers, now)
 
     def started(self, worker_id: str) -> None:
         """A request was sent to ``worker_id`` (after ``pick``)."""
@@ -381,13 +366,20 @@ class Balancer:
     # -- ejection ------------------------------------------------------------------------
 
     def _expire(self, now: float) -> None:
+        ejected = [w for w in self._workers.values() if w.ejected_until is not None]
         self._ejector.expire(self._workers.values(), now)
+        for worker in ejected:
+            if worker.ejected_until is None:
+                self._seed(worker, now)
 
     def readmit(self, worker_id: str) -> None:
-        """An active probe succeeded: end the worker's ejection now (slow start follows)."""
+        """An active probe succeeded: end the worker's ejection now (slow start follows,
+        its latency average starting at its peers')."""
         worker = self._workers.get(worker_id)
-        if worker is not None:
-            self._ejector.bring_back(worker, self._clock())
+        if worker is not None and worker.ejected_until is not None:
+            now = self._clock()
+            self._ejector.bring_back(worker, now)
+            self._seed(worker, now)
 
     def apply_remote_ejection(
         self, worker_id: str, until: float, count: int, *, reason: str = REMOTE
@@ -445,7 +437,7 @@ class Balancer:
                     "ejected_for_s": None if until is None else until - now,
                     "ejection_count": worker.ejection_count,
                     "consecutive_failures": worker.failures,
-                    "weight": self._weight(worker, now),
+                    "weight": self._preference.weight(worker, now),
                 }
             )
         return rows

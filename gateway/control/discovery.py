@@ -3,7 +3,13 @@ table and, with Redis, the announcement keys (TTL) and the workers channel.
 
 A worker counts while its freshest announcement is younger than ``stale_s`` and says it
 is serving; a draining worker keeps its entry but offers no version, so it gets no new
-requests. A failing source keeps the last known workers and marks the gateway degraded.
+requests. What the sources say is merged into the last known announcements, never put in
+their place: a worker leaves only when its own latest heartbeat, from whichever source,
+ages past ``stale_s`` (or says it stopped). So a source that is down, or answers with an
+incomplete view (Redis restarted empty, its workers not yet re-announced), drops no worker
+that is still fresh by its last heartbeat. A failing source marks the gateway degraded; when
+every source fails, the last installed set stays as it is (nothing to age it by but time,
+and the probes still watch each worker).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class WorkerDirectory:
         stale_s: float = 10.0,
         keys: RedisKeys = DEFAULT_KEYS,
         monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.sessions = sessions
         self.on_workers = on_workers
@@ -54,8 +61,14 @@ class WorkerDirectory:
         self.poll_s = poll_s
         self.stale_s = stale_s
         self.monotonic = monotonic
+        #: The wall clock heartbeats are aged by (announcements carry wall-clock times).
+        self.wall = wall
         self.keys = keys
+        #: The live workers' latest announcements (what `announcements` returns).
         self._announced: dict[str, Announcement] = {}
+        #: Every announcement not yet stale, stopped ones included (so an older "serving"
+        #: copy in a lagging source cannot bring a stopped worker back): the merge base.
+        self._known: dict[str, Announcement] = {}
         self._first_seen: dict[str, float] = {}
         self._published: dict[str, WorkerInfo] = {}
         self._wake = asyncio.Event()
@@ -82,13 +95,14 @@ class WorkerDirectory:
         await self._tasks.stop()
 
     async def refresh(self) -> None:
-        """Re-read every source; when all of them fail, keep serving the last known set."""
-        fresh: dict[str, Announcement] = {}
-        read = await self._read_database(fresh)
+        """Re-read every source and merge what they say into the last known announcements
+        (the freshest per worker wins); when all of them fail, keep the last known set."""
+        merged = dict(self._known)
+        read = await self._read_database(merged)
         if self.redis is not None:
-            read = await self._read_redis(fresh) or read
+            read = await self._read_redis(merged) or read
         if read:
-            self._install(fresh)
+            self._install(merged)
 
     async def _read_database(self, into: dict[str, Announcement]) -> bool:
         try:
@@ -126,11 +140,12 @@ class WorkerDirectory:
             into[doc.id] = doc
 
     def _install(self, announced: dict[str, Announcement]) -> None:
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.stale_s)
+        cutoff = self.wall() - timedelta(seconds=self.stale_s)
         live: dict[str, WorkerInfo] = {}
         now = self.monotonic()
-        for worker_id, doc in announced.items():
-            if doc.last_seen < cutoff or doc.state == "stopped":
+        self._known = {k: doc for k, doc in announced.items() if doc.last_seen >= cutoff}
+        for worker_id, doc in self._known.items():
+            if doc.state == "stopped":
                 continue
             first = self._first_seen.setdefault(worker_id, now)
             ready = doc.ready_versions()

@@ -238,17 +238,60 @@ def test_slow_start_weight_ramps_linearly_from_first_seen() -> None:
     assert weight() == 1.0
 
 
-def test_slow_start_holds_traffic_back_from_a_new_worker() -> None:
+def test_slow_start_holds_traffic_back_from_a_new_worker_in_proportion() -> None:
     clock = FakeClock(0.0)
     balancer = Balancer(BalancerSettings(), clock=clock, rng=random.Random(1))
     balancer.update(fleet(info("old"), info("new", started_at=0.0)))
     measure(balancer, "old", 0.002)
     measure(balancer, "new", 0.002)
     for _ in range(5):
-        balancer.started("old")  # old: 6 * 2 ms; new: 1 * 2 ms / 0.1 = 20 ms
-    assert set(picks(balancer, 50)) == {"old"}
-    clock.now = 10.0  # ramp done: new at 2 ms wins
+        balancer.started("old")  # old: 1 / (6 * 2 ms); new: 0.1 / (1 * 2 ms): 3 in 8
+    assert picks(balancer, 4000)["new"] / 4000 == pytest.approx(0.375, abs=0.03)
+    clock.now = 10.0  # ramp done: new at 2 ms always wins against 6 * 2 ms
     assert set(picks(balancer, 50)) == {"new"}
+
+
+def sequential_share(
+    balancer: Balancer, clock: FakeClock, worker_id: str, seconds: float, latency_s: float
+) -> float:
+    """One request at a time for ``seconds`` of the fake clock, every worker answering in
+    ``latency_s``; the share ``worker_id`` served."""
+    served, total, until = 0, 0, clock.now + seconds
+    while clock.now < until:
+        chosen = balancer.pick(MODEL, V1)
+        balancer.started(chosen)
+        clock.now += latency_s
+        balancer.finished(chosen, latency_s, Outcome.OK)
+        served += chosen == worker_id
+        total += 1
+    return served / total
+
+
+def test_a_new_worker_gets_a_growing_share_of_sequential_traffic_during_slow_start() -> None:
+    clock = FakeClock(0.0)
+    balancer = Balancer(BalancerSettings(), clock=clock, rng=random.Random(5))
+    balancer.update(fleet(info("old")))
+    measure(balancer, "old", 0.0005)
+    balancer.update(fleet(info("old"), info("new", started_at=0.0)))
+    # At weight w beside an equal idle peer: w / (1 + w) of the picks, not none. Over the
+    # first 0.5 s w goes from 0.1 to 0.145 (about 11%); over 4.5-5.5 s it averages 0.55.
+    first = sequential_share(balancer, clock, "new", 0.5, 0.0005)
+    assert first == pytest.approx(0.11, abs=0.03)
+    clock.now = 4.5
+    middle = sequential_share(balancer, clock, "new", 1.0, 0.0005)
+    assert middle == pytest.approx(0.55 / 1.55, abs=0.03)
+    clock.now = 10.0
+    assert sequential_share(balancer, clock, "new", 2.0, 0.0005) == pytest.approx(0.5, abs=0.04)
+
+
+def test_workers_that_ramp_together_keep_p2cs_sharp_comparison() -> None:
+    clock = FakeClock(0.0)
+    balancer = Balancer(BalancerSettings(), clock=clock, rng=random.Random(2))
+    balancer.update(fleet(info("fast", started_at=0.0), info("slow", started_at=0.0)))
+    measure(balancer, "fast", 0.001)
+    measure(balancer, "slow", 0.010)
+    clock.now = 1.0  # both ramping, at equal weights: as a gateway's first seconds are
+    assert set(picks(balancer, 500)) == {"fast"}
 
 
 def test_slow_start_disabled() -> None:
@@ -259,6 +302,32 @@ def test_slow_start_disabled() -> None:
 
 
 # -- worker sets and probes -----------------------------------------------------------
+
+
+def test_a_new_worker_starts_at_its_peers_median_latency() -> None:
+    balancer, _ = make(3, ewma_ttl_s=2.0)
+    for worker_id, latency in (("w0", 0.001), ("w1", 0.002), ("w2", 0.009)):
+        measure(balancer, worker_id, latency)
+    balancer.update(fleet(*(info(f"w{i}") for i in range(3)), info("w3", started_at=0.0)))
+    assert row_of(balancer, "w3")["ewma_ms"] == pytest.approx(2.0)
+    # One cold first request moves it by ewma_alpha only: 2 + 0.3 * (50 - 2) ms.
+    balancer.started("w3")
+    balancer.finished("w3", 0.050, Outcome.OK)
+    assert row_of(balancer, "w3")["ewma_ms"] == pytest.approx(16.4)
+
+
+def test_a_new_worker_is_unmeasured_when_no_peer_has_a_fresh_average() -> None:
+    balancer, clock = make(1, ewma_ttl_s=2.0)
+    measure(balancer, "w0", 0.001)
+    balancer.update(fleet(info("w0"), info("w1", V2)))  # serves nothing w0 serves
+    clock.now = 3.0  # w0's average is stale now
+    balancer.update(fleet(info("w0"), info("w1", V2), info("w2")))
+    assert row_of(balancer, "w1")["ewma_ms"] is None
+    assert row_of(balancer, "w2")["ewma_ms"] is None
+
+
+def row_of(balancer: Balancer, worker_id: str) -> dict[str, object]:
+    return next(r for r in balancer.snapshot() if r["id"] == worker_id)
 
 
 def test_update_keeps_stats_of_staying_workers_and_forgets_removed_ones() -> None:

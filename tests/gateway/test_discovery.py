@@ -180,26 +180,108 @@ async def test_a_malformed_redis_announcement_is_skipped_not_fatal(sources: Sour
     assert not health.degraded
 
 
+class Wall:
+    """A wall clock the test moves (announcements are aged by wall-clock time)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 async def test_slow_start_time_is_kept_while_a_worker_stays_and_reset_when_it_returns(
     sources: Sources,
 ) -> None:
     worker, other = sources.new_id(), sources.new_id()
     clock = iter(float(n) for n in range(100))
+    wall = Wall()
     await sources.in_sql(announcement(worker, "1.0.0"))
     seen = Seen(sources.ids)
-    directory, _ = sources.directory(seen, stale_s=10, monotonic=lambda: next(clock))
+    directory, _ = sources.directory(seen, stale_s=10, monotonic=lambda: next(clock), wall=wall)
     await directory.refresh()
     first = seen.last[worker].started_at
     await sources.in_sql(announcement(other, "1.0.0"))  # the set changes: a new hand-off
     await directory.refresh()
     assert set(seen.last) == {worker, other}
     assert seen.last[worker].started_at == first
-    await sources.in_sql(announcement(worker, "1.0.0", age_s=30))  # gone stale
+    wall.now += timedelta(seconds=30)  # worker's heartbeat goes stale; other announces anew
+    await sources.in_sql(announcement(other, "1.0.0", age_s=-30))
     await directory.refresh()
     assert set(seen.last) == {other}
-    await sources.in_sql(announcement(worker, "1.0.0"))  # back
+    await sources.in_sql(announcement(worker, "1.0.0", age_s=-30))  # back
     await directory.refresh()
     assert seen.last[worker].started_at > first
+
+
+async def test_redis_restarted_empty_with_the_database_down_keeps_workers_until_they_age(
+    sources: Sources,
+) -> None:
+    worker = sources.new_id()
+    wall = Wall()
+    await sources.in_sql(announcement(worker, "1.0.0"))
+    await sources.in_redis(announcement(worker, "1.0.0"))
+    seen = Seen(sources.ids)
+    directory, health = sources.directory(seen, redis=sources.redis, stale_s=10, wall=wall)
+    await directory.refresh()
+    assert set(seen.last) == {worker}
+    # Redis answers, but empty of this worker; the database refuses connections.
+    await sources.redis.delete(sources.keys.worker(worker))
+    down = make_engine(f"postgresql+asyncpg://{refused_url().removeprefix('http://')}/x")
+    directory.sessions = make_sessionmaker(down)
+    try:
+        wall.now += timedelta(seconds=9)  # its last heartbeat is still fresh
+        await directory.refresh()
+        assert set(seen.last) == {worker}
+        assert worker in directory.announcements
+        assert set(health.problems) == {"database"}
+        wall.now += timedelta(seconds=2)  # now it is not, and no source says otherwise
+        await directory.refresh()
+        assert seen.last == {}
+    finally:
+        await down.dispose()
+
+
+async def test_a_source_that_forgets_a_worker_does_not_drop_it_while_it_is_fresh(
+    sources: Sources,
+) -> None:
+    in_both, only_redis = sources.new_id(), sources.new_id()
+    wall = Wall()
+    await sources.in_sql(announcement(in_both, "1.0.0"))
+    await sources.in_redis(announcement(in_both, "1.0.0"))
+    await sources.in_redis(announcement(only_redis, "2.0.0"))
+    seen = Seen(sources.ids)
+    directory, health = sources.directory(seen, redis=sources.redis, stale_s=10, wall=wall)
+    await directory.refresh()
+    assert set(seen.last) == {in_both, only_redis}
+    for worker in (in_both, only_redis):  # Redis restarted empty; SQL answers as ever
+        await sources.redis.delete(sources.keys.worker(worker))
+    wall.now += timedelta(seconds=5)
+    await directory.refresh()
+    assert set(seen.last) == {in_both, only_redis}
+    assert seen.last[only_redis].ready == {("m", "2.0.0")}
+    assert not health.degraded
+    await sources.in_redis(announcement(only_redis, "2.0.0", age_s=-5))  # re-announced
+    wall.now += timedelta(seconds=6)  # in_both's SQL heartbeat (at 0 s) is stale now
+    await directory.refresh()
+    assert set(seen.last) == {only_redis}
+
+
+async def test_a_stopped_worker_stays_gone_though_a_lagging_source_says_serving(
+    sources: Sources,
+) -> None:
+    worker = sources.new_id()
+    await sources.in_redis(announcement(worker, "1.0.0", age_s=1))
+    seen = Seen(sources.ids)
+    directory, _ = sources.directory(seen, redis=sources.redis, stale_s=10)
+    await directory.refresh()
+    assert set(seen.last) == {worker}
+    await sources.in_sql(announcement(worker, "1.0.0", state="stopped"))
+    await directory.refresh()
+    assert seen.last == {}
+    await sources.cleanup()  # the stopped row is gone; Redis still has the older copy
+    await directory.refresh()
+    assert seen.last == {}
 
 
 async def test_an_unchanged_set_is_not_handed_over_again(sources: Sources) -> None:

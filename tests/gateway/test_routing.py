@@ -63,6 +63,45 @@ def test_a_pinned_version_without_a_ready_worker_is_a_503_not_another_version() 
     assert caught.value.status_code == 503
 
 
+@pytest.mark.parametrize("reference", ["stable", "latest"])
+def test_stable_and_latest_serve_the_highest_ready_candidate_while_a_newer_one_loads(
+    reference: str,
+) -> None:
+    routing = table(["1.0.0", "1.1.0", "1.2.0"], {"a": ["1.0.0", "1.1.0"]})
+    route = routing.route(MODEL, reference, None)
+    assert (route.version, route.route) == ("1.1.0", f"{reference}-ready")
+    assert route.choice.skipped == ("1.2.0",)
+    routing.workers_changed(workers({"a": ["1.0.0"], "b": ["1.2.0"]}))
+    route = routing.route(MODEL, reference, None)
+    assert (route.version, route.route, route.choice.skipped) == ("1.2.0", reference, ())
+
+
+def test_stable_skips_prereleases_and_latest_takes_them_both_only_when_ready() -> None:
+    versions = ["1.0.0", "1.1.0", "2.0.0-rc.1"]
+    routing = table(versions, {"a": ["1.0.0"], "b": ["2.0.0-rc.1"]})
+    assert routing.route(MODEL, "stable", None).version == "1.0.0"
+    assert routing.route(MODEL, "latest", None).version == "2.0.0-rc.1"
+    routing.workers_changed(workers({"a": ["1.0.0"]}))
+    latest = routing.route(MODEL, "latest", None)
+    assert (latest.version, latest.choice.skipped) == ("1.0.0", ("2.0.0-rc.1", "1.1.0"))
+
+
+@pytest.mark.parametrize("reference", ["stable", "latest"])
+def test_stable_and_latest_are_a_503_only_when_no_candidate_is_ready(reference: str) -> None:
+    routing = table(["1.0.0", "1.1.0"], {"a": ["0.9.0"]})
+    with pytest.raises(NoReadyVersion, match=r"1\.1\.0, 1\.0\.0") as caught:
+        routing.route(MODEL, reference, None)
+    assert caught.value.status_code == 503
+    assert f'"{reference}"' in caught.value.message
+
+
+def test_stable_bypasses_the_traffic_policy() -> None:
+    policy = Policy((Arm("1.0.0", 100),))
+    routing = table(["1.0.0", "1.1.0"], {"a": ["1.0.0", "1.1.0"]}, policy)
+    assert routing.route(MODEL, "stable", "k").version == "1.1.0"
+    assert routing.route(MODEL, None, "k").version == "1.0.0"
+
+
 def test_an_unknown_model_is_a_404_naming_it() -> None:
     routing = table(["1.0.0"], {"a": ["1.0.0"]})
     with pytest.raises(NotFound, match="nope") as caught:

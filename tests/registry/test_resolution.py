@@ -38,6 +38,18 @@ def test_references() -> None:
     assert [c.version for c in resolve(v, None).candidates] == ["1.1.0"]
 
 
+def test_latest_and_stable_rank_every_candidate_and_choose_the_highest_ready_one() -> None:
+    v = view(**{"1_0_0": "yanked"})
+    latest, stable = resolve(v, "latest"), resolve(v, "stable")
+    assert [c.version for c in latest.candidates] == ["2.0.0", "1.2.0-rc.1", "1.1.0"]
+    assert [c.version for c in stable.candidates] == ["2.0.0", "1.1.0"]
+    assert (latest.pinned, latest.bypasses_policy) == (False, True)
+    assert choose(stable, None, ready=lambda version: version != "2.0.0").version == "1.1.0"
+    assert choose(latest, None, ready=lambda version: version != "2.0.0").version == "1.2.0-rc.1"
+    with pytest.raises(NoReadyVersion, match=r"2\.0\.0, 1\.1\.0"):
+        choose(stable, None, ready=lambda _: False)
+
+
 def test_no_version_follows_the_policy_including_prerelease_arms() -> None:
     policy = Policy((Arm("1.1.0", 1), Arm("1.2.0-rc.1", 1)))
     assert {c.version for c in resolve(view(policy), None).candidates} == {"1.1.0", "1.2.0-rc.1"}
