@@ -107,7 +107,7 @@ def create_app(
         stale_s=gsettings.worker_stale_s,
         keys=keys,
     )
-    forwarder = Forwarder()
+    forwarder = Forwarder(connect_timeout_s=gsettings.connect_timeout_s)
     limiter = None
     if gsettings.rate_limit_rps > 0:
         limiter = RateLimiter(
@@ -126,7 +126,8 @@ def create_app(
         shared = SharedEjections(
             balancer, redis, health, origin=f"{socket.gethostname()}:{os.getpid()}", keys=keys
         )
-    balancer.on_eject = _on_eject(metrics, shared)
+    balancer.on_eject = _on_eject(metrics, shared, plane)
+    prober.on_unready = plane.worker_unready
     metrics.watch_balancer(balancer)
     registry = build_registry(rsettings, db, on_commit=sync.poke)
     registry.live = Live(table, directory)
@@ -189,13 +190,15 @@ def create_app(
 
 
 def _on_eject(
-    metrics: GatewayMetrics, shared: SharedEjections | None
+    metrics: GatewayMetrics, shared: SharedEjections | None, plane: GatewayDataPlane
 ) -> Callable[[Ejection], None]:
-    """Count this replica's own ejections and share them (the balancer never calls the hook
-    for ejections applied from other replicas)."""
+    """Count this replica's own ejections, move the requests in flight on the worker
+    elsewhere, and share them (the balancer never calls the hook for ejections applied
+    from other replicas)."""
 
     def on_eject(ejection: Ejection) -> None:
         metrics.ejections.labels(ejection.worker_id).inc()
+        plane.worker_ejected(ejection.worker_id)
         if shared is not None:
             shared.publish(ejection)
 

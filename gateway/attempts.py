@@ -1,0 +1,65 @@
+"""The attempts in flight on each worker, so that news about a worker reaches them at once.
+
+A hung worker (SIGSTOPped, blackholed, wedged) keeps every request sent to it until
+something gives up. Probes notice within about one probe interval plus the probe timeout,
+and the balancer ejects a worker after its failures; `InFlight` lets both verdicts reach
+the requests already waiting there, instead of only the requests still to come. The data
+plane decides, per attempt, whether to abandon it (`gateway.dataplane`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from gateway.forward import Abort
+
+__all__ = ["Attempt", "InFlight"]
+
+
+class Attempt(Abort):
+    """One send of a request to one worker. ``tried`` is the request's set of workers
+    already tried (shared, not copied). When the data plane abandons it, it takes the retry
+    slot and picks the next worker at that moment: ``retry_held`` and ``next_worker``."""
+
+    __slots__ = ("model", "next_worker", "retry_held", "tried", "version", "worker")
+
+    def __init__(self, worker: str, model: str, version: str, tried: set[str]) -> None:
+        super().__init__()
+        self.worker = worker
+        self.model = model
+        self.version = version
+        self.tried = tried
+        self.retry_held = False
+        self.next_worker: str | None = None
+
+
+class InFlight:
+    """Attempts in flight, by worker id. Single event loop only."""
+
+    def __init__(self) -> None:
+        self._by_worker: dict[str, set[Attempt]] = {}
+
+    def add(self, attempt: Attempt) -> None:
+        attempts = self._by_worker.get(attempt.worker)
+        if attempts is None:
+            attempts = self._by_worker[attempt.worker] = set()
+        attempts.add(attempt)
+
+    def discard(self, attempt: Attempt) -> None:
+        attempts = self._by_worker.get(attempt.worker)
+        if attempts is not None:
+            attempts.discard(attempt)
+            if not attempts:
+                del self._by_worker[attempt.worker]
+
+    def on(
+        self, worker: str, model: str | None = None, version: str | None = None
+    ) -> Iterator[Attempt]:
+        """The attempts on ``worker`` (only those for ``model``@``version`` when given), as a
+        snapshot: abandoning one while iterating is safe."""
+        for attempt in tuple(self._by_worker.get(worker, ())):
+            if model is None or (attempt.model == model and attempt.version == version):
+                yield attempt
+
+    def __len__(self) -> int:
+        return sum(len(attempts) for attempts in self._by_worker.values())
