@@ -168,11 +168,12 @@ async def test_refused_is_a_connect_failure_and_a_drop_is_a_reset(
         await read_request(reader)
 
     forwarder = Forwarder()
+    refused_at = f"http://127.0.0.1:{free_port()}/v2/x"
+    dropped_at = f"{await server(drop)}/v2/x"
     with pytest.raises(BackendUnavailable) as refused:
-        url = f"http://127.0.0.1:{free_port()}/v2/x"
-        await forwarder.send("POST", url, body=b"", headers={}, timeout_s=5)
+        await forwarder.send("POST", refused_at, body=b"", headers={}, timeout_s=5)
     with pytest.raises(BackendUnavailable) as dropped:
-        await forwarder.send("POST", f"{await server(drop)}/v2/x", body=b"", headers={}, timeout_s=5)
+        await forwarder.send("POST", dropped_at, body=b"", headers={}, timeout_s=5)
     assert (refused.value.condition, dropped.value.condition) == ("connect-failure", "reset")
     await forwarder.stop()
 
