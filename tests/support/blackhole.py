@@ -31,10 +31,11 @@ class HungConnect:
 
 class Silent:
     """An asyncio server that accepts every connection, reads what comes and never answers;
-    ``connections`` counts those it accepted. Start and stop it on the test's loop."""
+    ``paths`` records the path of the first request on each connection. Start and stop it
+    on the test's loop."""
 
     def __init__(self) -> None:
-        self.connections = 0
+        self.paths: list[str] = []
         self.url = ""
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -55,10 +56,11 @@ class Silent:
             await self._server.wait_closed()
 
     async def _swallow(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
         self._writers.add(writer)
         try:
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                first = await reader.readuntil(b"\r\n")
+                self.paths.append(first.decode("latin-1").split(" ")[1])
                 while await reader.read(65536):
                     pass
         finally:
