@@ -271,8 +271,7 @@ class Ejector:
         if worker.failures >= rules.consecutive_failures:
             self._eject(worker, now, total, CONSECUTIVE_FAILURES)
         elif (
-            rules.failure_percentage_threshold > 0
-            and requests >= rules.failure_percentage_min_requests
+            requests >= max(1, rules.failure_percentage_min_requests)
             and failures * 100 >= rules.failure_percentage_threshold * requests
         ):
             self._eject(worker, now, total, FAILURE_PERCENTAGE)
