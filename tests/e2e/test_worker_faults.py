@@ -241,6 +241,7 @@ async def test_a_worker_stopped_for_12_s_costs_no_request_and_none_waits_6_s(
     assert answers.slowest_s < 6.0, f"slowest {answers.slowest_s:.2f} s"
     assert retries(fleet) > before  # requests in flight on w1 were moved, not waited out
     assert answers.served_by() == {"w1", "w2"}
+    print(f"5c: {len(answers.items)} requests, slowest {answers.slowest_s:.2f} s")
 
 
 async def until_answers(answers: Answers, count: int, timeout_s: float = 60.0) -> None:
@@ -282,6 +283,9 @@ async def test_a_worker_failing_30_percent_costs_no_request_and_is_ejected_withi
     # NOTE: the criterion's bound; the 50 ms polling can only overstate the time.
     assert took <= 2.0, f"ejected {took:.2f} s after the gateway first routed to it"
     assert metric(fleet, "modelgate_gateway_ejections_total", worker="faulty") == before + 1
+    print(
+        f"5d: {len(answers.items)} requests, {failed_there:.0f} injected 500s, ejected {took:.2f} s"
+    )
 
 
 @pytest.mark.parametrize("kind", ["accepts-and-never-answers", "connect-hangs"])
@@ -320,3 +324,4 @@ async def test_a_blackholed_worker_costs_no_request(fleet: Fleet, kind: str) -> 
     assert retries(fleet) > before  # requests did meet the blackhole, and went elsewhere
     if silent is not None:
         assert any(path.endswith("/infer") for path in silent.paths), silent.paths
+    print(f"8b {kind}: {len(answers.items)} requests, slowest {answers.slowest_s:.2f} s")
