@@ -24,7 +24,9 @@ class Attempt(Abort):
     __slots__ = ("model", "next_worker", "retry_held", "tried", "version", "worker")
 
     def __init__(self, worker: str, model: str, version: str, tried: set[str]) -> None:
-        super().__init__()
+        # NOTE: on the request path: Abort's fields set here rather than through super().
+        self.reason = None
+        self._waiter = self._connection = None
         self.worker = worker
         self.model = model
         self.version = version
@@ -46,11 +48,11 @@ class InFlight:
         attempts.add(attempt)
 
     def discard(self, attempt: Attempt) -> None:
+        # NOTE: an emptied set stays (one per worker id seen): dropping and re-creating it
+        # would cost two allocations per request at low concurrency.
         attempts = self._by_worker.get(attempt.worker)
         if attempts is not None:
             attempts.discard(attempt)
-            if not attempts:
-                del self._by_worker[attempt.worker]
 
     def on(
         self, worker: str, model: str | None = None, version: str | None = None

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -147,18 +146,19 @@ class Abort:
     the answer, after the connect otherwise). Firing twice, or after the send ended, is a
     no-op. One handle per send."""
 
-    __slots__ = ("_hook", "reason")
+    __slots__ = ("_connection", "_waiter", "reason")
 
     def __init__(self) -> None:
         self.reason: str | None = None
-        self._hook: Callable[[], None] | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+        self._connection: _Connection | None = None
 
     def fire(self, reason: str) -> None:
         if self.reason is not None:
             return
         self.reason = reason
-        if self._hook is not None:
-            self._hook()
+        if self._waiter is not None and self._connection is not None:
+            _expire(self._waiter, self._connection, _Aborted())
 
 
 class Forwarder:
@@ -213,7 +213,7 @@ class Forwarder:
                     max(0.0, deadline - loop.time()), _expire, waiter, connection, TimeoutError()
                 )
                 if abort is not None:
-                    abort._hook = functools.partial(_expire, waiter, connection, _Aborted())
+                    abort._waiter, abort._connection = waiter, connection
                 try:
                     status, passed, reply, keep = await waiter
                 except _StaleConnection:
@@ -230,7 +230,7 @@ class Forwarder:
                 finally:
                     timer.cancel()
                     if abort is not None:
-                        abort._hook = None
+                        abort._waiter = abort._connection = None
                 if keep and not connection.closed:
                     self._release(host, port, connection)
                 else:
