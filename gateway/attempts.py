@@ -4,13 +4,16 @@ A hung worker (SIGSTOPped, blackholed, wedged) keeps every request sent to it un
 something gives up. Probes notice within about one probe interval plus the probe timeout,
 and the balancer ejects a worker after its failures; `InFlight` lets both verdicts reach
 the requests already waiting there, instead of only the requests still to come. The data
-plane decides, per attempt, whether to abandon it (`gateway.dataplane`).
+plane asks `InFlight.move` to abandon those that can go elsewhere (`gateway.dataplane`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+from gateway.balancing.balancer import Balancer
+from gateway.balancing.retry import RetryBudget
+from gateway.errors import NoReadyWorker
 from gateway.forward import Abort
 
 __all__ = ["Attempt", "InFlight"]
@@ -62,6 +65,38 @@ class InFlight:
         for attempt in tuple(self._by_worker.get(worker, ())):
             if model is None or (attempt.model == model and attempt.version == version):
                 yield attempt
+
+    def move(
+        self,
+        balancer: Balancer,
+        budget: RetryBudget,
+        worker: str,
+        model: str | None,
+        version: str | None,
+        reason: str,
+    ) -> list[tuple[Attempt, bool]]:
+        """Abandon each attempt `on` ``worker`` that has another worker to go to and gets
+        a retry slot from ``budget`` (taken now, for its retry: ``retry_held``); returns
+        the attempts that had somewhere to go, each with whether it was moved.
+
+        NOTE: an attempt with nowhere else to go runs on: the one worker left may answer.
+        """
+        decisions: list[tuple[Attempt, bool]] = []
+        for attempt in self.on(worker, model, version):
+            if attempt.reason is not None:
+                continue
+            try:
+                following = balancer.pick(
+                    attempt.model, attempt.version, exclude=attempt.tried | {worker}
+                )
+            except NoReadyWorker:
+                continue
+            moved = budget.try_acquire_retry()
+            if moved:
+                attempt.retry_held, attempt.next_worker = True, following
+                attempt.fire(reason)
+            decisions.append((attempt, moved))
+        return decisions
 
     def __len__(self) -> int:
         return sum(len(attempts) for attempts in self._by_worker.values())

@@ -353,23 +353,12 @@ class GatewayDataPlane:
             asyncio.get_running_loop().call_soon(self._abandon, worker, model, version, reason)
 
     def _abandon(self, worker: str, model: str | None, version: str | None, reason: str) -> None:
-        balancer = self.table.balancer
-        for attempt in self.in_flight.on(worker, model, version):
-            if attempt.reason is not None:
-                continue
-            try:
-                # NOTE: only with somewhere else to go; the one worker left runs on.
-                following = balancer.pick(
-                    attempt.model, attempt.version, exclude=attempt.tried | {worker}
-                )
-            except NoReadyWorker:
-                continue
-            if not self.budget.try_acquire_retry():
-                self.metrics.retries.labels(attempt.model, attempt.version, "denied").inc()
-                continue
-            self.metrics.retries.labels(attempt.model, attempt.version, "allowed").inc()
-            attempt.retry_held, attempt.next_worker = True, following
-            attempt.fire(f"{worker} {reason}")
+        decisions = self.in_flight.move(
+            self.table.balancer, self.budget, worker, model, version, f"{worker} {reason}"
+        )
+        for attempt, moved in decisions:
+            outcome = "allowed" if moved else "denied"
+            self.metrics.retries.labels(attempt.model, attempt.version, outcome).inc()
 
     def _send_shadow(self, route: Route, headers: dict[str, str], body: bytes) -> None:
         assert route.shadow is not None
