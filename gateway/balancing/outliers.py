@@ -83,7 +83,7 @@ class EjectionRules:
     max_ejected_fraction: float = 0.1
     count_decay_s: float = 300.0
     failure_percentage_threshold: float = 0.0
-    failure_percentage_min_requests: int = 20
+    failure_percentage_min_requests: int = 10
     failure_percentage_interval_s: float = 1.0
 
     def duration(self, count: int) -> float:

@@ -37,6 +37,7 @@ SCALE = 2.0
 INPUT = 1.5
 INFER = f"/v2/models/{MODEL}/infer"
 RETRY_ON = "connect-failure,reset,unavailable,timeout,unready,5xx"
+BASE_EJECTION_S = 30.0  # the gateway's default MODELGATE_GATEWAY_BASE_EJECTION_S
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +147,13 @@ async def paced_load(fleet: Fleet, rps: float = 100.0) -> AsyncIterator[Answers]
 
 
 class Watch:
-    """Polls ``/admin/v1/workers`` every 50 ms in a thread; records when ``worker`` was
-    first routed ``REF`` (ready, not ejected) and first ejected after that."""
+    """Polls ``/admin/v1/workers`` every 50 ms in a thread: ``routed_at`` is a moment
+    before the gateway first routed ``REF`` to ``worker`` (when the last poll that saw it
+    unrouted was sent), ``ejected_at`` when the gateway ejected it after that, read from
+    the gateway's own record (``ejected_until`` less the first ejection's 30 s; both
+    processes read the one system-wide monotonic clock). So ``ejected_at - routed_at``
+    can only overstate the time to eject.
+    """
 
     def __init__(self, fleet: Fleet, worker: str) -> None:
         self.fleet, self.worker = fleet, worker
@@ -165,16 +171,20 @@ class Watch:
         self._thread.join(10)
 
     def _run(self) -> None:
+        unrouted_at = time.monotonic()
         with self.fleet.admin() as admin:
             while not self._stop.is_set() and self.ejected_at is None:
+                sent = time.monotonic()
                 rows = {r["id"]: r["balancer"] for r in admin.get("/admin/v1/workers").json()}
                 row = rows.get(self.worker)
-                now = time.monotonic()
-                if row is not None and REF in row["ready"]:
-                    if self.routed_at is None and row["ejected_until"] is None:
-                        self.routed_at = now
-                    elif self.routed_at is not None and row["ejected_until"] is not None:
-                        self.ejected_at = now
+                if row is None or REF not in row["ready"]:
+                    if self.routed_at is None:
+                        unrouted_at = sent
+                elif self.routed_at is None:
+                    self.routed_at = unrouted_at
+                if self.routed_at is not None and row is not None and row["ejected_until"]:
+                    assert row["ejection_count"] == 1, row
+                    self.ejected_at = row["ejected_until"] - BASE_EJECTION_S
                 self._stop.wait(0.05)
 
 
@@ -280,12 +290,12 @@ async def test_a_worker_failing_30_percent_costs_no_request_and_is_ejected_withi
     assert watch.routed_at is not None
     assert watch.ejected_at is not None
     took = watch.ejected_at - watch.routed_at
-    # NOTE: the criterion's bound; the 50 ms polling can only overstate the time.
+    # NOTE: the criterion's bound; the way it is measured can only overstate the time.
     assert took <= 2.0, f"ejected {took:.2f} s after the gateway first routed to it"
     assert metric(fleet, "modelgate_gateway_ejections_total", worker="faulty") == before + 1
-    print(
-        f"5d: {len(answers.items)} requests, {failed_there:.0f} injected 500s, ejected {took:.2f} s"
-    )
+    served = sum(1 for a in answers.items if a[2] == "faulty")
+    print(f"5d: {len(answers.items)} requests, {served} served by faulty, {failed_there:.0f} 500s")
+    print(f"5d: ejected at most {took:.2f} s after the gateway began routing to it")
 
 
 @pytest.mark.parametrize("kind", ["accepts-and-never-answers", "connect-hangs"])

@@ -182,18 +182,18 @@ def test_a_failure_rate_below_the_threshold_never_ejects() -> None:
 
 def test_too_few_requests_are_no_evidence() -> None:
     balancer, _, _ = make(4, **NO_STREAK)
-    finish(balancer, "w1", "x." * 9 + "x")  # 10 of 19 failed
+    finish(balancer, "w1", "x." * 4 + "x")  # 5 of 9 failed
     assert ejected(balancer) == set()
-    finish(balancer, "w1", "x")  # the 20th request: 11 of 20
+    finish(balancer, "w1", "x")  # the 10th request: 6 of 10
     assert ejected(balancer) == {"w1"}
     assert balancer.ejections()[-1].reason == "failure_percentage"
 
 
 def test_failures_older_than_the_interval_are_forgotten() -> None:
     balancer, clock, _ = make(4, **NO_STREAK)
-    finish(balancer, "w1", "x." * 9 + "x")  # 10 of 19 at t=0
+    finish(balancer, "w1", "x." * 4 + "x")  # 5 of 9 at t=0
     clock.now = 1.5  # past the 1 s window
-    finish(balancer, "w1", "." * 19 + "x")  # 1 of 20 since
+    finish(balancer, "w1", "." * 9 + "x")  # 1 of 10 since
     assert ejected(balancer) == set()
 
 
