@@ -124,15 +124,16 @@ async def paced_load(fleet: Fleet, rps: float = 100.0) -> AsyncIterator[Answers]
 
         async def pace() -> None:
             loop = asyncio.get_running_loop()
-            start = loop.time()
-            sent = 0
+            due = loop.time()
             while not stop.is_set():
                 if len(outstanding) < 64:
                     task = asyncio.create_task(post(client, answers))
                     outstanding.add(task)
                     task.add_done_callback(outstanding.discard)
-                sent += 1
-                await asyncio.sleep(max(0.0, start + sent / rps - loop.time()))
+                # NOTE: never faster than ``rps``: a late turn of the loop is not caught up
+                # with a burst.
+                due = max(due + 1 / rps, loop.time())
+                await asyncio.sleep(due - loop.time())
 
         pacer = asyncio.create_task(pace())
         try:
