@@ -116,7 +116,7 @@ def create_app(
         stale_s=gsettings.worker_stale_s,
         keys=keys,
     )
-    forwarder = Forwarder()
+    forwarder = Forwarder(connect_timeout_s=gsettings.connect_timeout_s)
     breaker = None
     if fast_redis is not None:
         breaker = RedisBreaker(
@@ -145,7 +145,8 @@ def create_app(
         shared = SharedEjections(
             balancer, redis, health, origin=f"{socket.gethostname()}:{os.getpid()}", keys=keys
         )
-    balancer.on_eject = _on_eject(metrics, shared)
+    balancer.on_eject = _on_eject(metrics, shared, plane)
+    prober.on_unready = plane.worker_unready
     metrics.watch_balancer(balancer)
     registry = build_registry(rsettings, db, on_commit=sync.poke)
     registry.live = Live(table, directory)
@@ -214,13 +215,15 @@ def create_app(
 
 
 def _on_eject(
-    metrics: GatewayMetrics, shared: SharedEjections | None
+    metrics: GatewayMetrics, shared: SharedEjections | None, plane: GatewayDataPlane
 ) -> Callable[[Ejection], None]:
-    """Count this replica's own ejections and share them (the balancer never calls the hook
-    for ejections applied from other replicas)."""
+    """Count this replica's own ejections, move the requests in flight on the worker
+    elsewhere, and share them (the balancer never calls the hook for ejections applied
+    from other replicas)."""
 
     def on_eject(ejection: Ejection) -> None:
         metrics.ejections.labels(ejection.worker_id).inc()
+        plane.worker_ejected(ejection.worker_id)
         if shared is not None:
             shared.publish(ejection)
 

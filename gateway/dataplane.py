@@ -1,9 +1,22 @@
 """The gateway's data plane core (no HTTP types): route, forward with retries, shadow.
 
 A request is resolved and balanced from memory (`RoutingTable`), forwarded as bytes to one
-worker, retried on another worker after a connect failure, dropped connection or 503 while
-the retry budget allows, and bounded by the model's concurrency gate and the client's
-deadline. A shadow copy, when the policy asks for one, never touches the client's answer.
+worker, and bounded by the model's concurrency gate and the client's deadline. A shadow
+copy, when the policy asks for one, never touches the client's answer.
+
+Retries. Inference is idempotent by design (a worker keeps no state between requests), so
+an attempt that failed in one of the ``retry_on`` conditions (`gateway.settings.RetryOn`)
+is sent again, to a worker not yet tried, while the retry budget allows. Each attempt is
+bounded by ``attempt_timeout_s`` within the client's remaining deadline; one that runs past
+it counts against its worker. An attempt in flight on a worker that probes find unready,
+or that the balancer ejects, is abandoned and retried elsewhere (``unready``) when another
+worker and a retry slot are free; otherwise it runs on. When no retry is possible a worker's
+5xx answer reaches the client as it was.
+
+Health. Only worker-side faults count against a worker: a 5xx answer, a failed connect,
+a dropped connection, a timed-out or abandoned attempt. A 4xx (the client's bad input, such
+as an invalid tensor) is an answer like a 200, and a client's own short deadline is no
+verdict.
 """
 
 from __future__ import annotations
@@ -16,9 +29,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.attempts import Attempt, InFlight
 from gateway.balancing.balancer import Outcome
 from gateway.balancing.retry import RetryBudget
-from gateway.errors import BackendUnavailable, BadGatewayRequest, DeadlineExceeded, Overloaded
+from gateway.errors import (
+    BackendUnavailable,
+    BadGatewayRequest,
+    DeadlineExceeded,
+    NoReadyWorker,
+    Overloaded,
+)
 from gateway.forward import Forwarder, Reply
 from gateway.identity import Caller
 from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics, access_log
@@ -75,6 +95,8 @@ class GatewayDataPlane:
     _gates: dict[str, ModelGate] = field(default_factory=dict)
     _children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = field(default_factory=dict)
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Attempts in flight by worker, for `worker_unready` and `worker_ejected`.
+    in_flight: InFlight = field(default_factory=InFlight)
 
     def _observe(self, model: str, route: Route, worker: str, status: int, elapsed: float) -> None:
         # NOTE: ``.labels()`` costs a lock and a dict walk per call; the children are few
@@ -194,54 +216,150 @@ class GatewayDataPlane:
     ) -> tuple[Reply, str]:
         balancer = self.table.balancer
         path = f"/v2/models/{route.model}/versions/{route.version}/infer"
+        retry_on = self.settings.retry_on
         tried: set[str] = set()
+        chosen: str | None = None
         self.budget.request_started()
+        retrying = False  # this request holds a retry slot for the attempt being made
         try:
-            retrying = False
             while True:
-                worker = balancer.pick(route.model, route.version, exclude=tried)
-                url = self.table.urls[worker] + path
+                # NOTE: a worker chosen when an attempt was abandoned may have left since.
+                if chosen is None or chosen not in self.table.urls:
+                    chosen = balancer.pick(route.model, route.version, exclude=tried)
+                worker, chosen = chosen, None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeadlineExceeded(
                         f"deadline passed after trying {', '.join(sorted(tried))}"
                     )
-                balancer.started(worker)
-                sent = time.monotonic()
-                outcome = Outcome.CANCELLED
+                attempt = Attempt(worker, route.model, route.version, tried)
+                answer: Reply | None = None  # a 5xx answer the client may get as it is
                 try:
-                    reply = await self.forwarder.send(
-                        "POST", url, body=body, headers=headers, timeout_s=remaining
-                    )
-                except BackendUnavailable as exc:
-                    outcome, failure = Outcome.UNAVAILABLE, exc
-                except DeadlineExceeded:
-                    # NOTE: a client's short deadline says nothing about the worker's health.
-                    client_bound = remaining < self.settings.request_timeout_s
-                    outcome = Outcome.CANCELLED if client_bound else Outcome.UNAVAILABLE
-                    raise
-                else:
-                    if reply.status != 503:
-                        outcome = Outcome.FAILURE if reply.status >= 500 else Outcome.OK
+                    reply = await self._attempt(attempt, path, headers, body, remaining)
+                    if reply.status < 500:
                         return reply, worker
-                    outcome = Outcome.UNAVAILABLE
-                    failure = BackendUnavailable(f"worker {worker} answered 503")
+                    if reply.status == 503:
+                        failure = BackendUnavailable(f"worker {worker} answered 503")
+                    else:
+                        answer = reply
+                        failure = BackendUnavailable(
+                            f"worker {worker} answered {reply.status}", "5xx"
+                        )
+                except BackendUnavailable as exc:
+                    failure = exc
                 finally:
-                    balancer.finished(worker, time.monotonic() - sent, outcome)
                     if retrying:
                         self.budget.retry_finished()
-                        retrying = False
+                    # NOTE: abandoning took a slot for the next attempt; released by the
+                    # outer ``finally`` when the answer came anyway.
+                    retrying = attempt.retry_held
                 tried.add(worker)
+                if attempt.retry_held:
+                    chosen = attempt.next_worker
+                    log.info("retrying %s@%s elsewhere: %s", route.model, route.version, failure)
+                    continue
+                condition = failure.condition
+                if not (
+                    condition in retry_on or ("5xx" in retry_on and condition == "unavailable")
+                ):
+                    if answer is not None:
+                        return answer, worker
+                    raise failure
+                try:
+                    chosen = balancer.pick(route.model, route.version, exclude=tried)
+                except NoReadyWorker:
+                    if answer is not None:
+                        return answer, worker  # nowhere else to go: the worker's own answer
+                    raise
                 if not self.budget.try_acquire_retry():
                     self.metrics.retries.labels(route.model, route.version, "denied").inc()
+                    if answer is not None:
+                        return answer, worker
                     raise failure
                 retrying = True
                 self.metrics.retries.labels(route.model, route.version, "allowed").inc()
                 log.info("retrying %s@%s elsewhere: %s", route.model, route.version, failure)
         finally:
-            if retrying:  # the pick or the deadline check for a retry raised
+            if retrying:  # the deadline check for a retry raised
                 self.budget.retry_finished()
             self.budget.request_finished()
+
+    async def _attempt(
+        self, attempt: Attempt, path: str, headers: dict[str, str], body: bytes, remaining: float
+    ) -> Reply:
+        """One send to ``attempt.worker``, bracketed by the balancer's ``started`` and
+        ``finished`` (with the outcome) and registered in `in_flight` meanwhile.
+
+        Raises `BackendUnavailable` (``timeout`` when ``attempt_timeout_s`` ran out first)
+        or `DeadlineExceeded` when the client's remaining time did."""
+        balancer = self.table.balancer
+        worker = attempt.worker
+        limit = self.settings.attempt_timeout_s
+        own_limit = 0 < limit < remaining
+        timeout = limit if own_limit else remaining
+        self.in_flight.add(attempt)
+        balancer.started(worker)
+        sent = time.monotonic()
+        outcome = Outcome.CANCELLED
+        try:
+            reply = await self.forwarder.send(
+                "POST",
+                self.table.urls[worker] + path,
+                body=body,
+                headers=headers,
+                timeout_s=timeout,
+                abort=attempt,
+            )
+        except BackendUnavailable:
+            outcome = Outcome.UNAVAILABLE
+            raise
+        except DeadlineExceeded:
+            if own_limit:
+                outcome = Outcome.UNAVAILABLE
+                raise BackendUnavailable(
+                    f"worker {worker} did not answer within the attempt timeout of "
+                    f"{limit * 1000:.0f} ms",
+                    "timeout",
+                ) from None
+            # NOTE: a client's short deadline says nothing about the worker's health.
+            client_bound = remaining < self.settings.request_timeout_s
+            outcome = Outcome.CANCELLED if client_bound else Outcome.UNAVAILABLE
+            raise
+        else:
+            if reply.status < 500:
+                outcome = Outcome.OK
+            else:
+                outcome = Outcome.UNAVAILABLE if reply.status == 503 else Outcome.FAILURE
+            return reply
+        finally:
+            self.in_flight.discard(attempt)
+            balancer.finished(worker, time.monotonic() - sent, outcome)
+
+    def worker_unready(self, worker: str, model: str, version: str) -> None:
+        """Probes found ``model``@``version`` unready on ``worker``: abandon the attempts in
+        flight there for it, where they can be retried (the `Prober`'s ``on_unready``)."""
+        self._abandon_soon(worker, model, version, "probes found it unready")
+
+    def worker_ejected(self, worker: str) -> None:
+        """The balancer ejected ``worker``: abandon its attempts in flight, where they can
+        be retried (called from the balancer's ``on_eject`` hook)."""
+        self._abandon_soon(worker, None, None, "it was ejected")
+
+    def _abandon_soon(
+        self, worker: str, model: str | None, version: str | None, reason: str
+    ) -> None:
+        # NOTE: deferred: the news arrives inside the balancer's or the prober's own calls,
+        # and abandoning picks another worker.
+        if "unready" in self.settings.retry_on and any(self.in_flight.on(worker)):
+            asyncio.get_running_loop().call_soon(self._abandon, worker, model, version, reason)
+
+    def _abandon(self, worker: str, model: str | None, version: str | None, reason: str) -> None:
+        decisions = self.in_flight.move(
+            self.table.balancer, self.budget, worker, model, version, f"{worker} {reason}"
+        )
+        for attempt, moved in decisions:
+            outcome = "allowed" if moved else "denied"
+            self.metrics.retries.labels(attempt.model, attempt.version, outcome).inc()
 
     def _send_shadow(self, route: Route, headers: dict[str, str], body: bytes) -> None:
         assert route.shadow is not None

@@ -8,6 +8,7 @@
         ├── Overloaded              429  the model's concurrency and queue are full
         │   └── RateLimited         429  the client's token bucket is empty
         ├── BackendUnavailable      503  the worker could not be reached or answered 503
+        │   └── AttemptAborted      503  the gateway gave up an attempt on a worker gone unready
         ├── NoReadyWorker           503  no worker can take this version now
         ├── RegistryNotLoaded       503  no registry snapshot yet (the database is down)
         ├── LimiterUnavailable      503  Redis is down and rate limits fail closed
@@ -24,6 +25,7 @@ import math
 from modelgate.core.errors import ModelgateError
 
 __all__ = [
+    "AttemptAborted",
     "BackendUnavailable",
     "BadGatewayRequest",
     "DeadlineExceeded",
@@ -49,10 +51,27 @@ class DeadlineExceeded(GatewayError):
 
 
 class BackendUnavailable(GatewayError):
-    """The worker could not be reached, dropped the connection, or answered 503."""
+    """The worker could not be reached, dropped the connection, or answered 503.
+
+    ``condition`` names the ``retry_on`` condition it is (`gateway.settings.RetryOn`):
+    ``connect-failure``, ``reset``, ``unavailable`` (a 503), ``timeout`` (the attempt's own
+    limit, not the client's deadline) or ``unready``.
+    """
 
     status_code = 503
     headers = {"Retry-After": "1"}
+
+    def __init__(self, message: str, condition: str = "unavailable") -> None:
+        super().__init__(message)
+        self.condition = condition
+
+
+class AttemptAborted(BackendUnavailable):
+    """The gateway abandoned an attempt in flight because probes found its worker unready,
+    or the worker was ejected, and it had another worker and a retry slot for the request."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "unready")
 
 
 class Overloaded(GatewayError):

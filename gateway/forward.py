@@ -9,7 +9,12 @@ httpx stays the client of the CLI, probes and tests. Responses are framed by htt
 (content-length, chunked or close-delimited); one idle pool per worker origin. A request
 that fails on a reused idle connection before any byte came back is sent once more on a
 fresh connection (the worker had closed it). Transport failures are translated here, once,
-to `BackendUnavailable` (retryable elsewhere) or `DeadlineExceeded`.
+to `BackendUnavailable` (retryable elsewhere; its ``condition`` says ``connect-failure`` or
+``reset``) or `DeadlineExceeded`. A connect that does not complete within
+``connect_timeout_s`` is a connect failure of this worker, not the client's deadline: only
+a connect cut short by the request's own remaining time is `DeadlineExceeded`. An `Abort`
+handle lets another task end a send early (`AttemptAborted`); a send that ends early for any
+reason (abort, timeout, cancellation) closes its connection rather than pooling it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from gateway.errors import BackendUnavailable, DeadlineExceeded
+from gateway.errors import AttemptAborted, BackendUnavailable, DeadlineExceeded
 
-__all__ = ["Forwarder", "Reply"]
+__all__ = ["Abort", "Forwarder", "Reply"]
 
 #: Response headers passed back to the client (everything else is the gateway's own).
 PASSED_BACK = frozenset({b"content-type", b"inference-header-content-length", b"content-encoding"})
@@ -119,12 +124,41 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def _expire(waiter: asyncio.Future[Any], connection: _Connection) -> None:
+class _Aborted(Exception):
+    """`Abort.fire` ended the send."""
+
+
+def _expire(waiter: asyncio.Future[Any], connection: _Connection, exc: Exception) -> None:
     if not waiter.done():
-        waiter.set_exception(TimeoutError())
-        connection.closed = True
-        if connection.transport is not None:
-            connection.transport.close()
+        waiter.set_exception(exc)
+    _discard(connection)
+
+
+def _discard(connection: _Connection) -> None:
+    connection.closed = True
+    if connection.transport is not None:
+        connection.transport.close()
+
+
+class Abort:
+    """Ends one `Forwarder.send` early from another task or callback: ``fire(reason)``
+    makes the send raise `AttemptAborted` with ``reason`` (at once if it is waiting for
+    the answer, after the connect otherwise). Firing twice, or after the send ended, is a
+    no-op. One handle per send."""
+
+    __slots__ = ("_connection", "_waiter", "reason")
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._waiter: asyncio.Future[Any] | None = None
+        self._connection: _Connection | None = None
+
+    def fire(self, reason: str) -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        if self._waiter is not None and self._connection is not None:
+            _expire(self._waiter, self._connection, _Aborted())
 
 
 class Forwarder:
@@ -153,8 +187,10 @@ class Forwarder:
         body: bytes | None,
         headers: Mapping[str, str],
         timeout_s: float,
+        abort: Abort | None = None,
     ) -> Reply:
-        """One request; raises `BackendUnavailable` or `DeadlineExceeded`, nothing else."""
+        """One request; raises `BackendUnavailable` (`AttemptAborted` when ``abort`` fired)
+        or `DeadlineExceeded`, nothing else. ``timeout_s`` bounds the whole exchange."""
         parts = urlsplit(url)
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -164,13 +200,20 @@ class Forwarder:
         payload = b"".join(lines) + (body or b"")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        connected = False
         try:
             for _ in range(2):
                 connection, reused = await self._connection(host, port, deadline)
+                connected = True
+                if abort is not None and abort.reason is not None:
+                    self._release(host, port, connection)
+                    raise _Aborted()
                 waiter = connection.start(payload)
                 timer = loop.call_later(
-                    max(0.0, deadline - loop.time()), _expire, waiter, connection
+                    max(0.0, deadline - loop.time()), _expire, waiter, connection, TimeoutError()
                 )
+                if abort is not None:
+                    abort._waiter, abort._connection = waiter, connection
                 try:
                     status, passed, reply, keep = await waiter
                 except _StaleConnection:
@@ -179,21 +222,32 @@ class Forwarder:
                     raise ConnectionError(
                         "the worker closed the connection before answering"
                     ) from None
+                except BaseException:
+                    # NOTE: timed out, aborted or cancelled (the client left): the answer
+                    # may still come, so the connection can never be reused.
+                    _discard(connection)
+                    raise
                 finally:
                     timer.cancel()
+                    if abort is not None:
+                        abort._waiter = abort._connection = None
                 if keep and not connection.closed:
                     self._release(host, port, connection)
-                elif connection.transport is not None:
-                    connection.transport.close()
+                else:
+                    _discard(connection)
                 return Reply(status, passed, reply)
             raise ConnectionError("the worker closed two connections in a row before answering")
+        except _Aborted:
+            assert abort is not None
+            raise AttemptAborted(f"gave up on worker at {host}:{port}: {abort.reason}") from None
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the worker did not answer within {timeout_s * 1000:.0f} ms"
             ) from None
         except OSError as exc:  # ConnectionError is an OSError
             raise BackendUnavailable(
-                f"worker at {host}:{port} failed: {exc.__class__.__name__}: {exc}"
+                f"worker at {host}:{port} failed: {exc.__class__.__name__}: {exc}",
+                "reset" if connected else "connect-failure",
             ) from None
 
     async def _connection(self, host: str, port: int, deadline: float) -> tuple[_Connection, bool]:
@@ -203,10 +257,18 @@ class Forwarder:
             if not connection.closed:
                 return connection, True
         loop = asyncio.get_running_loop()
-        budget = min(self.connect_timeout_s, max(0.0, deadline - loop.time()))
-        _, connection = await asyncio.wait_for(
-            loop.create_connection(_Connection, host, port), budget
-        )
+        remaining = max(0.0, deadline - loop.time())
+        budget = min(self.connect_timeout_s, remaining)
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(_Connection, host, port), budget
+            )
+        except TimeoutError:
+            if budget < self.connect_timeout_s:
+                raise  # the request's own deadline ran out first
+            raise ConnectionError(
+                f"connect did not complete within {self.connect_timeout_s * 1000:.0f} ms"
+            ) from None
         return connection, False
 
     def _release(self, host: str, port: int, connection: _Connection) -> None:

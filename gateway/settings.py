@@ -11,7 +11,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from gateway.balancing.balancer import BalancerSettings
 from modelgate.core.settings import RedisSettings
 
-__all__ = ["GatewaySettings"]
+__all__ = ["GatewaySettings", "RetryOn"]
+
+#: When a request is retried on another worker (Envoy's ``retry_on``): ``connect-failure``
+#: (refused, or no connection within the connect timeout), ``reset`` (the connection
+#: dropped or the answer was malformed), ``unavailable`` (the worker answered 503),
+#: ``timeout`` (the attempt ran past ``attempt_timeout_s``), ``unready`` (probes found the
+#: worker unready, or it was ejected, while the attempt was in flight) and ``5xx`` (any 5xx
+#: answer, 503 included).
+RetryOn = Literal["connect-failure", "reset", "unavailable", "timeout", "unready", "5xx"]
 
 
 class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
@@ -31,6 +39,18 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     access_log: bool = False
     #: Default per-request budget; a client's ``X-Request-Timeout-Ms`` can only shorten it.
     request_timeout_s: float = Field(default=30.0, gt=0)
+    #: A connect to a worker that takes longer fails that attempt (``connect-failure``).
+    connect_timeout_s: float = Field(default=1.0, gt=0)
+    #: Per attempt on one worker, within the request's deadline; a worker that takes longer
+    #: counts as failed and the request goes elsewhere (``timeout`` in ``retry_on``). 0: none.
+    #: NOTE: raise it above the slowest model's inference time.
+    attempt_timeout_s: float = Field(default=10.0, ge=0)
+    #: Comma-separated ``RetryOn`` conditions (``MODELGATE_GATEWAY_RETRY_ON=...,5xx``).
+    #: Inference is idempotent by design (a worker keeps no state between requests), so
+    #: any attempt may be sent again; retries go to another worker, within the retry budget.
+    retry_on: Annotated[frozenset[RetryOn], NoDecode] = frozenset(
+        {"connect-failure", "reset", "unavailable", "timeout", "unready"}
+    )
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     #: Per model: requests forwarded at once, and requests waiting beyond that (then 429).
     model_concurrency: int = Field(default=512, gt=0)
@@ -60,4 +80,11 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     def _split_cidrs(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _split_retry_on(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value

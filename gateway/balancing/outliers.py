@@ -7,6 +7,14 @@ times it has been ejected, capped at ``max_ejection_s``, and never more than
 ``max_ejected_fraction`` of the workers are out at once. An ejected worker comes back by
 itself when its time is up (or early, on a probe's word) and then ramps up in slow start.
 
+Beside the streak, Envoy's ``failure_percentage``: a worker with at least
+``failure_percentage_min_requests`` requests over the last ``failure_percentage_interval_s``
+and at least ``failure_percentage_threshold`` percent of them failed is ejected the same
+way (same cap, same multiplier). It catches a worker that fails often but never five times
+in a row. NOTE: Envoy evaluates every ``interval`` on a timer; here the window slides (in
+quarters of the interval) and is judged at each failure, so a bad worker is out within
+about one interval of going bad, with no timer and no clock read beyond the caller's.
+
 Pure logic on the balancer's worker records; time is passed in by the caller.
 """
 
@@ -18,10 +26,20 @@ from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["CONSECUTIVE_FAILURES", "REMOTE", "Ejectable", "Ejection", "EjectionRules", "Ejector"]
+__all__ = [
+    "CONSECUTIVE_FAILURES",
+    "FAILURE_PERCENTAGE",
+    "REMOTE",
+    "Ejectable",
+    "Ejection",
+    "EjectionRules",
+    "Ejector",
+]
 
-#: ``Ejection.reason`` of an ejection this replica decided from failed requests.
+#: ``Ejection.reason`` of an ejection this replica decided from a streak of failures.
 CONSECUTIVE_FAILURES = "consecutive_failures"
+#: ``Ejection.reason`` of an ejection this replica decided from a failure rate.
+FAILURE_PERCENTAGE = "failure_percentage"
 #: ``Ejection.reason`` of an ejection applied from another replica when it names none.
 REMOTE = "remote"
 
@@ -54,7 +72,9 @@ class EjectionRules:
 
     ``count_decay_s`` forgives one past ejection per that many seconds of healthy service
     since the worker last came back (0 disables forgiveness), like Envoy's decrementing
-    ejection multiplier.
+    ejection multiplier. ``failure_percentage_threshold`` (percent; 0 disables) ejects a
+    worker with at least ``failure_percentage_min_requests`` requests in the last
+    ``failure_percentage_interval_s`` of which that share failed.
     """
 
     consecutive_failures: int = 5
@@ -62,6 +82,9 @@ class EjectionRules:
     max_ejection_s: float = 300.0
     max_ejected_fraction: float = 0.1
     count_decay_s: float = 300.0
+    failure_percentage_threshold: float = 0.0
+    failure_percentage_min_requests: int = 10
+    failure_percentage_interval_s: float = 1.0
 
     def duration(self, count: int) -> float:
         """Seconds of the ``count``-th ejection: base * count, capped at the maximum."""
@@ -106,6 +129,37 @@ class Ejectable(Protocol):
 W = TypeVar("W", bound=Ejectable)
 
 
+_QUARTERS = 4
+
+
+class _Window:
+    """One worker's requests and failures over the last interval, in quarter buckets: the
+    sums cover between three quarters of the interval and all of it."""
+
+    __slots__ = ("_failures", "_requests", "_tick", "_width")
+
+    def __init__(self, interval_s: float) -> None:
+        self._width = interval_s / _QUARTERS
+        self._tick = -_QUARTERS
+        self._requests = [0] * _QUARTERS
+        self._failures = [0] * _QUARTERS
+
+    def add(self, now: float, failed: bool) -> None:
+        tick = int(now // self._width)
+        if tick != self._tick:
+            for stale in range(max(self._tick + 1, tick - _QUARTERS + 1), tick + 1):
+                self._requests[stale % _QUARTERS] = self._failures[stale % _QUARTERS] = 0
+            self._tick = tick
+        slot = tick % _QUARTERS
+        self._requests[slot] += 1
+        if failed:
+            self._failures[slot] += 1
+
+    def totals(self) -> tuple[int, int]:
+        """(requests, failures) in the window, as of the latest ``add``."""
+        return sum(self._requests), sum(self._failures)
+
+
 class Ejector:
     """Ejection state across the workers: who is out, until when, and the event log.
 
@@ -135,13 +189,22 @@ class Ejector:
         self._log: deque[Ejection] = deque(maxlen=log_size)
         self._healthy: dict[Hashable, tuple[Any, ...]] = {}
         self._healthy_epoch = 0
+        #: Failure-rate windows by worker id (only with a failure percentage threshold).
+        self._windows: dict[str, _Window] = {}
 
     def events(self) -> list[Ejection]:
         return list(self._log)
 
     def recount(self, workers: Iterable[Ejectable]) -> None:
         """Re-derive the ejected count after the worker set changed."""
-        self.ejected = sum(1 for w in workers if w.ejected_until is not None)
+        known = set()
+        self.ejected = 0
+        for worker in workers:
+            known.add(worker.id)
+            if worker.ejected_until is not None:
+                self.ejected += 1
+        for gone in self._windows.keys() - known:
+            del self._windows[gone]
         self.epoch += 1
 
     def invalidate(self) -> None:
@@ -177,16 +240,43 @@ class Ejector:
             f"or were already tried ({tried})"
         )
 
+    def _window(self, worker: Ejectable) -> _Window:
+        window = self._windows.get(worker.id)
+        if window is None:
+            window = self._windows[worker.id] = _Window(self.rules.failure_percentage_interval_s)
+        return window
+
+    def succeeded(self, worker: Ejectable, now: float) -> None:
+        """Count one success in the failure-rate window (the caller resets the streak)."""
+        if self.rules.failure_percentage_threshold > 0 and worker.ejected_until is None:
+            self._window(worker).add(now, False)
+
     def failed(self, worker: Ejectable, now: float, total: int) -> None:
-        """Count one failure; eject once the streak reaches the threshold, within the cap.
+        """Count one failure; eject once the streak reaches the threshold, or the failure
+        rate over the window does, within the cap.
 
         NOTE: failures of an ejected worker (requests already in flight, or panic traffic)
-        never extend its ejection; the streak counts again once it is back. A refused
-        ejection keeps the streak, so the next failure asks again.
+        never extend its ejection; the streak and the window count again once it is back.
+        A refused ejection keeps both, so the next failure asks again.
         """
         worker.failures += 1
-        if worker.failures < self.rules.consecutive_failures or worker.ejected_until is not None:
+        if worker.ejected_until is not None:
             return
+        rules = self.rules
+        requests = failures = 0
+        if rules.failure_percentage_threshold > 0:
+            window = self._window(worker)
+            window.add(now, True)
+            requests, failures = window.totals()
+        if worker.failures >= rules.consecutive_failures:
+            self._eject(worker, now, total, CONSECUTIVE_FAILURES)
+        elif (
+            requests >= max(1, rules.failure_percentage_min_requests)
+            and failures * 100 >= rules.failure_percentage_threshold * requests
+        ):
+            self._eject(worker, now, total, FAILURE_PERCENTAGE)
+
+    def _eject(self, worker: Ejectable, now: float, total: int, reason: str) -> None:
         if self.ejected >= self.rules.max_ejected(total):
             self.suppressed += 1
             return
@@ -194,7 +284,7 @@ class Ejector:
         count = self.rules.next_count(worker.ejection_count, healthy_for)
         until = now + self.rules.duration(count)
         self._set(worker, until, count)
-        event = Ejection(worker.id, CONSECUTIVE_FAILURES, now, until, count)
+        event = Ejection(worker.id, reason, now, until, count)
         self._record(event)
         if self.on_eject is not None:
             self.on_eject(event)
@@ -255,6 +345,9 @@ class Ejector:
         self.epoch += 1
 
     def _set(self, worker: Ejectable, until: float, count: int) -> None:
+        # NOTE: the worker comes back with a clean window: evidence from before its
+        # ejection must not eject it again at its first failure.
+        self._windows.pop(worker.id, None)
         if worker.ejected_until is None:
             self.ejected += 1
         worker.ejected_until = until

@@ -1,7 +1,10 @@
 """Active health probes: each worker's per-version ready endpoint, every few seconds.
 
-A failed probe takes that version of that worker out of rotation until a probe succeeds;
-a success also ends an outlier ejection early. Probes run off the request path with httpx.
+A failed probe takes that version of that worker out of rotation until a probe succeeds,
+and tells ``on_unready`` (the data plane, which abandons the requests in flight there that
+can go elsewhere); a success also ends an outlier ejection early. Probes run off the
+request path with httpx, each bounded by ``timeout_s``, so a hung worker is found within
+about ``interval_s + timeout_s``.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import httpx
 
@@ -21,8 +24,17 @@ log = logging.getLogger("modelgate.gateway.probes")
 
 
 class Prober:
-    def __init__(self, balancer: Balancer, *, interval_s: float = 2.0, timeout_s: float = 1.0):
+    def __init__(
+        self,
+        balancer: Balancer,
+        *,
+        interval_s: float = 2.0,
+        timeout_s: float = 1.0,
+        on_unready: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.balancer = balancer
+        #: Called with (worker id, model, version) on every failed probe; must not block.
+        self.on_unready = on_unready
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.workers: Mapping[str, WorkerInfo] = {}
@@ -48,6 +60,10 @@ class Prober:
             await self.probe_all()
 
     async def probe_all(self) -> None:
+        keys = {(w.id, m, v) for w in self.workers.values() for m, v in w.ready}
+        # NOTE: forget verdicts on versions no longer announced: a worker that left while
+        # failing and came back under its id must be judged afresh.
+        self.failing &= keys
         checks = [
             self._probe(worker, model, version)
             for worker in self.workers.values()
@@ -72,7 +88,13 @@ class Prober:
                 log.info("probe: %s serves %s@%s again", worker.id, model, version)
                 self.balancer.mark_ready(worker.id, model, version)
                 self.balancer.readmit(worker.id)
-        elif key not in self.failing:
+            return
+        if key not in self.failing:
             self.failing.add(key)
             log.warning("probe: %s does not serve %s@%s", worker.id, model, version)
-            self.balancer.mark_unready(worker.id, model, version)
+        # NOTE: on every failed probe, not only the first: a new announcement of the
+        # worker's ready set clears the balancer's verdict, and attempts that could not be
+        # moved last time (no retry slot) may be movable now. Both calls are idempotent.
+        self.balancer.mark_unready(worker.id, model, version)
+        if self.on_unready is not None:
+            self.on_unready(worker.id, model, version)

@@ -1,5 +1,11 @@
 """Retry budget: retries may add at most a fraction of the load in flight (Envoy semantics).
 
+What is retried is the data plane's choice (`gateway.dataplane`, ``retry_on``): inference
+is idempotent by design (a worker keeps no state between requests), so an attempt may be
+sent again; it always goes to a worker the request has not tried yet, and only with a slot
+from this budget, taken when the retry is decided (also when an attempt in flight on a
+worker gone unready is abandoned) and given back when that retry ends.
+
 A retry is allowed while ``active retries < max(min_concurrent, ratio * active requests)``:
 with the gateway's defaults (``MODELGATE_GATEWAY_RETRY_BUDGET_RATIO=0.2``,
 ``MODELGATE_GATEWAY_RETRY_BUDGET_MIN_CONCURRENT=16``), 20% of the requests in flight may be

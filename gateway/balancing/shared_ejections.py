@@ -1,7 +1,8 @@
 """Outlier ejections shared by every gateway replica over Redis pub/sub.
 
-An ejection decided here is published with its wall-clock end; the other replicas apply
-it to their own balancers, so one replica's evidence protects the whole fleet. Redis down
+An ejection decided here is published with its wall-clock end, its multiplier and its
+reason (``consecutive_failures``, ``failure_percentage``); the other replicas apply it to
+their own balancers, so one replica's evidence protects the whole fleet. Redis down
 means each replica ejects on its own evidence only (reported as degraded).
 """
 
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from gateway.balancing.balancer import Balancer, Ejection
+from gateway.balancing.outliers import REMOTE
 from gateway.control.background import Tasks, follow_channel
 from gateway.control.health import Health
 from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
@@ -46,6 +48,7 @@ class SharedEjections:
             "worker": ejection.worker_id,
             "until_epoch": time.time() + remaining,
             "count": ejection.count,
+            "reason": ejection.reason,
         }
         task = asyncio.get_running_loop().create_task(self._send(json.dumps(doc)))
         self._pending.add(task)
@@ -80,4 +83,7 @@ class SharedEjections:
             return
         # NOTE: the balancer ignores an ``until`` already past, and one already in force.
         until = time.monotonic() + (float(doc["until_epoch"]) - time.time())
-        self.balancer.apply_remote_ejection(str(doc["worker"]), until, int(doc["count"]))
+        # NOTE: a message from a replica that predates ``reason`` names none.
+        self.balancer.apply_remote_ejection(
+            str(doc["worker"]), until, int(doc["count"]), reason=str(doc.get("reason", REMOTE))
+        )

@@ -18,6 +18,7 @@ from gateway.balancing.balancer import Balancer, WorkerInfo
 from gateway.balancing.retry import RetryBudget
 from gateway.dataplane import GatewayDataPlane
 from gateway.errors import (
+    BackendUnavailable,
     BadGatewayRequest,
     DeadlineExceeded,
     NoReadyWorker,
@@ -29,6 +30,7 @@ from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from registry.resolution import Arm, ModelView, Policy, Shadow, VersionInfo
 from registry.snapshot import RegistrySnapshot
+from tests.support.blackhole import HungConnect
 from tests.support.fake_workers import FakeWorker, Mode, refused_url, until
 
 MODEL = "m"
@@ -82,9 +84,11 @@ def snapshot(versions: Iterable[str], policy: Policy | None) -> RegistrySnapshot
 
 @pytest.fixture
 async def build() -> AsyncIterator[Build]:
-    """Makes gateways over fake workers: ``{id: mode}`` (None: connection refused), each
-    serving ``serves[id]`` (default 1.0.0); keyword arguments are `GatewaySettings`."""
+    """Makes gateways over fake workers: ``{id: mode}`` (None: connection refused,
+    "no-connect": a connect that hangs), each serving ``serves[id]`` (default 1.0.0);
+    keyword arguments are `GatewaySettings`."""
     made: list[Gateway] = []
+    hung: list[HungConnect] = []
 
     async def make(
         modes: Mapping[str, Mode | None],
@@ -101,6 +105,9 @@ async def build() -> AsyncIterator[Build]:
         for worker_id, mode in modes.items():
             if mode is None:
                 url = refused_url()
+            elif mode == "no-connect":
+                hung.append(HungConnect())
+                url = hung[-1].url
             else:
                 fakes[worker_id] = await FakeWorker(worker_id, mode, log).start()
                 url = fakes[worker_id].url
@@ -112,7 +119,7 @@ async def build() -> AsyncIterator[Build]:
         table = RoutingTable(Balancer(settings, rng=random.Random(7)), rng=lambda: 0.0)
         table.install(snapshot(versions, policy))
         table.workers_changed(workers)
-        forwarder = Forwarder()
+        forwarder = Forwarder(connect_timeout_s=settings.connect_timeout_s)
         await forwarder.start()
         budget = RetryBudget.from_settings(settings)
         plane = GatewayDataPlane(table, forwarder, budget, GatewayMetrics(), settings)
@@ -128,6 +135,8 @@ async def build() -> AsyncIterator[Build]:
         await gateway.plane.forwarder.stop()
         for fake in gateway.fakes.values():
             await fake.stop()
+    for listener in hung:
+        listener.close()
 
 
 # -- retries ---------------------------------------------------------------------------
@@ -198,6 +207,133 @@ async def test_a_workers_5xx_replies_eject_it(build: Build) -> None:
         assert (await gw.infer()).status == 200
     assert gw.log == ["b"] * 4
     assert gw.worker("b")["ejected_until"] is None
+
+
+async def test_a_workers_4xx_is_an_answer_not_a_fault(build: Build) -> None:
+    gw = await build({"a": 400, "b": "ok"}, consecutive_failures=2, retry_on="5xx,unready")
+    for _ in range(6):
+        gw.log.clear()
+        reply = await gw.infer()  # round robin: "a" answers 400, "b" 200
+        assert len(gw.log) == 1
+        assert reply.status == (400 if gw.log == ["a"] else 200)
+    row = gw.worker("a")
+    assert (row["consecutive_failures"], row["ejected_until"]) == (0, None)
+    assert gw.retries() == 0
+
+
+async def test_with_5xx_in_retry_on_a_500_is_retried_elsewhere(build: Build) -> None:
+    gw = await build({"a": 500, "b": "ok"}, retry_on="connect-failure,5xx")
+    reply = await gw.infer()
+    assert (reply.status, gw.log, header(reply, "x-backend")) == (200, ["a", "b"], "b")
+    assert gw.worker("a")["consecutive_failures"] == 1
+    assert gw.retries() == 1
+
+
+async def test_a_500_with_nowhere_else_to_go_reaches_the_client_as_it_was(build: Build) -> None:
+    gw = await build({"a": 500, "b": 500}, retry_on="5xx")
+    reply = await gw.infer()
+    assert (reply.status, json.loads(reply.body), gw.log) == (
+        500,
+        {"error": "b answers 500"},
+        ["a", "b"],
+    )
+    assert gw.plane.budget.active_retries == 0
+
+
+async def test_a_503_left_out_of_retry_on_is_not_retried(build: Build) -> None:
+    gw = await build({"a": 503, "b": "ok"}, retry_on="connect-failure")
+    with pytest.raises(BackendUnavailable, match="worker a answered 503"):
+        await gw.infer()
+    assert (gw.log, gw.retries()) == (["a"], 0)
+
+
+async def test_a_connect_that_hangs_is_retried_on_another_worker(build: Build) -> None:
+    gw = await build({"a": "no-connect", "b": "ok"}, connect_timeout_s=0.2)
+    reply = await gw.infer()  # round robin: "a" first
+    assert (reply.status, header(reply, "x-backend"), gw.log) == (200, "b", ["b"])
+    assert gw.worker("a")["consecutive_failures"] == 1
+    assert gw.retries() == 1
+
+
+async def test_an_attempt_past_its_timeout_is_retried_and_counts_against_its_worker(
+    build: Build,
+) -> None:
+    gw = await build({"a": "hang", "b": "ok"}, attempt_timeout_s=0.2)
+    reply = await gw.infer()
+    assert (reply.status, header(reply, "x-backend"), gw.log) == (200, "b", ["a", "b"])
+    assert gw.worker("a")["consecutive_failures"] == 1
+    assert gw.worker("a")["in_flight"] == 0
+
+
+# -- requests in flight on a worker gone bad -------------------------------------------
+
+
+async def hanging_on_a(gw: Gateway) -> asyncio.Task[Reply]:
+    """A request started on the hung worker "a" (round robin picks it first)."""
+    task = asyncio.create_task(gw.infer())
+    await until(lambda: gw.fakes["a"].hits == 1, "the request to reach a")
+    return task
+
+
+@pytest.mark.parametrize("news", ["unready", "ejected"])
+async def test_a_request_on_a_worker_gone_bad_moves_to_another(build: Build, news: str) -> None:
+    gw = await build({"a": "hang", "b": "ok"}, attempt_timeout_s=0)
+    task = await hanging_on_a(gw)
+    if news == "unready":  # as the prober does
+        gw.balancer.mark_unready("a", MODEL, "1.0.0")
+        gw.plane.worker_unready("a", MODEL, "1.0.0")
+    else:
+        gw.plane.worker_ejected("a")
+    reply = await asyncio.wait_for(task, 5)  # not the 30 s deadline
+    assert (reply.status, header(reply, "x-backend"), gw.log) == (200, "b", ["a", "b"])
+    assert gw.worker("a")["in_flight"] == 0
+    assert gw.worker("a")["consecutive_failures"] == 1
+    assert gw.retries() == 1
+    assert (gw.plane.budget.active_retries, gw.plane.budget.active_requests) == (0, 0)
+    assert len(gw.plane.in_flight) == 0
+
+
+async def test_other_versions_on_a_worker_found_unready_keep_their_requests(
+    build: Build,
+) -> None:
+    gw = await build({"a": "hang", "b": "ok"}, attempt_timeout_s=0)
+    task = await hanging_on_a(gw)
+    gw.plane.worker_unready("a", MODEL, "9.9.9")
+    for _ in range(2):  # abandoning would happen on the loop's next turn
+        await asyncio.sleep(0)
+    assert not task.done()
+    assert gw.plane.budget.retries_allowed == 0
+    gw.fakes["a"].release()
+    reply = await asyncio.wait_for(task, 5)
+    assert (reply.status, header(reply, "x-backend")) == (200, "a")
+
+
+@pytest.mark.parametrize(
+    ("modes", "overrides", "why"),
+    [
+        ({"a": "hang"}, {}, "nowhere else to go"),
+        (
+            {"a": "hang", "b": "ok"},
+            {"retry_budget_ratio": 0, "retry_budget_min_concurrent": 0},
+            "no retry budget",
+        ),
+        ({"a": "hang", "b": "ok"}, {"retry_on": "connect-failure"}, "unready not in retry_on"),
+    ],
+)
+async def test_an_attempt_that_cannot_be_retried_runs_on(
+    build: Build, modes: dict[str, Mode], overrides: dict[str, Any], why: str
+) -> None:
+    gw = await build(modes, attempt_timeout_s=0, **overrides)
+    task = await hanging_on_a(gw)
+    gw.plane.worker_unready("a", MODEL, "1.0.0")
+    # NOTE: abandoning is deferred to the loop's next turn; give it that turn and one more.
+    for _ in range(2):
+        await asyncio.sleep(0)
+    assert not task.done(), why
+    gw.fakes["a"].release()
+    reply = await asyncio.wait_for(task, 5)
+    assert (reply.status, header(reply, "x-backend"), gw.log) == (200, "a", ["a"]), why
+    assert gw.plane.budget.active_retries == 0
 
 
 # -- deadline and the concurrency gate -------------------------------------------------

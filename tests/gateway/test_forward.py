@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.errors import BackendUnavailable, DeadlineExceeded
-from gateway.forward import Forwarder
+from gateway.errors import AttemptAborted, BackendUnavailable, DeadlineExceeded
+from gateway.forward import Abort, Forwarder
+from tests.support.blackhole import HungConnect
 from tests.support.net import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -142,4 +143,88 @@ async def test_refused_dropped_and_late_answers_are_translated(
             "POST", f"{await server(slow)}/v2/x", body=b"", headers={}, timeout_s=0.05
         )
     release.set()
+    await forwarder.stop()
+
+
+async def test_a_connect_that_hangs_is_the_workers_failure_not_the_deadline() -> None:
+    hung = HungConnect()
+    forwarder = Forwarder(connect_timeout_s=0.1)
+    try:
+        with pytest.raises(BackendUnavailable, match="connect did not complete") as caught:
+            await forwarder.send("POST", f"{hung.url}/v2/x", body=b"", headers={}, timeout_s=5)
+        assert caught.value.condition == "connect-failure"
+        # Cut short by the request's own remaining time, it is the client's deadline.
+        with pytest.raises(DeadlineExceeded):
+            await forwarder.send("POST", f"{hung.url}/v2/x", body=b"", headers={}, timeout_s=0.05)
+    finally:
+        hung.close()
+        await forwarder.stop()
+
+
+async def test_refused_is_a_connect_failure_and_a_drop_is_a_reset(
+    server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+
+    forwarder = Forwarder()
+    refused_at = f"http://127.0.0.1:{free_port()}/v2/x"
+    dropped_at = f"{await server(drop)}/v2/x"
+    with pytest.raises(BackendUnavailable) as refused:
+        await forwarder.send("POST", refused_at, body=b"", headers={}, timeout_s=5)
+    with pytest.raises(BackendUnavailable) as dropped:
+        await forwarder.send("POST", dropped_at, body=b"", headers={}, timeout_s=5)
+    assert (refused.value.condition, dropped.value.condition) == ("connect-failure", "reset")
+    await forwarder.stop()
+
+
+async def test_an_abort_ends_the_send_at_once_and_closes_its_connection(
+    server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    received = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        received.set()
+        await reader.read()  # until the gateway closes its end
+        closed.set()
+
+    forwarder = Forwarder()
+    abort = Abort()
+    url = f"{await server(silent)}/v2/x"
+    send = asyncio.create_task(
+        forwarder.send("POST", url, body=b"", headers={}, timeout_s=30, abort=abort)
+    )
+    await asyncio.wait_for(received.wait(), 5)
+    abort.fire("probes found it unready")
+    with pytest.raises(AttemptAborted, match="probes found it unready") as caught:
+        await asyncio.wait_for(send, 1)
+    assert caught.value.condition == "unready"
+    await asyncio.wait_for(closed.wait(), 5)
+    abort.fire("again")  # after the send: nothing happens
+    await forwarder.stop()
+
+
+async def test_a_cancelled_send_closes_its_connection_instead_of_pooling_it(
+    server: Callable[[Handler], Awaitable[str]],
+) -> None:
+    received = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        received.set()
+        await reader.read()
+        closed.set()
+
+    forwarder = Forwarder()
+    send = asyncio.create_task(
+        forwarder.send("POST", f"{await server(silent)}/v2/x", body=b"", headers={}, timeout_s=30)
+    )
+    await asyncio.wait_for(received.wait(), 5)
+    send.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await send
+    await asyncio.wait_for(closed.wait(), 5)
     await forwarder.stop()

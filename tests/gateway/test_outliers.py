@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -114,6 +115,130 @@ def test_failures_while_ejected_do_not_extend_the_ejection() -> None:
     fail(balancer, "w1", 20)  # requests that were already in flight
     assert row(balancer, "w1")["ejected_until"] == 30.0
     assert len(published) == 1
+
+
+# -- failure rate (Envoy's failure_percentage) ----------------------------------------
+
+NO_STREAK = {"consecutive_failures": 10_000}  # only the failure rate can eject
+
+
+def finish(balancer: Balancer, worker_id: str, outcomes: str) -> None:
+    """One request per letter of ``outcomes``: "x" failed, "." OK."""
+    for letter in outcomes:
+        balancer.started(worker_id)
+        balancer.finished(worker_id, 0.01, Outcome.FAILURE if letter == "x" else Outcome.OK)
+
+
+def traffic(
+    balancer: Balancer,
+    clock: FakeClock,
+    seconds: float,
+    failing: Callable[[str], bool],
+    rps: int = 100,
+) -> float | None:
+    """``rps`` requests a second for ``seconds`` through ``pick``, each failing when
+    ``failing(worker)``; the clock time of the first ejection, if one happened."""
+    first = len(balancer.ejections())
+    for _ in range(int(seconds * rps)):
+        clock.now += 1 / rps
+        worker = balancer.pick(MODEL, V1)
+        balancer.started(worker)
+        outcome = Outcome.FAILURE if failing(worker) else Outcome.OK
+        balancer.finished(worker, 0.01, outcome)
+    events = balancer.ejections()[first:]
+    return events[0].at if events else None
+
+
+@pytest.mark.parametrize("overrides", [{}, NO_STREAK])
+def test_a_worker_failing_30_percent_at_100_rps_is_ejected_within_2_s(
+    overrides: dict[str, Any],
+) -> None:
+    balancer, clock, _ = make(2, **overrides)
+    rng = random.Random(11)
+    assert traffic(balancer, clock, 5.0, lambda w: False) is None  # healthy first
+    fault_from = clock.now
+    at = traffic(balancer, clock, 2.0, lambda w: w == "w0" and rng.random() < 0.3)
+    assert at is not None
+    assert at - fault_from <= 2.0
+    event = balancer.ejections()[-1]
+    assert event.worker_id == "w0"
+    if overrides:
+        assert event.reason == "failure_percentage"
+    assert ejected(balancer) == {"w0"}
+
+
+def test_a_failure_rate_below_the_threshold_never_ejects() -> None:
+    balancer, clock, _ = make(2, **NO_STREAK)
+    served = Counter[str]()
+
+    def every_tenth(worker: str) -> bool:  # NOTE: evenly spread, so every window holds 10%
+        served[worker] += 1
+        return worker == "w0" and served[worker] % 10 == 0
+
+    # NOTE: enough traffic that w0's failures alone would pass the minimum of requests.
+    assert traffic(balancer, clock, 10.0, every_tenth, rps=1000) is None
+    assert served["w0"] > 2000
+
+
+def test_too_few_requests_are_no_evidence() -> None:
+    balancer, _, _ = make(4, **NO_STREAK)
+    finish(balancer, "w1", "x." * 4 + "x")  # 5 of 9 failed
+    assert ejected(balancer) == set()
+    finish(balancer, "w1", "x")  # the 10th request: 6 of 10
+    assert ejected(balancer) == {"w1"}
+    assert balancer.ejections()[-1].reason == "failure_percentage"
+
+
+def test_failures_older_than_the_interval_are_forgotten() -> None:
+    balancer, clock, _ = make(4, **NO_STREAK)
+    finish(balancer, "w1", "x." * 4 + "x")  # 5 of 9 at t=0
+    clock.now = 1.5  # past the 1 s window
+    finish(balancer, "w1", "." * 9 + "x")  # 1 of 10 since
+    assert ejected(balancer) == set()
+
+
+def test_the_failure_rate_settings_are_honoured() -> None:
+    balancer, clock, _ = make(
+        4,
+        failure_percentage_threshold=50,
+        failure_percentage_min_requests=4,
+        failure_percentage_interval_s=10,
+        **NO_STREAK,
+    )
+    finish(balancer, "w1", ".x.")  # 3 requests: below the minimum
+    clock.now = 8.0  # still inside the 10 s window
+    finish(balancer, "w2", "..x")  # 1 of 3
+    finish(balancer, "w1", ".")  # 1 of 4: 25%
+    assert ejected(balancer) == set()
+    finish(balancer, "w1", "x")  # 2 of 5: 40%
+    assert ejected(balancer) == set()
+    finish(balancer, "w1", "x")  # 3 of 6: 50%
+    assert ejected(balancer) == {"w1"}
+
+
+def test_a_zero_threshold_turns_the_failure_rate_off() -> None:
+    balancer, _, _ = make(4, failure_percentage_threshold=0, **NO_STREAK)
+    finish(balancer, "w1", "x" * 200)
+    assert ejected(balancer) == set()
+
+
+def test_the_ejected_fraction_cap_bounds_failure_rate_ejections_too() -> None:
+    balancer, _, _ = make(2, **NO_STREAK)
+    finish(balancer, "w0", "x" * 20)
+    finish(balancer, "w1", "x" * 20)
+    assert ejected(balancer) == {"w0"}
+    assert balancer.ejections_suppressed >= 1
+    assert picked(balancer) == {"w1"}
+
+
+def test_a_worker_back_from_a_failure_rate_ejection_starts_a_clean_window() -> None:
+    balancer, clock, _ = make(4, **NO_STREAK)
+    finish(balancer, "w1", "x" * 20)
+    assert ejected(balancer) == {"w1"}
+    clock.now = 0.1
+    balancer.readmit("w1")  # a probe's word, well within the window
+    finish(balancer, "w1", "x")  # evidence from before the ejection would eject again
+    assert ejected(balancer) == set()
 
 
 # -- how long -------------------------------------------------------------------------

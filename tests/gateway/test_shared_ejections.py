@@ -91,6 +91,20 @@ async def test_an_ejection_decided_by_one_replica_reaches_the_other(
     assert two.balancer.pick("m", "1.0.0") in {"b", "c"}
 
 
+async def test_a_failure_rate_ejection_reaches_the_other_replica_with_its_reason(
+    pair: tuple[Replica, Replica],
+) -> None:
+    one, two = pair
+    for failed in [False, True] * 10:  # 50% of 20 requests, never two failures in a row
+        one.balancer.started("c")
+        one.balancer.finished("c", 0.01, Outcome.FAILURE if failed else Outcome.OK)
+    assert one.ejected("c")
+    await until(lambda: two.ejected("c"), "replica two to eject c")
+    local, remote = one.balancer.ejections()[-1], two.balancer.ejections()[-1]
+    assert (local.reason, local.remote) == ("failure_percentage", False)
+    assert (remote.worker_id, remote.reason, remote.remote) == ("c", "failure_percentage", True)
+
+
 async def test_a_received_ejection_is_not_published_back(
     pair: tuple[Replica, Replica], redis_url: str, redis_keys: RedisKeys
 ) -> None:
@@ -126,6 +140,7 @@ async def test_a_replica_ignores_what_carries_its_own_origin(
     await sender.aclose()
     await until(lambda: two.ejected("c"), "replica two to eject c")
     assert not one.ejected("c")
+    assert two.balancer.ejections()[-1].reason == "remote"  # a message that names none
 
 
 async def test_an_expired_ejection_is_not_applied(
