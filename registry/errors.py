@@ -6,6 +6,7 @@ renders every one as ``{"error": "..."}``.
     ModelgateError (modelgate.core.errors)
     └── RegistryError
         ├── BadRequest              400
+        │   ├── InvalidInput            a field over its bound (registry.limits): NUL, length, int64
         │   ├── ArtifactError           the artifact could not be read, fetched or understood
         │   │   └── ChecksumMismatch
         │   ├── InvalidConstraint       (registry.constraints)
@@ -25,6 +26,7 @@ renders every one as ``{"error": "..."}``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from modelgate.core.errors import ModelgateError
@@ -38,6 +40,7 @@ __all__ = [
     "ChecksumMismatch",
     "Conflict",
     "Forbidden",
+    "InvalidInput",
     "ModelNotFound",
     "NoReadyVersion",
     "NoVersionSatisfies",
@@ -81,6 +84,24 @@ class Unauthorized(AuthError):
 
 class Forbidden(AuthError):
     status_code = 403
+
+
+def _shown(value: object, limit: int = 48) -> str:
+    """``value`` quoted for an error message: JSON-escaped (a NUL shows as ``\\u0000``),
+    cut to ``limit`` characters with its full length said."""
+    text = str(value)
+    if len(text) > limit:
+        return json.dumps(text[:limit]) + f"… ({len(text)} characters)"
+    return json.dumps(text)
+
+
+class InvalidInput(BadRequest):
+    """An input that PostgreSQL or a column would refuse (see `registry.limits`)."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"invalid {field} {_shown(value)}: {reason}")
+        self.field = field
+        self.reason = reason
 
 
 class ArtifactError(BadRequest):

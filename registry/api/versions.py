@@ -15,7 +15,7 @@ from registry.api.models import Limit, Offset
 from registry.artifacts import CHUNK
 from registry.errors import BadRequest
 from registry.publishing import Publisher
-from registry.schemas import Page, PublishByUri, VersionOut, VersionPatch
+from registry.schemas import Page, PublishByUri, UploadFields, VersionOut, VersionPatch
 
 __all__ = ["VersionController"]
 
@@ -47,6 +47,14 @@ def _form_labels(value: Any) -> dict[str, str]:
         return msgspec.json.decode(str(value), type=dict[str, str])
     except msgspec.DecodeError as exc:
         raise BadRequest(f'form field "labels" must be a JSON object of strings: {exc}') from None
+
+
+def _form_fields(**fields: Any) -> UploadFields:
+    """The form's fields held to the bounds a JSON publish is held to."""
+    try:
+        return msgspec.convert(fields, UploadFields)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid form field: {exc}") from None
 
 
 class VersionController(Controller):
@@ -83,15 +91,21 @@ class VersionController(Controller):
         if not isinstance(version, str) or not version.strip():
             raise BadRequest('multipart publish needs a "version" field, e.g. 1.2.0')
         try:
+            fields = _form_fields(
+                version=version.strip(),
+                priority=_form_int(form.get("priority", 0), "priority"),
+                labels=_form_labels(form["labels"]) if "labels" in form else {},
+                description=str(form.get("description", "")),
+            )
             return await publisher.upload(
                 actor(request),
                 model,
-                version.strip(),
+                fields.version,
                 _chunks(upload),
                 filename=upload.filename or "model.onnx",
-                priority=_form_int(form.get("priority", 0), "priority"),
-                labels=_form_labels(form["labels"]) if "labels" in form else None,
-                description=str(form.get("description", "")),
+                priority=fields.priority,
+                labels=fields.labels,
+                description=fields.description,
             )
         finally:
             await upload.close()
