@@ -78,7 +78,11 @@ def create_app(
     are used as given and not closed."""
     keys = gsettings.redis_keys
     owned_engine = engine is None
-    db = engine if engine is not None else make_engine(rsettings.database_url)
+    db = (
+        engine
+        if engine is not None
+        else make_engine(rsettings.database_url, **rsettings.engine_options())
+    )
     owned_redis = redis is None and gsettings.redis_url is not None
     if redis is None and gsettings.redis_url is not None:
         import redis.asyncio as aioredis

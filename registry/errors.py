@@ -21,7 +21,9 @@ renders every one as ``{"error": "..."}``.
         │   └── VersionConflict
         ├── PreconditionFailed      412 (stale If-Match)
         ├── ArtifactTooLarge        413
-        └── NoReadyVersion          503 (no arm of the policy has a ready worker)
+        ├── NoReadyVersion          503 (no arm of the policy has a ready worker)
+        ├── DatabaseUnavailable     503 refused, timed out, connection lost, not migrated
+        └── InvalidDatabaseUrl      (configuration) MODELGATE_DATABASE_URL cannot be used
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ __all__ = [
     "BadRequest",
     "ChecksumMismatch",
     "Conflict",
+    "DatabaseUnavailable",
     "Forbidden",
+    "InvalidDatabaseUrl",
     "InvalidInput",
     "ModelNotFound",
     "NoReadyVersion",
@@ -161,3 +165,32 @@ class NoReadyVersion(RegistryError):
 
     status_code = 503
     headers = {"Retry-After": "1"}
+
+
+REACH_IT = "check that it is running and reachable (MODELGATE_DATABASE_URL)"
+MIGRATE_IT = "run `modelgate db upgrade`"
+
+
+class DatabaseUnavailable(RegistryError):
+    """The database cannot be used now: refused, timed out, the connection was lost, or its
+    schema is missing. Raised by `registry.db.unavailable`, the one translation."""
+
+    status_code = 503
+    headers = {"Retry-After": "5"}
+
+    def __init__(self, database: str, reason: str, fix: str = REACH_IT) -> None:
+        super().__init__(f"database unavailable: {database}: {reason}; {fix}")
+        self.database = database
+        self.reason = reason
+        self.fix = fix
+
+
+class InvalidDatabaseUrl(RegistryError):
+    """``MODELGATE_DATABASE_URL`` names no database modelgate can use."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"invalid database URL {url}: {reason}; use sqlite:///path/to/registry.db or "
+            f"postgresql://user@host:5432/name (postgres:// and the +aiosqlite/+asyncpg "
+            f"forms work too)"
+        )

@@ -56,6 +56,7 @@ LABEL_VALUE_MAX = 512
 DESCRIPTION_MAX = 4096
 URI_MAX = 2048
 
+
 def check_text(field: str, value: str, max_length: int | None = None) -> None:
     """Refuse a NUL character, a lone surrogate, or more than ``max_length`` characters."""
     if "\x00" in value:

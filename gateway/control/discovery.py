@@ -95,9 +95,9 @@ class WorkerDirectory:
             async with self.sessions() as session:
                 rows = (await session.execute(select(Worker))).scalars().all()
         except Exception as exc:
-            self.health.fail("database", f"cannot read workers: {exc}")
+            self.health.fail("database", f"cannot read workers: {exc}", check="workers")
             return False
-        self.health.ok("database")
+        self.health.ok("database", check="workers")
         for row in rows:
             self._merge(into, _from_row(row))
         return True

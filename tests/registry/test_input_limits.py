@@ -58,9 +58,7 @@ async def test_numbers_beyond_int64_are_refused(client: Client, model_name: str)
     assert (await client.get(f"{base}/versions/{top}")).status_code == 200
 
 
-async def test_parts_longer_than_their_columns_are_refused(
-    client: Client, model_name: str
-) -> None:
+async def test_parts_longer_than_their_columns_are_refused(client: Client, model_name: str) -> None:
     await create_model(client, model_name)
     long_pre = "1.0.0-" + "a" * (limits.PRERELEASE_MAX + 1)
     await _bad(await publish(client, model_name, long_pre), "pre-release tag is at most 128")

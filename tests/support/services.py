@@ -3,6 +3,7 @@ redis-server, the PostgreSQL TCP proxy."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -46,8 +47,20 @@ def redis_server(port: int | None = None) -> Service:
     return Service(args, port)
 
 
-def tcp_proxy(host: str, port: int) -> Service:
+class Proxy(Service):
+    """`tests.support.tcpproxy`: `stop` refuses, `blackhole` swallows, `heal` undoes that."""
+
+    def blackhole(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
+
+    def heal(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR2)
+
+
+def tcp_proxy(host: str, port: int) -> Proxy:
     """A TCP proxy to ``host:port`` (`tests.support.tcpproxy`) on a reserved port."""
     listen = free_port()
     args = [sys.executable, "-m", "tests.support.tcpproxy", str(listen), host, str(port)]
-    return Service(args, listen)
+    return Proxy(args, listen)
