@@ -72,8 +72,8 @@ def describe(url: str | URL) -> str:
 def make_engine(
     url: str | URL,
     *,
-    connect_timeout_s: float = 5.0,
-    statement_timeout_s: float = 10.0,
+    connect_timeout_s: float = 3.0,
+    statement_timeout_s: float = 5.0,
     **kwargs: Any,
 ) -> AsyncEngine:
     """Create the async engine; for SQLite, make the file's folder and serialise writers.

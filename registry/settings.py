@@ -25,15 +25,3 @@ class RegistrySettings(StoreSettings, BaseSettings):
     import_roots: list[Path] = Field(default_factory=list)
     fetch_timeout_s: float = Field(default=60.0, gt=0)
     page_size_max: int = Field(default=500, gt=0)
-    #: PostgreSQL: the most a connect (or the wait for a pooled connection) may take.
-    db_connect_timeout_s: float = Field(default=3.0, gt=0)
-    #: The most one statement may take (PostgreSQL ``statement_timeout`` and the client's
-    #: own timeout; SQLite ``busy_timeout``). Past either, the call answers 503.
-    db_statement_timeout_s: float = Field(default=5.0, gt=0)
-
-    def engine_options(self) -> dict[str, float]:
-        """The timeouts as `registry.db.make_engine` takes them."""
-        return {
-            "connect_timeout_s": self.db_connect_timeout_s,
-            "statement_timeout_s": self.db_statement_timeout_s,
-        }

@@ -59,6 +59,9 @@ class WorkerDirectory:
         self._first_seen: dict[str, float] = {}
         self._published: dict[str, WorkerInfo] = {}
         self._wake = asyncio.Event()
+        self._wake_redis = asyncio.Event()
+        #: The last read of each source (None: it failed).
+        self._views: dict[str, dict[str, Announcement] | None] = {}
         self._tasks = Tasks()
 
     @property
@@ -67,12 +70,21 @@ class WorkerDirectory:
 
     async def start(self) -> None:
         await self.refresh()
-        self._tasks.spawn(poll(self._wake, self.poll_s, self.refresh), "workers-poll")
+        # NOTE: one loop per source, so that a hung database (reads end at its statement
+        # timeout) never delays what Redis says, nor the other way round.
+        self._tasks.spawn(
+            poll(self._wake, self.poll_s, lambda: self._refresh_one("database")),
+            "workers-poll-database",
+        )
         if self.redis is not None:
+            self._tasks.spawn(
+                poll(self._wake_redis, self.poll_s, lambda: self._refresh_one("redis")),
+                "workers-poll-redis",
+            )
             follow = follow_channel(
                 self.redis,
                 self.keys.workers_channel,
-                lambda _: self._wake.set(),
+                self._notified,
                 self.health,
                 "worker notifications lost",
             )
@@ -81,14 +93,38 @@ class WorkerDirectory:
     async def stop(self) -> None:
         await self._tasks.stop()
 
+    def _notified(self, _: Any) -> None:
+        self._wake.set()
+        self._wake_redis.set()
+
     async def refresh(self) -> None:
         """Re-read every source; when all of them fail, keep serving the last known set."""
+        sources = ["database", *(["redis"] if self.redis is not None else [])]
+        await asyncio.gather(*(self._read(source) for source in sources))
+        self._install_views()
+
+    async def _refresh_one(self, source: str) -> None:
+        await self._read(source)
+        self._install_views()
+
+    async def _read(self, source: str) -> None:
+        """Read one source; its view is what it said, or None when the read failed."""
         fresh: dict[str, Announcement] = {}
-        read = await self._read_database(fresh)
-        if self.redis is not None:
-            read = await self._read_redis(fresh) or read
-        if read:
-            self._install(fresh)
+        if source == "database":
+            read = await self._read_database(fresh)
+        else:
+            read = await self._read_redis(fresh)
+        self._views[source] = fresh if read else None
+
+    def _install_views(self) -> None:
+        views = [view for view in self._views.values() if view is not None]
+        if not views:
+            return
+        merged: dict[str, Announcement] = {}
+        for view in views:
+            for doc in view.values():
+                self._merge(merged, doc)
+        self._install(merged)
 
     async def _read_database(self, into: dict[str, Announcement]) -> bool:
         try:
