@@ -24,6 +24,7 @@ __all__ = [
     "LABEL_VALUE_MAX",
     "NAME_MAX",
     "PRERELEASE_MAX",
+    "ROW_ID_MAX",
     "TOKEN_ACTOR_PREFIX",
     "TOKEN_NAME_MAX",
     "URI_MAX",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: BigInteger (and PostgreSQL's int8) holds at most this.
 INT64_MAX = 2**63 - 1
+#: Row ids are ``integer`` columns: int32 in PostgreSQL (SQLite would take more).
+ROW_ID_MAX = 2**31 - 1
 #: ``models.name``, ``api_tokens.name``, ``audit_events.model``.
 NAME_MAX = 128
 #: ``created_by``, ``updated_by``, ``changed_by``, ``audit_events.actor``.
