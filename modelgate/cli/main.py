@@ -25,6 +25,12 @@ class DatabaseProblem(click.ClickException):
     exit_code = 2
 
 
+class UsageProblem(click.ClickException):
+    """The command cannot run as asked (a busy port): one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+
 class _Commands(click.Group):
     """Every command's database errors leave as one line (`DatabaseProblem`), no traceback."""
 
@@ -104,9 +110,12 @@ def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
 @click.option("--keep/--no-keep", default=True, help="keep serving after the tour (Ctrl-C ends)")
 def demo(port: int, keep: bool) -> None:
     """The embedded end-to-end demo: SQLite, no Redis, generated models."""
-    from modelgate.cli.demo import run_demo
+    from modelgate.cli.demo import DemoError, run_demo
 
-    run_demo(port=port, keep=keep)
+    try:
+        run_demo(port=port, keep=keep)
+    except DemoError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 main.add_command(worker)
