@@ -163,7 +163,10 @@ def create_app(
         for source in ("database", "redis"):
             metrics.degraded.labels(source).set(1 if source in health.problems else 0)
         metrics.revision.set(sync.revision)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # NOTE: the header is set whole: given only a text/* media_type, Litestar appends its
+        # own charset to prometheus_client's, and Prometheus 3 rejects the duplicate.
+        body = generate_latest(metrics.registry)
+        return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = Litestar(
         route_handlers=[admin_router(rsettings.max_artifact_bytes), metrics_endpoint],
