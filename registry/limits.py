@@ -19,6 +19,7 @@ __all__ = [
     "ALIAS_MAX",
     "BUILD_MAX",
     "DESCRIPTION_MAX",
+    "FILENAME_MAX",
     "INT64_MAX",
     "LABEL_KEY_MAX",
     "LABEL_VALUE_MAX",
@@ -58,6 +59,8 @@ LABEL_KEY_MAX = 128
 LABEL_VALUE_MAX = 512
 DESCRIPTION_MAX = 4096
 URI_MAX = 2048
+#: An uploaded file's name (as most file systems allow).
+FILENAME_MAX = 255
 
 
 def check_text(field: str, value: str, max_length: int | None = None) -> None:

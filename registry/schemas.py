@@ -94,9 +94,11 @@ class PublishByUri(_Input):
 
 
 class UploadFields(_Input):
-    """The form fields of a multipart publish, held to the same bounds as `PublishByUri`."""
+    """The form fields of a multipart publish, held to the same bounds as `PublishByUri`;
+    the file's name becomes the version's ``artifact_uri`` (``upload:<filename>``)."""
 
     version: VersionText
+    filename: Annotated[str, Meta(min_length=1, max_length=limits.FILENAME_MAX)] = "model.onnx"
     priority: Priority = 0
     labels: Labels = msgspec.field(default_factory=dict)
     description: Description = ""

@@ -93,6 +93,7 @@ class VersionController(Controller):
         try:
             fields = _form_fields(
                 version=version.strip(),
+                filename=upload.filename or "model.onnx",
                 priority=_form_int(form.get("priority", 0), "priority"),
                 labels=_form_labels(form["labels"]) if "labels" in form else {},
                 description=str(form.get("description", "")),
@@ -102,7 +103,7 @@ class VersionController(Controller):
                 model,
                 fields.version,
                 _chunks(upload),
-                filename=upload.filename or "model.onnx",
+                filename=fields.filename,
                 priority=fields.priority,
                 labels=fields.labels,
                 description=fields.description,

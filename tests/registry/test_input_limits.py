@@ -13,6 +13,7 @@ from sqlalchemy import String
 from registry import limits
 from registry.models import AuditEvent, Model, ModelVersion
 from tests.support.admin import Client, create_model, publish
+from tests.support.models import onnx_bytes
 
 BIG = "99999999999999999999"
 
@@ -43,6 +44,18 @@ async def test_nul_is_refused_everywhere(client: Client, model_name: str) -> Non
     await _bad(labelled, "labels key")
     uri = {"version": "1.0.0", "artifact_uri": "file:///tmp/a%00b", "sha256": "0" * 64}
     await _bad(await client.post(f"{base}/versions", json=uri), "artifact_uri")
+    await _bad(await _raw_upload(client, model_name, b"a\x00b.onnx"), "filename")
+
+
+async def _raw_upload(client: Client, model: str, filename: bytes) -> Any:
+    """A multipart publish written by hand: clients percent-encode what this sends raw."""
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="version"\r\n\r\n1.0.0\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="' + filename + b'"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n" + onnx_bytes(1.0) + b"\r\n--B--\r\n"
+    )
+    headers = {"content-type": "multipart/form-data; boundary=B"}
+    return await client.post(f"/admin/v1/models/{model}/versions", content=body, headers=headers)
 
 
 async def test_numbers_beyond_int64_are_refused(client: Client, model_name: str) -> None:
