@@ -83,7 +83,15 @@ class VersionController(Controller):
     async def _upload(
         self, request: Request[Any, Any, Any], publisher: Publisher, model: FromPath[str]
     ) -> VersionOut:
-        form = await request.form()
+        try:
+            form = await request.form()
+        except UnicodeDecodeError:
+            # NOTE: Litestar reads a part without a filename as text; a file part sent with
+            # an empty filename is binary, and would otherwise escape as a 500.
+            raise BadRequest(
+                'a multipart part without a filename is not UTF-8 text: send the model as a "file" '
+                "part with a filename"
+            ) from None
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise BadRequest('multipart publish needs a "file" part with the ONNX model')
