@@ -69,11 +69,15 @@ def describe(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
+#: How long SQLite waits for a lock when no statement timeout is set.
+_SQLITE_PATIENCE_S = 300.0
+
+
 def make_engine(
     url: str | URL,
     *,
     connect_timeout_s: float = 3.0,
-    statement_timeout_s: float = 5.0,
+    statement_timeout_s: float | None = 5.0,
     **kwargs: Any,
 ) -> AsyncEngine:
     """Create the async engine; for SQLite, make the file's folder and serialise writers.
@@ -82,7 +86,8 @@ def make_engine(
     ``connect_timeout_s`` (also the wait for a pooled connection) and every statement
     (the server's ``statement_timeout``, and asyncpg's own timeout, which also covers a
     server that stopped answering) ends within ``statement_timeout_s``; SQLite waits for a
-    lock at most ``statement_timeout_s`` (``busy_timeout``).
+    lock at most ``statement_timeout_s`` (``busy_timeout``). ``None`` sets no statement
+    timeout (migrations, which may rightly take long).
 
     NOTE: SQLite write transactions (those whose connection carries the execution option
     ``WRITE_INTENT``) start with ``BEGIN IMMEDIATE`` so that two concurrent writers queue on
@@ -95,18 +100,20 @@ def make_engine(
         if "poolclass" not in kwargs:
             kwargs.setdefault("pool_timeout", connect_timeout_s)
         if parsed.get_driver_name() == "asyncpg":
-            connect_args = {
-                "timeout": connect_timeout_s,
-                "command_timeout": statement_timeout_s,
-                "server_settings": {"statement_timeout": str(int(statement_timeout_s * 1000))},
-            }
+            connect_args: dict[str, Any] = {"timeout": connect_timeout_s}
+            if statement_timeout_s is not None:
+                connect_args["command_timeout"] = statement_timeout_s
+                connect_args["server_settings"] = {
+                    "statement_timeout": str(int(statement_timeout_s * 1000))
+                }
             kwargs["connect_args"] = connect_args | kwargs.get("connect_args", {})
         return create_async_engine(parsed, **kwargs)
     database = parsed.database or ""
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    busy_ms = int(statement_timeout_s * 1000)
-    engine = create_async_engine(parsed, connect_args={"timeout": statement_timeout_s}, **kwargs)
+    wait_s = statement_timeout_s if statement_timeout_s is not None else _SQLITE_PATIENCE_S
+    busy_ms = int(wait_s * 1000)
+    engine = create_async_engine(parsed, connect_args={"timeout": wait_s}, **kwargs)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
