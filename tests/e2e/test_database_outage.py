@@ -18,10 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.support.fleet import Fleet, infer_json, wait_until
-from tests.support.services import Proxy, Service, redis_server, tcp_proxy
+from tests.support.services import Proxy, Service, redis_and_proxied_postgres
 
 #: The acceptance bound on an admin write during an outage. The gateway's own bound is
 #: below it: a pooled connection's check (statement timeout 5 s) plus a reconnect (3 s).
@@ -32,17 +31,8 @@ INFER = "/v2/models/resnet/infer"
 @pytest.fixture(scope="module")
 def services(pg_database_factory: Any) -> Iterator[tuple[Service, Proxy, str]]:
     """A private Redis, a proxy to PostgreSQL and a database URL through that proxy."""
-    database = make_url(pg_database_factory())
-    redis_service = redis_server()
-    proxy = tcp_proxy(database.host or "127.0.0.1", database.port or 5432)
-    redis_service.start()
-    proxy.start()
-    try:
-        proxied = database.set(host="127.0.0.1", port=proxy.port)
-        yield redis_service, proxy, proxied.render_as_string(hide_password=False)
-    finally:
-        redis_service.stop()
-        proxy.stop()
+    with redis_and_proxied_postgres(pg_database_factory()) as services:
+        yield services
 
 
 @pytest.fixture(scope="module")

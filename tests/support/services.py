@@ -6,6 +6,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import make_url
 
 from tests.support.net import ROOT, free_port, listening, poll_until
 
@@ -64,3 +68,20 @@ def tcp_proxy(host: str, port: int) -> Proxy:
     listen = free_port()
     args = [sys.executable, "-m", "tests.support.tcpproxy", str(listen), host, str(port)]
     return Proxy(args, listen)
+
+
+@contextmanager
+def redis_and_proxied_postgres(database_url: str) -> Iterator[tuple[Service, Proxy, str]]:
+    """A private Redis, a proxy to the PostgreSQL of ``database_url``, and that URL through
+    the proxy; both stopped on exit."""
+    database = make_url(database_url)
+    redis_service = redis_server()
+    proxy = tcp_proxy(database.host or "127.0.0.1", database.port or 5432)
+    redis_service.start()
+    proxy.start()
+    try:
+        proxied = database.set(host="127.0.0.1", port=proxy.port)
+        yield redis_service, proxy, proxied.render_as_string(hide_password=False)
+    finally:
+        redis_service.stop()
+        proxy.stop()
