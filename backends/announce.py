@@ -4,8 +4,10 @@ Every ``interval`` seconds, and at once whenever the data plane signals a change
 unload, ready, draining), the announcer upserts this worker's row in the registry's
 ``workers`` table and, with Redis, sets its key to the same announcement with a TTL and
 publishes the id on the workers channel (the wire format is `modelgate.core.announce`).
-It runs as its own task: nothing here is on the request path. Failures are logged (once
-per distinct message) and retried on the next beat; on stop the last announcement says ``stopped``.
+It runs as its own tasks, one per sink, so that a hung database (a connection that stops
+answering until its statement timeout) never delays the Redis heartbeat, nor the other way
+round: nothing here is on the request path. Failures are logged (once per distinct
+message) and retried on the next beat; on stop the last announcement says ``stopped``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,11 +64,14 @@ class Announcer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_error: str | None = None
-        self.beats = 0
+        #: Announcements completed (or failed) per sink.
+        self._written: dict[str, int] = {}
 
     @classmethod
     def from_settings(cls, settings: Any, plane: DataPlane, *, database: bool) -> Announcer:
-        engine = make_engine(settings.database_url) if database else None
+        engine = (
+            make_engine(settings.database_url, **settings.engine_options()) if database else None
+        )
         redis = None
         if settings.redis_url:
             import redis.asyncio as aioredis
@@ -125,21 +130,55 @@ class Announcer:
         if self._engine is not None:
             await self._engine.dispose()
 
+    @property
+    def beats(self) -> int:
+        """Rounds that every sink has completed (successfully or not)."""
+        return min(self._written.values(), default=0)
+
+    def _sinks(self) -> dict[str, Callable[[Announcement], Awaitable[None]]]:
+        sinks: dict[str, Callable[[Announcement], Awaitable[None]]] = {}
+        if self._sessionmaker is not None:
+            sinks["database"] = self._write_row
+        if self._redis is not None:
+            sinks["redis"] = self._write_redis
+        return sinks
+
     async def _run(self) -> None:
+        wakes = {name: asyncio.Event() for name in self._sinks()}
+        loops = [
+            asyncio.create_task(self._sink_loop(name, write, wakes[name]), name=f"announce-{name}")
+            for name, write in self._sinks().items()
+        ]
         while not self._stopping:
             self.plane.changed.clear()
-            await self.announce()
+            for wake in wakes.values():
+                wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.plane.changed.wait(), self._interval)
+        for wake in wakes.values():
+            wake.set()
+        await asyncio.gather(*loops)
+
+    async def _sink_loop(
+        self, sink: str, write: Callable[[Announcement], Awaitable[None]], wake: asyncio.Event
+    ) -> None:
+        """Announce to one sink each time ``wake`` is set (a wake while it writes is kept)."""
+        while True:
+            await wake.wait()
+            wake.clear()
+            if self._stopping:
+                return
+            await self._guard(sink, write(self.payload()))
+            self._written[sink] = self._written.get(sink, 0) + 1
 
     async def announce(self) -> None:
-        """One announcement to every configured sink; errors are logged, never raised."""
+        """One announcement to every configured sink, concurrently; errors are logged, never
+        raised."""
         payload = self.payload()
-        if self._sessionmaker is not None:
-            await self._guard("database", self._write_row(payload))
-        if self._redis is not None:
-            await self._guard("redis", self._write_redis(payload))
-        self.beats += 1
+        sinks = self._sinks()
+        await asyncio.gather(*(self._guard(name, write(payload)) for name, write in sinks.items()))
+        for name in sinks:
+            self._written[name] = self._written.get(name, 0) + 1
 
     async def _guard(self, sink: str, work: Any) -> None:
         try:

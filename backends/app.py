@@ -297,7 +297,8 @@ async def repository_unload_version(
 @get("/metrics")
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     sink = _plane(request).metrics
-    return Response(sink.render(), media_type=sink.content_type)
+    # NOTE: the header whole: Litestar appends a charset to a text/* media_type (gateway.app).
+    return Response(sink.render(), headers={"Content-Type": sink.content_type})
 
 
 def create_worker_app(

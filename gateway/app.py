@@ -80,7 +80,11 @@ def create_app(
     are used as given and not closed."""
     keys = gsettings.redis_keys
     owned_engine = engine is None
-    db = engine if engine is not None else make_engine(rsettings.database_url)
+    db = (
+        engine
+        if engine is not None
+        else make_engine(rsettings.database_url, **rsettings.engine_options())
+    )
     owned_redis = redis is None and gsettings.redis_url is not None
     # NOTE: the request path has a client of its own, with short timeouts, so a hung Redis
     # cannot hold it behind the background loops' 2 s calls (or the other way round).
@@ -185,7 +189,10 @@ def create_app(
         for source in ("database", "redis"):
             metrics.degraded.labels(source).set(1 if source in health.problems else 0)
         metrics.revision.set(sync.revision)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # NOTE: the header is set whole: given only a text/* media_type, Litestar appends its
+        # own charset to prometheus_client's, and Prometheus 3 rejects the duplicate.
+        body = generate_latest(metrics.registry)
+        return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = Litestar(
         route_handlers=[admin_router(rsettings.max_artifact_bytes), metrics_endpoint],

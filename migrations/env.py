@@ -26,7 +26,8 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = make_engine(url)
+    # NOTE: no statement timeout: a migration may rightly take longer than any request.
+    engine = make_engine(url, statement_timeout_s=None)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

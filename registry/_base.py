@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from registry.constraints import parse_version
-from registry.db import WRITE_INTENT
+from registry.db import WRITE_INTENT, unavailable
 from registry.errors import PreconditionFailed, VersionNotFound
 from registry.models import AuditEvent, Model, ModelVersion, RegistryState
 from registry.resolution import unknown_model
@@ -59,17 +59,26 @@ class ServiceBase:
         #: Called after every committed mutation (the gateway refreshes its routing table).
         self.on_commit = on_commit
 
+    @property
+    def database(self) -> Any:
+        """The engine's URL, which `DatabaseUnavailable` names."""
+        return self.sessions.kw["bind"].url
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessions() as session:
-            yield session
+        """A session; the database's unavailability leaves as `DatabaseUnavailable`."""
+        with unavailable(self.database):
+            async with self.sessions() as session:
+                yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """One transaction; commits on success, rolls back on any error."""
-        async with self.sessions() as session, session.begin():
-            await session.connection(execution_options={WRITE_INTENT: True})
-            yield session
+        """One transaction; commits on success, rolls back on any error. The database's
+        unavailability leaves as `DatabaseUnavailable` (503)."""
+        with unavailable(self.database):
+            async with self.sessions() as session, session.begin():
+                await session.connection(execution_options={WRITE_INTENT: True})
+                yield session
         if self.on_commit is not None:
             self.on_commit()
 

@@ -24,6 +24,7 @@ import semver
 
 from modelgate.core.semver import VersionKey, pre_key, precedence_key
 from registry.errors import BadRequest
+from registry.limits import BUILD_MAX, INT64_MAX, PRERELEASE_MAX
 
 __all__ = [
     "MAX_CONSTRAINT_LENGTH",
@@ -115,9 +116,18 @@ def _parse_version(text: str) -> semver.Version:
     if len(text) > MAX_CONSTRAINT_LENGTH:
         raise InvalidVersion(text, f"a version is at most {MAX_CONSTRAINT_LENGTH} characters")
     try:
-        return semver.Version.parse(text)
+        version = semver.Version.parse(text)
     except ValueError:
         raise InvalidVersion(text, _version_problem(text, partial=False)) from None
+    # NOTE: the parts are stored in columns of their own (bigint, varchar(128)): a version
+    # that would not fit there is invalid here, on SQLite and PostgreSQL alike.
+    if max(version.major, version.minor, version.patch) > INT64_MAX:
+        raise InvalidVersion(text, f"MAJOR, MINOR and PATCH are each at most {INT64_MAX}")
+    if len(version.prerelease or "") > PRERELEASE_MAX:
+        raise InvalidVersion(text, f"a pre-release tag is at most {PRERELEASE_MAX} characters")
+    if len(version.build or "") > BUILD_MAX:
+        raise InvalidVersion(text, f"build metadata is at most {BUILD_MAX} characters")
+    return version
 
 
 # NOTE: python-semver's public properties cost ~70 ns each; reading the slots directly is
@@ -195,6 +205,9 @@ def _operand(text: str, token: str, body: str) -> _Partial:
         raise InvalidConstraint(text, f"{reason} ({_quote(token)})")
     groups = [g for g in match.group(1, 2, 3) if g is not None]
     nums = tuple(int(g) for g in groups if g not in ("x", "X", "*"))
+    if any(n > INT64_MAX for n in nums):
+        reason = f"version numbers are at most {INT64_MAX}"
+        raise InvalidConstraint(text, f"{reason} ({_quote(token)})")
     if any(g in ("x", "X", "*") for g in groups[: len(nums)]):
         raise InvalidConstraint(text, f"a number cannot follow an x-range ({_quote(token)})")
     if match.group(4) and len(nums) < 3:

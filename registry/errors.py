@@ -6,6 +6,7 @@ renders every one as ``{"error": "..."}``.
     ModelgateError (modelgate.core.errors)
     └── RegistryError
         ├── BadRequest              400
+        │   ├── InvalidInput            a field over its bound (registry.limits): NUL, length, int64
         │   ├── ArtifactError           the artifact could not be read, fetched or understood
         │   │   └── ChecksumMismatch
         │   ├── InvalidConstraint       (registry.constraints)
@@ -20,11 +21,14 @@ renders every one as ``{"error": "..."}``.
         │   └── VersionConflict
         ├── PreconditionFailed      412 (stale If-Match)
         ├── ArtifactTooLarge        413
-        └── NoReadyVersion          503 (no arm of the policy has a ready worker)
+        ├── NoReadyVersion          503 (no arm of the policy has a ready worker)
+        ├── DatabaseUnavailable     503 refused, timed out, connection lost, not migrated
+        └── InvalidDatabaseUrl      (configuration) MODELGATE_DATABASE_URL cannot be used
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from modelgate.core.errors import ModelgateError
@@ -37,7 +41,10 @@ __all__ = [
     "BadRequest",
     "ChecksumMismatch",
     "Conflict",
+    "DatabaseUnavailable",
     "Forbidden",
+    "InvalidDatabaseUrl",
+    "InvalidInput",
     "ModelNotFound",
     "NoReadyVersion",
     "NoVersionSatisfies",
@@ -81,6 +88,24 @@ class Unauthorized(AuthError):
 
 class Forbidden(AuthError):
     status_code = 403
+
+
+def _shown(value: object, limit: int = 48) -> str:
+    """``value`` quoted for an error message: JSON-escaped (a NUL shows as ``\\u0000``),
+    cut to ``limit`` characters with its full length said."""
+    text = str(value)
+    if len(text) > limit:
+        return json.dumps(text[:limit]) + f"… ({len(text)} characters)"
+    return json.dumps(text)
+
+
+class InvalidInput(BadRequest):
+    """An input that PostgreSQL or a column would refuse (see `registry.limits`)."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"invalid {field} {_shown(value)}: {reason}")
+        self.field = field
+        self.reason = reason
 
 
 class ArtifactError(BadRequest):
@@ -140,3 +165,32 @@ class NoReadyVersion(RegistryError):
 
     status_code = 503
     headers = {"Retry-After": "1"}
+
+
+REACH_IT = "check that it is running and reachable (MODELGATE_DATABASE_URL)"
+MIGRATE_IT = "run `modelgate db upgrade`"
+
+
+class DatabaseUnavailable(RegistryError):
+    """The database cannot be used now: refused, timed out, the connection was lost, or its
+    schema is missing. Raised by `registry.db.unavailable`, the one translation."""
+
+    status_code = 503
+    headers = {"Retry-After": "5"}
+
+    def __init__(self, database: str, reason: str, fix: str = REACH_IT) -> None:
+        super().__init__(f"database unavailable: {database}: {reason}; {fix}")
+        self.database = database
+        self.reason = reason
+        self.fix = fix
+
+
+class InvalidDatabaseUrl(RegistryError):
+    """``MODELGATE_DATABASE_URL`` names no database modelgate can use."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"invalid database URL {url}: {reason}; use sqlite:///path/to/registry.db or "
+            f"postgresql://user@host:5432/name (postgres:// and the +aiosqlite/+asyncpg "
+            f"forms work too)"
+        )

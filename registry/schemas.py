@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from registry import limits
+
 __all__ = [
     "AliasIn",
     "AliasOut",
@@ -23,6 +25,7 @@ __all__ = [
     "TokenOut",
     "TrafficIn",
     "TrafficOut",
+    "UploadFields",
     "VersionOut",
     "VersionPatch",
     "WorkerOut",
@@ -31,8 +34,8 @@ __all__ = [
 ModelName = Annotated[
     str,
     Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
-        description="1-128 characters: letters, digits, '.', '_', '-'; no '/'",
+        pattern=rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{limits.NAME_MAX - 1}}}$",
+        description=f"1-{limits.NAME_MAX} characters: letters, digits, '.', '_', '-'; no '/'",
     ),
 ]
 Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256")]
@@ -40,12 +43,31 @@ Scope = Literal["read", "publish", "admin", "infer"]
 Status = Literal["active", "deprecated", "yanked"]
 HeaderName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9-]{1,64}$")]
 Priority = Annotated[int, Meta(ge=0, le=1_000_000)]
-Labels = dict[Annotated[str, Meta(max_length=128)], Annotated[str, Meta(max_length=512)]]
+Labels = dict[
+    Annotated[str, Meta(max_length=limits.LABEL_KEY_MAX)],
+    Annotated[str, Meta(max_length=limits.LABEL_VALUE_MAX)],
+]
+Description = Annotated[str, Meta(max_length=limits.DESCRIPTION_MAX)]
+#: A version as sent; `registry.constraints.parse_version` holds its parts to their columns.
+VersionText = Annotated[str, Meta(min_length=1, max_length=limits.VERSION_MAX)]
 
 
-class ModelIn(msgspec.Struct, forbid_unknown_fields=True):
+class _Input(msgspec.Struct, forbid_unknown_fields=True):
+    """A request body. Lengths are declared per field (and documented in OpenAPI); on top,
+    no string anywhere in it may hold a NUL or a lone surrogate (`registry.limits`)."""
+
+    def __post_init__(self) -> None:
+        # NOTE: an error raised here is not a msgspec.ValidationError: it leaves decoding
+        # as it is, and renders as a 400 naming the field and its value.
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if not isinstance(value, _Input):
+                limits.check_texts(name, value)
+
+
+class ModelIn(_Input):
     name: ModelName
-    description: Annotated[str, Meta(max_length=4096)] = ""
+    description: Description = ""
 
 
 class ModelOut(msgspec.Struct):
@@ -58,13 +80,28 @@ class ModelOut(msgspec.Struct):
     etag: str
 
 
-class PublishByUri(msgspec.Struct, forbid_unknown_fields=True):
-    version: Annotated[str, Meta(min_length=1, max_length=256)]
-    artifact_uri: Annotated[str, Meta(min_length=1, max_length=2048)]
+class PublishByUri(_Input):
+    version: VersionText
+    artifact_uri: Annotated[str, Meta(min_length=1, max_length=limits.URI_MAX)]
     sha256: Sha256
     priority: Priority = 0
     labels: Labels = msgspec.field(default_factory=dict)
-    description: Annotated[str, Meta(max_length=4096)] = ""
+    description: Description = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        limits.check_uri("artifact_uri", self.artifact_uri)
+
+
+class UploadFields(_Input):
+    """The form fields of a multipart publish, held to the same bounds as `PublishByUri`;
+    the file's name becomes the version's ``artifact_uri`` (``upload:<filename>``)."""
+
+    version: VersionText
+    filename: Annotated[str, Meta(min_length=1, max_length=limits.FILENAME_MAX)] = "model.onnx"
+    priority: Priority = 0
+    labels: Labels = msgspec.field(default_factory=dict)
+    description: Description = ""
 
 
 class VersionOut(msgspec.Struct):
@@ -87,14 +124,14 @@ class VersionOut(msgspec.Struct):
     etag: str
 
 
-class VersionPatch(msgspec.Struct, forbid_unknown_fields=True):
+class VersionPatch(_Input):
     status: Status | None = None
     priority: Priority | None = None
     labels: Labels | None = None
 
 
-class AliasIn(msgspec.Struct, forbid_unknown_fields=True):
-    version: Annotated[str, Meta(min_length=1, max_length=256)]
+class AliasIn(_Input):
+    version: VersionText
 
 
 class AliasOut(msgspec.Struct):
@@ -107,17 +144,17 @@ class AliasOut(msgspec.Struct):
     history: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
-class ArmIn(msgspec.Struct, forbid_unknown_fields=True):
-    version: Annotated[str, Meta(min_length=1, max_length=256)]
+class ArmIn(_Input):
+    version: VersionText
     weight: Annotated[int, Meta(ge=0, le=1_000_000)]
 
 
-class ShadowIn(msgspec.Struct, forbid_unknown_fields=True):
-    version: Annotated[str, Meta(min_length=1, max_length=256)]
+class ShadowIn(_Input):
+    version: VersionText
     fraction: Annotated[float, Meta(ge=0.0, le=1.0)]
 
 
-class TrafficIn(msgspec.Struct, forbid_unknown_fields=True):
+class TrafficIn(_Input):
     arms: Annotated[list[ArmIn], Meta(min_length=1, max_length=64)]
     sticky_header: HeaderName = "X-Route-Key"
     shadow: ShadowIn | None = None
@@ -154,8 +191,9 @@ class ResolveOut(msgspec.Struct):
 RateLimit = Annotated[float, Meta(ge=0, le=1e9)]
 
 
-class TokenIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=128)]
+class TokenIn(_Input):
+    #: The audit actor is ``token:<name>``, which must fit its column.
+    name: Annotated[str, Meta(min_length=1, max_length=limits.TOKEN_NAME_MAX)]
     scopes: Annotated[list[Scope], Meta(min_length=1, max_length=4)]
     #: The token's own inference limit; omitted means the gateway's default.
     rate_limit_rps: RateLimit | None = None

@@ -12,7 +12,6 @@ reached, the PostgreSQL tests fail rather than skip. Redis is the run's own
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,8 +34,8 @@ from tests.support.isolation import (
     delete_prefix_sync,
     scoped,
 )
+from tests.support.live import live_server
 from tests.support.models import model_files, write_models
-from tests.support.net import free_port, wait_http
 from tests.support.postgres import POSTGRES_SERVER, create_database, drop_database
 from tests.support.registry import make_token
 from tests.support.services import redis_server
@@ -187,36 +186,6 @@ def worker(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.fixture(scope="module")
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A real ``modelgate serve`` process on a fresh SQLite database: (base URL, admin token)."""
-    import subprocess
-    import sys
-
     root = tmp_path_factory.mktemp("live")
-    env = dict(os.environ)
-    env.update(
-        MODELGATE_DATABASE_URL=f"sqlite+aiosqlite:///{root / 'registry.db'}",
-        MODELGATE_ARTIFACT_ROOT=str(root / "artifacts"),
-        MODELGATE_REGISTRY_MAX_ARTIFACT_BYTES=str(256 * 1024),
-    )
-    cli = [sys.executable, "-m", "modelgate"]
-    subprocess.run([*cli, "db", "upgrade"], env=env, check=True, capture_output=True)
-    token = subprocess.run(
-        [*cli, "tokens", "create", "--name", "live-admin", "--scope", "admin"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    port = free_port()
-    server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/v2/health/live", server)
-        yield base, token
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-            raise
+    with live_server(root, f"sqlite+aiosqlite:///{root / 'registry.db'}") as live:
+        yield live

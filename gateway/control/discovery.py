@@ -72,6 +72,7 @@ class WorkerDirectory:
         self._first_seen: dict[str, float] = {}
         self._published: dict[str, WorkerInfo] = {}
         self._wake = asyncio.Event()
+        self._wake_redis = asyncio.Event()
         self._tasks = Tasks()
 
     @property
@@ -80,12 +81,21 @@ class WorkerDirectory:
 
     async def start(self) -> None:
         await self.refresh()
-        self._tasks.spawn(poll(self._wake, self.poll_s, self.refresh), "workers-poll")
+        # NOTE: one loop per source, so that a hung database (reads end at its statement
+        # timeout) never delays what Redis says, nor the other way round.
+        self._tasks.spawn(
+            poll(self._wake, self.poll_s, lambda: self._refresh_one("database")),
+            "workers-poll-database",
+        )
         if self.redis is not None:
+            self._tasks.spawn(
+                poll(self._wake_redis, self.poll_s, lambda: self._refresh_one("redis")),
+                "workers-poll-redis",
+            )
             follow = follow_channel(
                 self.redis,
                 self.keys.workers_channel,
-                lambda _: self._wake.set(),
+                self._notified,
                 self.health,
                 "worker notifications lost",
             )
@@ -94,24 +104,50 @@ class WorkerDirectory:
     async def stop(self) -> None:
         await self._tasks.stop()
 
+    def _notified(self, _: Any) -> None:
+        self._wake.set()
+        self._wake_redis.set()
+
     async def refresh(self) -> None:
         """Re-read every source and merge what they say into the last known announcements
         (the freshest per worker wins); when all of them fail, keep the last known set."""
+        sources = ["database", *(["redis"] if self.redis is not None else [])]
+        views = await asyncio.gather(*(self._read(source) for source in sources))
+        self._install_views([view for view in views if view is not None])
+
+    async def _refresh_one(self, source: str) -> None:
+        view = await self._read(source)
+        if view is not None:
+            self._install_views([view])
+
+    async def _read(self, source: str) -> dict[str, Announcement] | None:
+        """What one source says now, or None when the read failed."""
+        fresh: dict[str, Announcement] = {}
+        if source == "database":
+            read = await self._read_database(fresh)
+        else:
+            read = await self._read_redis(fresh)
+        return fresh if read else None
+
+    def _install_views(self, views: list[dict[str, Announcement]]) -> None:
+        # NOTE: merged into the last known set only after the reads, with no await between,
+        # so the per-source loops never install a copy of ``_known`` older than the other's.
+        if not views:
+            return
         merged = dict(self._known)
-        read = await self._read_database(merged)
-        if self.redis is not None:
-            read = await self._read_redis(merged) or read
-        if read:
-            self._install(merged)
+        for view in views:
+            for doc in view.values():
+                self._merge(merged, doc)
+        self._install(merged)
 
     async def _read_database(self, into: dict[str, Announcement]) -> bool:
         try:
             async with self.sessions() as session:
                 rows = (await session.execute(select(Worker))).scalars().all()
         except Exception as exc:
-            self.health.fail("database", f"cannot read workers: {exc}")
+            self.health.fail("database", f"cannot read workers: {exc}", check="workers")
             return False
-        self.health.ok("database")
+        self.health.ok("database", check="workers")
         for row in rows:
             self._merge(into, _from_row(row))
         return True

@@ -4,14 +4,21 @@ It starts a gateway process on a fresh SQLite file under ``./var/demo``, makes a
 token, publishes a generated ONNX model in several versions, starts two local workers,
 shows how constraints resolve, sends traffic through the gateway under a 90/10 canary
 split, and keeps serving (unless ``--no-keep``) with commands to try printed.
+
+A busy port (the gateway's or a worker's) is refused before anything starts. The children
+run in sessions of their own, so Ctrl-C reaches only the demo, which stops them with
+SIGTERM and waits: they shut down gracefully, and nothing prints a traceback.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import errno
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,10 +31,30 @@ from rich.table import Table
 
 from backends.synthetic import scale_model
 
-__all__ = ["run_demo"]
+__all__ = ["DemoError", "run_demo"]
 
 ROOT = Path("var/demo")
 console = Console()
+
+
+class DemoError(Exception):
+    """The demo cannot run as asked (the CLI prints it as one line, exit code 2)."""
+
+
+def _check_free(port: int, what: str) -> None:
+    """Refuse ``port`` when a server already listens there, as the gateway's bind would."""
+    with socket.socket() as probe:
+        # NOTE: SO_REUSEADDR as uvicorn sets it: only a listening socket makes this fail.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise DemoError(
+                f"port {port} ({what}) is already in use on 127.0.0.1; stop what listens "
+                f"there or choose another with --port (the demo uses PORT, PORT+1 and PORT+2)"
+            ) from None
 
 
 def _env(root: Path) -> dict[str, str]:
@@ -45,6 +72,7 @@ def _cli(*args: str, env: dict[str, str]) -> str:
         check=True,
         capture_output=True,
         text=True,
+        start_new_session=True,
     )
     return result.stdout.strip()
 
@@ -88,7 +116,7 @@ def _start_workers(env: dict[str, str], port: int, model: str) -> list[subproces
                 f"demo-worker-{n}", "--log-level", "warning"]  # fmt: skip
         for version in ("1.0.0", "1.1.0", "2.0.0"):
             args += ["--load", f"{model}@{version}"]
-        workers.append(subprocess.Popen(args, env=env))
+        workers.append(subprocess.Popen(args, env=env, start_new_session=True))
     return workers
 
 
@@ -149,7 +177,39 @@ def _resolutions(client: httpx.Client, model: str, title: str) -> None:
 
 
 def run_demo(*, port: int = 8000, keep: bool = True) -> None:
-    """Run the tour against a fresh embedded deployment; serve on until Ctrl-C when ``keep``."""
+    """Run the tour against a fresh embedded deployment; serve on until Ctrl-C when ``keep``.
+
+    Raises `DemoError` (before starting anything) when a port it needs is taken."""
+    _check_free(port, "the gateway")
+    for n in (1, 2):
+        _check_free(port + n, f"demo worker {n}")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        _run(port, keep, processes)
+    except KeyboardInterrupt:
+        console.print("\nstopping the demo")
+    finally:
+        # NOTE: a second Ctrl-C must not cut the shutdown short and leave children behind.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            _stop(processes)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _run(port: int, keep: bool, processes: list[subprocess.Popen[bytes]]) -> None:
     shutil.rmtree(ROOT, ignore_errors=True)
     ROOT.mkdir(parents=True)
     env = _env(ROOT)
@@ -158,41 +218,32 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
     url = f"http://127.0.0.1:{port}"
     console.print(f"[bold]modelgate demo[/bold]: gateway on {url}, SQLite at {ROOT}/registry.db")
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelgate", "serve", "--port", str(port)], env=env
+        [sys.executable, "-m", "modelgate", "serve", "--port", str(port)],
+        env=env,
+        start_new_session=True,
     )
-    workers: list[subprocess.Popen[bytes]] = []
-    try:
-        _wait_ready(url, server)
-        headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
-            _tour(client, "resnet-demo")
-            workers = _start_workers(env, port, "resnet-demo")
-            _wait_workers(client, "resnet-demo")
-            _traffic(client, "resnet-demo")
-        console.print("\n[bold]Try it[/bold] (admin token below):\n", soft_wrap=True)
-        infer = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
-        console.print(
-            f"  curl -si {url}/v2/models/resnet-demo/versions/%5E1.0/infer -d '{infer}'\n"
-            f"  export TOKEN={token}\n"
-            f'  curl -s -H "Authorization: Bearer $TOKEN" \'{url}/admin/v1/models/resnet-demo/'
-            "resolve?version=%5E1.0' | python -m json.tool\n"
-            f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/admin/v1/audit'
-            " | python -m json.tool\n"
-            f"  open {url}/schema for the OpenAPI document\n",
-            soft_wrap=True,
-            highlight=False,
-        )
-        if keep:
-            console.print("serving; Ctrl-C stops the demo")
+    processes.append(server)
+    _wait_ready(url, server)
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+        _tour(client, "resnet-demo")
+        processes.extend(_start_workers(env, port, "resnet-demo"))
+        _wait_workers(client, "resnet-demo")
+        _traffic(client, "resnet-demo")
+    console.print("\n[bold]Try it[/bold] (admin token below):\n", soft_wrap=True)
+    infer = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
+    console.print(
+        f"  curl -si {url}/v2/models/resnet-demo/versions/%5E1.0/infer -d '{infer}'\n"
+        f"  export TOKEN={token}\n"
+        f'  curl -s -H "Authorization: Bearer $TOKEN" \'{url}/admin/v1/models/resnet-demo/'
+        "resolve?version=%5E1.0' | python -m json.tool\n"
+        f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/admin/v1/audit'
+        " | python -m json.tool\n"
+        f"  open {url}/schema for the OpenAPI document\n",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if keep:
+        console.print("serving; Ctrl-C stops the demo")
+        with contextlib.suppress(KeyboardInterrupt):
             server.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for process in [*workers, server]:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in [*workers, server]:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()

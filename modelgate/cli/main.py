@@ -12,12 +12,36 @@ import click
 
 from modelgate.cli.admin import client_settings, register
 from modelgate.cli.worker import worker
+from registry.errors import DatabaseUnavailable, InvalidDatabaseUrl, InvalidInput
+from registry.limits import TOKEN_NAME_MAX, check_text
 from registry.settings import RegistrySettings
 
 __all__ = ["main"]
 
 
-@click.group()
+class DatabaseProblem(click.ClickException):
+    """The database cannot be used: one line on stderr with the fix, exit code 2."""
+
+    exit_code = 2
+
+
+class UsageProblem(click.ClickException):
+    """The command cannot run as asked (a busy port): one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+
+class _Commands(click.Group):
+    """Every command's database errors leave as one line (`DatabaseProblem`), no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (DatabaseUnavailable, InvalidDatabaseUrl) as exc:
+            raise DatabaseProblem(exc.message) from None
+
+
+@click.group(cls=_Commands)
 @click.option("--url", default=None, help="admin commands: gateway URL (MODELGATE_URL)")
 @click.option("--token", default=None, help="admin commands: bearer token (MODELGATE_TOKEN)")
 @click.pass_context
@@ -59,7 +83,12 @@ def tokens() -> None:
 
 
 @tokens.command("create")
-@click.option("--name", required=True, help="a name for the token, recorded in the audit log")
+@click.option(
+    "--name",
+    required=True,
+    callback=lambda _ctx, _param, value: _token_name(value),
+    help=f"a name for the token (audit actor token:<name>; at most {TOKEN_NAME_MAX} characters)",
+)
 @click.option(
     "--scope",
     "scopes",
@@ -99,13 +128,24 @@ def tokens_create(
 @click.option("--keep/--no-keep", default=True, help="keep serving after the tour (Ctrl-C ends)")
 def demo(port: int, keep: bool) -> None:
     """The embedded end-to-end demo: SQLite, no Redis, generated models."""
-    from modelgate.cli.demo import run_demo
+    from modelgate.cli.demo import DemoError, run_demo
 
-    run_demo(port=port, keep=keep)
+    try:
+        run_demo(port=port, keep=keep)
+    except DemoError as exc:
+        raise UsageProblem(str(exc)) from None
 
 
 main.add_command(worker)
 register(main)
+
+
+def _token_name(name: str) -> str:
+    try:
+        check_text("token name", name, TOKEN_NAME_MAX)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message) from None
+    return name
 
 
 def _redacted(url: str) -> str:

@@ -27,6 +27,31 @@ class StoreSettings(BaseModel):
         default=Path("./var/artifacts"),
         validation_alias=AliasChoices("MODELGATE_ARTIFACT_ROOT", "artifact_root"),
     )
+    #: PostgreSQL: the most a connect (or the wait for a pooled connection) may take.
+    database_connect_timeout_s: float = Field(
+        default=3.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "MODELGATE_DATABASE_CONNECT_TIMEOUT_S", "database_connect_timeout_s"
+        ),
+    )
+    #: The most one statement may take (PostgreSQL ``statement_timeout`` and the client's
+    #: own timeout, which also ends a wait on a server that stopped answering; SQLite
+    #: ``busy_timeout``). Past either, an admin call answers 503.
+    database_statement_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "MODELGATE_DATABASE_STATEMENT_TIMEOUT_S", "database_statement_timeout_s"
+        ),
+    )
+
+    def engine_options(self) -> dict[str, float]:
+        """The timeouts as `registry.db.make_engine` takes them."""
+        return {
+            "connect_timeout_s": self.database_connect_timeout_s,
+            "statement_timeout_s": self.database_statement_timeout_s,
+        }
 
 
 class RedisSettings(BaseModel):

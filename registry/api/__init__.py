@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from litestar import Router
+from typing import Any
+
+from litestar import Request, Router
 
 from registry.api.access import AccessController
 from registry.api.deps import Registry, require_scope
 from registry.api.models import ModelController
 from registry.api.policy import PolicyController
 from registry.api.versions import VersionController
+from registry.limits import check_params
 
 __all__ = ["Registry", "admin_router"]
 
 FORM_OVERHEAD = 64 * 1024
+
+
+async def _check_params(request: Request[Any, Any, Any]) -> None:
+    """Refuse a NUL (or lone surrogate) in any path or query parameter, on every route."""
+    check_params("path", request.path_params)
+    check_params("query", dict(request.query_params.dict()))
 
 
 def admin_router(max_upload_bytes: int) -> Router:
@@ -27,6 +36,7 @@ def admin_router(max_upload_bytes: int) -> Router:
         path="/admin/v1",
         route_handlers=[ModelController, versions, PolicyController, AccessController],
         guards=[require_scope],
+        before_request=_check_params,
         request_max_body_size=1024 * 1024,
         security=[{"bearer": []}],
     )

@@ -10,10 +10,11 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from registry.api.deps import actor, registry_of
 from registry.api.models import Limit, Offset
+from registry.limits import ROW_ID_MAX
 from registry.schemas import Page, TokenIn, TokenOut, WorkerOut
 
-#: Row ids are 64-bit in PostgreSQL and SQLite; a larger number names no token (400, not 500).
-TokenId = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="the token's id")]
+#: Token ids are ``integer`` (int32 in PostgreSQL); a larger number names no token (400).
+TokenId = Annotated[int, PathParameter(ge=1, le=ROW_ID_MAX, description="the token's id")]
 
 __all__ = ["AccessController"]
 

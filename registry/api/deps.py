@@ -13,6 +13,7 @@ from registry.artifacts import ArtifactStore
 from registry.audit import AuditService
 from registry.catalog import CatalogService
 from registry.errors import Forbidden, Unauthorized
+from registry.limits import actor_for
 from registry.policies import LiveView, PolicyService
 from registry.settings import RegistrySettings
 from registry.tokens import Principal, TokenService
@@ -58,7 +59,7 @@ async def require_scope(
 
 def actor(request: Request[Any, Any, Any]) -> str:
     principal: Principal = request.state.principal
-    return f"token:{principal.name}"
+    return actor_for(principal.name)
 
 
 def with_etag(body: Any, etag: str, status_code: int = 200) -> Response[Any]:

@@ -15,7 +15,7 @@ from registry.api.models import Limit, Offset
 from registry.artifacts import CHUNK
 from registry.errors import BadRequest
 from registry.publishing import Publisher
-from registry.schemas import Page, PublishByUri, VersionOut, VersionPatch
+from registry.schemas import Page, PublishByUri, UploadFields, VersionOut, VersionPatch
 
 __all__ = ["VersionController"]
 
@@ -49,6 +49,14 @@ def _form_labels(value: Any) -> dict[str, str]:
         raise BadRequest(f'form field "labels" must be a JSON object of strings: {exc}') from None
 
 
+def _form_fields(**fields: Any) -> UploadFields:
+    """The form's fields held to the bounds a JSON publish is held to."""
+    try:
+        return msgspec.convert(fields, UploadFields)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid form field: {exc}") from None
+
+
 class VersionController(Controller):
     path = "/models/{model:str}/versions"
     tags = ["versions"]
@@ -75,7 +83,15 @@ class VersionController(Controller):
     async def _upload(
         self, request: Request[Any, Any, Any], publisher: Publisher, model: FromPath[str]
     ) -> VersionOut:
-        form = await request.form()
+        try:
+            form = await request.form()
+        except UnicodeDecodeError:
+            # NOTE: Litestar reads a part without a filename as text; a file part sent with
+            # an empty filename is binary, and would otherwise escape as a 500.
+            raise BadRequest(
+                'a multipart part without a filename is not UTF-8 text: send the model as a "file" '
+                "part with a filename"
+            ) from None
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise BadRequest('multipart publish needs a "file" part with the ONNX model')
@@ -83,15 +99,22 @@ class VersionController(Controller):
         if not isinstance(version, str) or not version.strip():
             raise BadRequest('multipart publish needs a "version" field, e.g. 1.2.0')
         try:
+            fields = _form_fields(
+                version=version.strip(),
+                filename=upload.filename or "model.onnx",
+                priority=_form_int(form.get("priority", 0), "priority"),
+                labels=_form_labels(form["labels"]) if "labels" in form else {},
+                description=str(form.get("description", "")),
+            )
             return await publisher.upload(
                 actor(request),
                 model,
-                version.strip(),
+                fields.version,
                 _chunks(upload),
-                filename=upload.filename or "model.onnx",
-                priority=_form_int(form.get("priority", 0), "priority"),
-                labels=_form_labels(form["labels"]) if "labels" in form else None,
-                description=str(form.get("description", "")),
+                filename=fields.filename,
+                priority=fields.priority,
+                labels=fields.labels,
+                description=fields.description,
             )
         finally:
             await upload.close()

@@ -157,7 +157,11 @@ async def test_metrics_are_labelled_by_model_and_version(
 ) -> None:
     await client.post(INFER, content=scale_body([[1, 2, 3, 4]]))
     await client.post(INFER, content=b"{bad")
-    text = (await client.get("/metrics")).text
+    scraped = await client.get("/metrics")
+    # One charset, one version: Prometheus 3 rejects a Content-Type with a duplicate parameter.
+    params = [p.split("=")[0].strip() for p in scraped.headers["content-type"].split(";")[1:]]
+    assert sorted(params) == ["charset", "version"], scraped.headers["content-type"]
+    text = scraped.text
     labels = 'model="scale",version="1.0.0"'
     assert f"modelgate_worker_requests_total{{{labels}}} 2.0" in text
     assert f'modelgate_worker_failures_total{{code="400",{labels}}} 1.0' in text

@@ -57,6 +57,8 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Build]:
 async def scrape(client: httpx.AsyncClient) -> Samples:
     response = await client.get("/metrics")
     assert response.status_code == 200
+    params = [p.split("=")[0].strip() for p in response.headers["content-type"].split(";")[1:]]
+    assert sorted(params) == ["charset", "version"], response.headers["content-type"]
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(response.text)

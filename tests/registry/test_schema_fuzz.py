@@ -1,6 +1,12 @@
-"""Schemathesis over the admin API's OpenAPI document, against a running server: no 5xx.
+"""Schemathesis over the admin API's OpenAPI document, against a running server on SQLite
+and on PostgreSQL: no 5xx.
 
 Bounded: a fixed number of examples per operation. ``make fuzz`` runs it with more.
+
+A third of the cases are made hostile (issue 8): one path parameter, query parameter or
+body field is replaced by what PostgreSQL refuses or a column cannot hold: a NUL, an
+oversize string, a number beyond int64 (as an integer or inside a version or constraint),
+or arbitrary Unicode. Each must be a 4xx, never a 5xx, on either database.
 
 Half of the generated cases are pinned to real objects (the seeded model, its versions
 and aliases, tokens made to be revoked, no stale ``If-Match``), so mutations succeed as
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -23,6 +30,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from backends.synthetic import scale_model
+from tests.support.live import live_server
 
 EXAMPLES = int(os.environ.get("MODELGATE_FUZZ_EXAMPLES", "25"))
 MODEL = "fuzzed"
@@ -37,11 +45,27 @@ def _created(response: httpx.Response) -> dict[str, Any]:
     return doc
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live_admin(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_database_factory: Any,
+) -> Iterator[tuple[str, str]]:
+    """A real ``modelgate serve`` on a fresh SQLite or PostgreSQL database."""
+    root = tmp_path_factory.mktemp(f"fuzz-{request.param}")
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{root / 'registry.db'}"
+    else:
+        url = pg_database_factory()
+    with live_server(root, url) as live:
+        yield live
+
+
 @pytest.fixture(scope="module")
-def seeded(live_gateway: tuple[str, str]) -> dict[str, Any]:
+def seeded(live_admin: tuple[str, str]) -> dict[str, Any]:
     """Real state to mutate: a model with versions, an alias and a traffic policy, plus
     tokens that the fuzz may revoke, and the id of the one it must not."""
-    base, token = live_gateway
+    base, token = live_admin
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
         _created(client.post("/admin/v1/models", json={"name": MODEL}))
         for version in VERSIONS:
@@ -124,6 +148,59 @@ def _known_fields_only(doc: dict[str, Any]) -> None:
                 _known_fields_only(item)
 
 
+INT64_MAX = 2**63 - 1
+BEYOND_INT64 = st.one_of(
+    st.integers(min_value=INT64_MAX + 1, max_value=2**80),
+    st.integers(min_value=-(2**80), max_value=-INT64_MAX - 2),
+)
+HOSTILE_TEXT = st.one_of(
+    st.tuples(st.text(max_size=6), st.text(max_size=6)).map(lambda p: p[0] + "\x00" + p[1]),
+    st.sampled_from([65, 123, 129, 257, 513, 2049, 4097, 20_000]).map(lambda n: "a" * n),
+    BEYOND_INT64.map(lambda n: f"{abs(n)}.0.0"),
+    BEYOND_INT64.map(lambda n: f"1.{abs(n)}.0-rc.1"),
+    BEYOND_INT64.map(lambda n: f">={abs(n)} <{abs(n) + 1}"),
+    st.sampled_from([129, 300]).map(lambda n: "1.0.0-" + "p" * n),
+    st.sampled_from([129, 300]).map(lambda n: "1.0.0+" + "b" * n),
+    st.just("file:///tmp/a%00b.onnx"),
+    st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40),
+)
+
+
+def _leaves(value: Any, into: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """Every (container, key) holding a string or an integer, anywhere in ``value``."""
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in list(items):
+        if isinstance(item, str | int) and not isinstance(item, bool):
+            into.append((value, key))
+        elif isinstance(item, dict | list):
+            _leaves(item, into)
+    return into
+
+
+def _hostile(case: schemathesis.Case, data: st.DataObject) -> None:
+    """Replace one parameter or body field with a hostile value of its kind."""
+    places: list[tuple[Any, Any]] = []
+    for part in (case.path_parameters, case.query):
+        if part:
+            _leaves(part, places)
+    if isinstance(case.body, dict | list):
+        _leaves(case.body, places)
+    if isinstance(case.body, dict):
+        for key in ("description", "name", "artifact_uri", "labels"):
+            if key not in case.body:
+                places.append((case.body, key))
+    if not places:
+        return
+    container, key = data.draw(st.sampled_from(places))
+    current = container.get(key) if isinstance(container, dict) else container[key]
+    if key == "labels":
+        container[key] = {data.draw(HOSTILE_TEXT): data.draw(HOSTILE_TEXT)}
+    elif isinstance(current, int) and not isinstance(current, bool):
+        container[key] = data.draw(BEYOND_INT64)
+    else:
+        container[key] = data.draw(HOSTILE_TEXT)
+
+
 def _spare_own_token(case: schemathesis.Case, seeded: dict[str, Any]) -> None:
     params = case.path_parameters or {}
     if str(params.get("token_id")) == str(seeded["own_id"]):
@@ -136,16 +213,23 @@ def _fuzz(
     headers: dict[str, str],
     seen: collections.Counter[int],
 ) -> None:
-    @given(case=operation.as_strategy(), pinned=st.booleans(), data=st.data())
+    @given(
+        case=operation.as_strategy(),
+        pinned=st.booleans(),
+        hostile=st.integers(0, 2).map(lambda n: n == 0),
+        data=st.data(),
+    )
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    def check(case: schemathesis.Case, pinned: bool, data: st.DataObject) -> None:
+    def check(case: schemathesis.Case, pinned: bool, hostile: bool, data: st.DataObject) -> None:
         if pinned:
             _pin(case, seeded, data)
+        if hostile:
+            _hostile(case, data)
         _spare_own_token(case, seeded)
         response = case.call(base_url=seeded["base"], headers=headers)
         seen[response.status_code] += 1

@@ -3,8 +3,13 @@ redis-server, the PostgreSQL TCP proxy."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import make_url
 
 from tests.support.net import ROOT, free_port, listening, poll_until
 
@@ -46,8 +51,37 @@ def redis_server(port: int | None = None) -> Service:
     return Service(args, port)
 
 
-def tcp_proxy(host: str, port: int) -> Service:
+class Proxy(Service):
+    """`tests.support.tcpproxy`: `stop` refuses, `blackhole` swallows, `heal` undoes that."""
+
+    def blackhole(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR1)
+
+    def heal(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGUSR2)
+
+
+def tcp_proxy(host: str, port: int) -> Proxy:
     """A TCP proxy to ``host:port`` (`tests.support.tcpproxy`) on a reserved port."""
     listen = free_port()
     args = [sys.executable, "-m", "tests.support.tcpproxy", str(listen), host, str(port)]
-    return Service(args, listen)
+    return Proxy(args, listen)
+
+
+@contextmanager
+def redis_and_proxied_postgres(database_url: str) -> Iterator[tuple[Service, Proxy, str]]:
+    """A private Redis, a proxy to the PostgreSQL of ``database_url``, and that URL through
+    the proxy; both stopped on exit."""
+    database = make_url(database_url)
+    redis_service = redis_server()
+    proxy = tcp_proxy(database.host or "127.0.0.1", database.port or 5432)
+    redis_service.start()
+    proxy.start()
+    try:
+        proxied = database.set(host="127.0.0.1", port=proxy.port)
+        yield redis_service, proxy, proxied.render_as_string(hide_password=False)
+    finally:
+        redis_service.stop()
+        proxy.stop()
