@@ -1,7 +1,10 @@
-"""Publishing a version: stream the artifact into the store, read its signature, record it.
+"""Publishing a version: stage the artifact, check it, record it, then place it.
 
 The cheap checks (model exists, version valid and new) run before any byte is stored. The
-database's unique key settles a race between two publishes of the same version.
+artifact is staged in the store's ``tmp/`` (hashed as it streams), its ONNX signature is read
+in a child process, the row commits, and only then does the file enter the store; whatever
+fails on the way (a junk upload, a lost race, a rejected commit) removes the staged file.
+The database's unique key settles a race between two publishes of the same version.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from registry.artifacts import CHUNK, ArtifactStore, StoredArtifact
+from registry._signature_process import read_signature_isolated
+from registry.artifacts import CHUNK, ArtifactStore, StagedArtifact
 from registry.catalog import CatalogService
 from registry.errors import ArtifactError, BadRequest
 from registry.schemas import PublishByUri, VersionOut
 from registry.settings import RegistrySettings
-from registry.signature import read_signature
 
 __all__ = ["Publisher"]
 
@@ -31,64 +34,64 @@ class Publisher:
         self.store = store
         self.catalog = catalog
 
-    async def upload(
+    async def precheck(self, model: str, version: str) -> None:
+        """Fail fast, before any byte is staged: unknown model, bad or duplicate version."""
+        await self.catalog.check_publishable(model, version)
+
+    async def publish_staged(
         self,
         actor: str,
         model: str,
         version: str,
-        chunks: AsyncIterator[bytes],
+        staged: StagedArtifact,
         *,
-        filename: str,
+        uri: str,
         priority: int = 0,
         labels: dict[str, str] | None = None,
         description: str = "",
     ) -> VersionOut:
-        await self.catalog.check_publishable(model, version)
-        stored = await self.store.ingest(chunks, limit=self.settings.max_artifact_bytes)
-        return await self._record(
-            actor, model, version, stored, f"upload:{filename}", priority, labels, description
-        )
+        """Check and record a staged artifact; it is placed in the store once the row has
+        committed and discarded on any failure (the caller may discard it again)."""
+        try:
+            await self.precheck(model, version)
+            signature = await read_signature_isolated(
+                staged.tmp, timeout_s=self.settings.artifact_check_timeout_s
+            )
+            out = await self.catalog.publish(
+                actor,
+                model,
+                version,
+                artifact=staged.artifact,
+                artifact_uri=uri,
+                signature=signature,
+                priority=priority,
+                labels=labels,
+                description=description,
+            )
+        except BaseException:
+            self.store.discard(staged)
+            raise
+        # NOTE: a crash right here leaves a row without its file; the staged file is named
+        # by its sha256, so the collector moves it into place at the next start-up.
+        await asyncio.to_thread(self.store.place, staged)
+        return out
 
     async def from_uri(self, actor: str, model: str, data: PublishByUri) -> VersionOut:
-        await self.catalog.check_publishable(model, data.version)
-        stored = await self.store.ingest(
+        await self.precheck(model, data.version)
+        staged = await self.store.stage(
             self._fetch(data.artifact_uri),
             limit=self.settings.max_artifact_bytes,
             expected_sha256=data.sha256,
         )
-        return await self._record(
+        return await self.publish_staged(
             actor,
             model,
             data.version,
-            stored,
-            data.artifact_uri,
-            data.priority,
-            data.labels,
-            data.description,
-        )
-
-    async def _record(
-        self,
-        actor: str,
-        model: str,
-        version: str,
-        stored: StoredArtifact,
-        uri: str,
-        priority: int,
-        labels: dict[str, str] | None,
-        description: str,
-    ) -> VersionOut:
-        signature = await asyncio.to_thread(read_signature, stored.path)
-        return await self.catalog.publish(
-            actor,
-            model,
-            version,
-            artifact=stored,
-            artifact_uri=uri,
-            signature=signature,
-            priority=priority,
-            labels=labels,
-            description=description,
+            staged,
+            uri=data.artifact_uri,
+            priority=data.priority,
+            labels=data.labels,
+            description=data.description,
         )
 
     def _fetch(self, uri: str) -> AsyncIterator[bytes]:
