@@ -38,6 +38,7 @@ from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from modelgate.core.rendering import exception_handlers
 from registry.api import Registry, admin_router
+from registry.artifact_gc import ArtifactCollector
 from registry.artifacts import ArtifactStore
 from registry.audit import AuditService
 from registry.catalog import CatalogService
@@ -130,6 +131,7 @@ def create_app(
     metrics.watch_balancer(balancer)
     registry = build_registry(rsettings, db, on_commit=sync.poke)
     registry.live = Live(table, directory)
+    collector = ArtifactCollector(registry.store, sessions, grace_s=rsettings.artifact_grace_s)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -140,9 +142,11 @@ def create_app(
         await prober.start()
         if shared is not None:
             await shared.start()
+        await collector.start(rsettings.artifact_gc_interval_s)
         try:
             yield
         finally:
+            await collector.stop()
             if shared is not None:
                 await shared.stop()
             await prober.stop()

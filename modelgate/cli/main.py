@@ -11,6 +11,7 @@ import sys
 import click
 
 from modelgate.cli.admin import client_settings, register
+from modelgate.cli.artifacts import artifacts
 from modelgate.cli.worker import worker
 from registry.settings import RegistrySettings
 
@@ -87,6 +88,7 @@ def demo(port: int, keep: bool) -> None:
 
 
 main.add_command(worker)
+main.add_command(artifacts)
 register(main)
 
 
