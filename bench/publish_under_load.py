@@ -1,0 +1,299 @@
+"""Issue 8 acceptance 4b: inference through a gateway while it takes a big publish.
+
+One gateway, one worker serving ``m@1.0.0`` (`backends.synthetic.scale_model`), inference
+from `LoadGen` (closed loop, 8 connections back to back). Side by side in one run:
+
+* **idle**: inference alone for ``--seconds``;
+* **publishing**: the same load while ``curl`` (its own process, so the client's GIL is not
+  the gateway's) publishes a valid 300 MiB ONNX model (one big initializer) again and again
+  under new versions until the window ends;
+* **big upload**: one 400 MiB publish alone, then the gateway's RSS a few seconds later.
+
+Ratios: inference throughput publishing / idle (target ≥ 0.7), the worst gap between two
+answers while publishing (a stall), and the gateway's RSS growth during the publishes and
+after the 400 MiB one (target < 100 MB). RSS is the serving process's ``VmRSS`` sampled
+every 20 ms; the ONNX check runs in a child process, whose peak is reported beside it.
+
+    python -m bench.publish_under_load [--quick] [--seconds S] [--mib N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import CpuMeter, Deployment, LoadGen, Quiet, machine, process_tree, run_loadgen
+
+PATH = "/v2/models/m/infer"
+CONNS = 8
+TARGET_RATIO, TARGET_RSS_MB = 0.7, 100.0
+
+
+def say(text: str) -> None:
+    print(f"[publish_under_load] {text}", flush=True)
+
+
+def big_model(path: Path, mib: int) -> Path:
+    """A valid ONNX model, ``output = input + w``, whose initializer ``w`` is ``mib`` MiB."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from backends.synthetic import IR_VERSION, OPSET
+
+    width = mib * 1024 * 1024 // 4
+    weight = numpy_helper.from_array(np.ones(width, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["input", "w"], ["output"])],
+        "big",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    # NOTE: onnx 1.23 writes IR 14 by default; onnxruntime reads at most 13.
+    model.ir_version = IR_VERSION
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """Peak VmRSS of the gateway, and of its other children (the ONNX check), every 20 ms."""
+
+    def __init__(self, gateway_pid: int) -> None:
+        self.pid = gateway_pid
+        self.peak = 0.0
+        self.child_peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            for child in process_tree(self.pid)[1:]:
+                self.child_peak = max(self.child_peak, rss_mb(child))
+            time.sleep(0.02)
+
+
+def publish(dep: Deployment, artifact: Path, version: str) -> dict[str, Any]:
+    """One publish by ``curl`` in its own process: its HTTP status and seconds."""
+    started = time.monotonic()
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            f"Authorization: Bearer {dep.token}",
+            "-F",
+            f"version={version}",
+            "-F",
+            f"file=@{artifact};type=application/octet-stream",
+            f"{dep.gateway_url}/admin/v1/models/big/versions",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {
+        "version": version,
+        "status": out.stdout.strip() or out.stderr.strip(),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+def gaps(gen: LoadGen) -> float:
+    """The longest time, in ms, between two consecutive answers inside the window."""
+    lo, hi = gen.window
+    done = sorted(r[1] for r in gen.results if lo <= r[1] < hi)
+    return max((b - a for a, b in itertools.pairwise(done)), default=0.0) * 1000
+
+
+def load(dep: Deployment, warm_s: float, seconds: float) -> tuple[dict[str, Any], float]:
+    port = int(dep.gateway_url.rsplit(":", 1)[1])
+    gen = LoadGen("127.0.0.1", port, PATH, {})
+    assert dep.gateway is not None
+    out = run_loadgen(lambda: gen.closed(CONNS, warm_s, seconds), {"gateway": dep.gateway})
+    return out, gaps(gen)
+
+
+def measure(dep: Deployment, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    assert dep.gateway is not None
+    pid = dep.gateway.serving_pid()
+    quiet = Quiet(budget_s=20.0)
+    artifact = big_model(root / "big.onnx", args.mib)
+    bigger = big_model(root / "bigger.onnx", args.big_mib)
+    with dep.admin() as client:
+        client.post("/admin/v1/models", json={"name": "big"}).raise_for_status()
+
+    quiet.wait()
+    rss_idle = rss_mb(pid)
+    idle, idle_gap = load(dep, 1.0, args.seconds)
+    say(
+        f"idle: {idle['goodput_rps']:.0f} req/s, longest gap {idle_gap:.0f} ms, "
+        f"RSS {rss_idle:.0f} MB"
+    )
+
+    publishes: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def publisher() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            publishes.append(publish(dep, artifact, f"1.0.{n}"))
+
+    quiet.wait()
+    rss_before = rss_mb(pid)
+    with RssSampler(pid) as sampler:
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        busy, busy_gap = load(dep, 0.5, args.seconds)
+        stop.set()
+        thread.join()
+    ratio = busy["goodput_rps"] / idle["goodput_rps"] if idle["goodput_rps"] else 0.0
+    growth = sampler.peak - rss_before
+    say(
+        f"publishing: {busy['goodput_rps']:.0f} req/s ({ratio:.2f}x idle), longest gap "
+        f"{busy_gap:.0f} ms; {len(publishes)} publishes of {args.mib} MiB "
+        f"{[p['status'] for p in publishes]} in {[p['seconds'] for p in publishes]} s; "
+        f"RSS {rss_before:.0f} -> peak {sampler.peak:.0f} MB (+{growth:.0f}); "
+        f"ONNX check child peak {sampler.child_peak:.0f} MB"
+    )
+
+    quiet.wait()
+    rss_before_big = rss_mb(pid)
+    with RssSampler(pid) as big_sampler, CpuMeter({"gateway": dep.gateway}) as cpu:
+        single = publish(dep, bigger, "2.0.0")
+    time.sleep(3.0)  # NOTE: what the process keeps afterwards, not what it freed at once
+    rss_after_big = rss_mb(pid)
+    say(
+        f"one {args.big_mib} MiB publish alone: {single['status']} in {single['seconds']} s "
+        f"({args.big_mib / max(single['seconds'], 1e-9):.0f} MiB/s, gateway "
+        f"{cpu.percent.get('gateway', 0):.0f}% of a core); RSS {rss_before_big:.0f} -> peak "
+        f"{big_sampler.peak:.0f} -> {rss_after_big:.0f} MB 3 s later"
+    )
+
+    ok = all(p["status"] == "201" for p in [*publishes, single])
+    return {
+        "idle": idle | {"longest_gap_ms": idle_gap, "rss_mb": rss_idle},
+        "publishing": busy | {"longest_gap_ms": busy_gap, "publishes": publishes},
+        "throughput_ratio": ratio,
+        "rss_mb": {
+            "before": rss_before,
+            "peak": sampler.peak,
+            "growth": growth,
+            "check_child_peak": sampler.child_peak,
+        },
+        "big_upload": single
+        | {
+            "rss_before_mb": rss_before_big,
+            "rss_peak_mb": big_sampler.peak,
+            "rss_after_3s_mb": rss_after_big,
+        },
+        "all_published": ok,
+        "quiet_waited_s": quiet.waited_s,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter windows (6 s)")
+    parser.add_argument("--seconds", type=float, default=None, help="each window (default 12)")
+    parser.add_argument("--mib", type=int, default=300, help="the model published under load")
+    parser.add_argument("--big-mib", type=int, default=400, help="the one published alone")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    args = parser.parse_args()
+    args.seconds = args.seconds or (6.0 if args.quick else 12.0)
+    root = Path(tempfile.mkdtemp(prefix="mg-bench-publish-"))
+    dep = Deployment(
+        root,
+        MODELGATE_WORKER_INTRA_OP_THREADS="1",
+        MODELGATE_GATEWAY_LOG_LEVEL="warning",
+        MODELGATE_WORKER_LOG_LEVEL="warning",
+        MODELGATE_REGISTRY_MAX_ARTIFACT_BYTES=str(2 * 1024**3),
+    )
+    try:
+        say(f"setting up in {root}")
+        dep.setup()
+        dep.start_gateway()
+        dep.publish("m", ["1.0.0"])
+        dep.start_worker("a", ["m@1.0.0"])
+        dep.wait_serving({"a": {"m@1.0.0"}})
+        results = measure(dep, args, root)
+    except BaseException:
+        say(f"failed; logs in {root}")
+        dep.stop_all()
+        print(dep.log_tails(), flush=True)
+        raise
+    dep.stop_all()
+    results["machine"] = machine()
+    results["settings"] = vars(args) | {"conns": CONNS, "out": str(args.out)}
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "publish_under_load.json").write_text(json.dumps(results, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    ratio, growth = results["throughput_ratio"], results["rss_mb"]["growth"]
+    after = results["big_upload"]["rss_after_3s_mb"] - results["big_upload"]["rss_before_mb"]
+    rows = [
+        (
+            "throughput publishing / idle",
+            f"{ratio:.2f}",
+            f">= {TARGET_RATIO}",
+            ratio >= TARGET_RATIO,
+        ),
+        (
+            "gateway RSS growth while publishing (MB)",
+            f"{growth:.0f}",
+            f"< {TARGET_RSS_MB:.0f}",
+            growth < TARGET_RSS_MB,
+        ),
+        (
+            f"RSS kept after one {args.big_mib} MiB publish (MB)",
+            f"{after:.0f}",
+            f"< {TARGET_RSS_MB:.0f}",
+            after < TARGET_RSS_MB,
+        ),
+        (
+            "every publish answered 201",
+            str(results["all_published"]),
+            "True",
+            results["all_published"],
+        ),
+    ]
+    for name, value, target, ok in rows:
+        print(f"{name:<48} {value:>8}  target {target:<8} {'met' if ok else 'MISSED'}")
+    return 0 if all(r[3] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
