@@ -159,7 +159,8 @@ def measure(dep: Deployment, args: argparse.Namespace, root: Path) -> dict[str, 
     rss_idle = rss_mb(pid)
     idle, idle_gap = load(dep, 1.0, args.seconds)
     say(
-        f"idle: {idle['goodput_rps']:.0f} req/s, longest gap {idle_gap:.0f} ms, "
+        f"idle: {idle['goodput_rps']:.0f} req/s, p99 {idle['ok_service'].get('p99_ms', 0):.1f} ms, "
+        f"longest gap {idle_gap:.0f} ms, "
         f"RSS {rss_idle:.0f} MB"
     )
 
@@ -183,7 +184,8 @@ def measure(dep: Deployment, args: argparse.Namespace, root: Path) -> dict[str, 
     ratio = busy["goodput_rps"] / idle["goodput_rps"] if idle["goodput_rps"] else 0.0
     growth = sampler.peak - rss_before
     say(
-        f"publishing: {busy['goodput_rps']:.0f} req/s ({ratio:.2f}x idle), longest gap "
+        f"publishing: {busy['goodput_rps']:.0f} req/s ({ratio:.2f}x idle), p99 "
+        f"{busy['ok_service'].get('p99_ms', 0):.1f} ms, longest gap "
         f"{busy_gap:.0f} ms; {len(publishes)} publishes of {args.mib} MiB "
         f"{[p['status'] for p in publishes]} in {[p['seconds'] for p in publishes]} s; "
         f"RSS {rss_before:.0f} -> peak {sampler.peak:.0f} MB (+{growth:.0f}); "

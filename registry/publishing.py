@@ -10,6 +10,8 @@ The database's unique key settles a race between two publishes of the same versi
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -24,6 +26,8 @@ from registry.schemas import PublishByUri, VersionOut
 from registry.settings import RegistrySettings
 
 __all__ = ["Publisher"]
+
+log = logging.getLogger(__name__)
 
 
 class Publisher:
@@ -54,9 +58,11 @@ class Publisher:
         committed and discarded on any failure (the caller may discard it again)."""
         try:
             await self.precheck(model, version)
+            started = time.monotonic()
             signature = await read_signature_isolated(
                 staged.tmp, timeout_s=self.settings.artifact_check_timeout_s
             )
+            checked = time.monotonic()
             out = await self.catalog.publish(
                 actor,
                 model,
@@ -74,6 +80,15 @@ class Publisher:
         # NOTE: a crash right here leaves a row without its file; the staged file is named
         # by its sha256, so the collector moves it into place at the next start-up.
         await asyncio.to_thread(self.store.place, staged)
+        log.info(
+            "published %s@%s: %d bytes, sha256 %s; ONNX check %.2f s, commit %.2f s",
+            model,
+            out.version,
+            staged.artifact.size_bytes,
+            staged.artifact.sha256[:12],
+            checked - started,
+            time.monotonic() - checked,
+        )
         return out
 
     async def from_uri(self, actor: str, model: str, data: PublishByUri) -> VersionOut:
