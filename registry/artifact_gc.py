@@ -166,6 +166,8 @@ class ArtifactCollector:
                 return True
             if swept.kind == "orphan" and key is not None and await self._referenced(key):
                 return False  # NOTE: a publish of these bytes committed since the scan
+            if self.clock() - swept.path.stat().st_mtime < self.grace_s:
+                return False  # written (or placed) again since the scan
             swept.path.unlink()
             log.info("artifact store: removed %s %s", swept.kind, swept.path)
             return True
