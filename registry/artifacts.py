@@ -154,6 +154,9 @@ class ArtifactStore:
         self.tmp_dir = self.root / "tmp"
         #: Temp files this process is writing or about to place; the collector skips them.
         self.active: set[Path] = set()
+        #: Staged files whose row has committed: `discard` leaves them (`place` moves them,
+        #: or the collector once a failed `place` has left one behind).
+        self.claimed: set[Path] = set()
 
     @contextmanager
     def translated(self) -> Iterator[None]:
@@ -202,6 +205,10 @@ class ArtifactStore:
             staging.abort()
             raise
 
+    def claim(self, staged: StagedArtifact) -> None:
+        """Its row has committed: from now on the file is never discarded, only placed."""
+        self.claimed.add(staged.tmp)
+
     def place(self, staged: StagedArtifact) -> StoredArtifact:
         """Move a staged file into the store (call once its row has committed)."""
         final = staged.artifact.path
@@ -212,15 +219,17 @@ class ArtifactStore:
                 # NOTE: a fresh mtime: the collector counts an orphan's age from it, and
                 # the upload may have ended long ago.
                 os.utime(final)
+            self.claimed.discard(staged.tmp)
         finally:
-            # NOTE: a staged file that could not be placed is left for the collector,
-            # which moves it into place once its row is seen.
+            # NOTE: a staged file that could not be placed stays claimed and is left for
+            # the collector, which moves it into place once it is older than the grace.
             self.active.discard(staged.tmp)
         return staged.artifact
 
     def discard(self, staged: StagedArtifact) -> None:
-        """Remove a staged file that will not be placed (idempotent)."""
-        self.remove_temp(staged.tmp)
+        """Remove a staged file that will not be placed (idempotent; a claimed one stays)."""
+        if staged.tmp not in self.claimed:
+            self.remove_temp(staged.tmp)
 
     def remove_temp(self, tmp: Path) -> None:
         # NOTE: cleanup must not hide the error that caused it; a file it cannot remove

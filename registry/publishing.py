@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -77,8 +78,9 @@ class Publisher:
         except BaseException:
             self.store.discard(staged)
             raise
-        # NOTE: a crash right here leaves a row without its file; the staged file is named
-        # by its sha256, so the collector moves it into place at the next start-up.
+        self.store.claim(staged)
+        # NOTE: a crash (or a failed rename) right here leaves a row without its file; the
+        # staged file is named by its sha256, so the collector moves it into place.
         await asyncio.to_thread(self.store.place, staged)
         log.info(
             "published %s@%s: %d bytes, sha256 %s; ONNX check %.2f s, commit %.2f s",
@@ -136,9 +138,13 @@ class Publisher:
             )
         if not resolved.is_file():
             raise ArtifactError(f'artifact_uri path "{path}" is not a readable file')
-        with resolved.open("rb") as handle:
-            while chunk := await asyncio.to_thread(handle.read, CHUNK):
-                yield chunk
+        try:
+            with resolved.open("rb") as handle:
+                while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                    yield chunk
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ArtifactError(f'artifact_uri path "{path}" cannot be read: {reason}') from None
 
     async def _download(self, uri: str) -> AsyncIterator[bytes]:
         timeout = httpx.Timeout(self.settings.fetch_timeout_s)

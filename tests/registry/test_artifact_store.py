@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,13 +19,16 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlalchemy.pool import NullPool
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from registry import artifacts
-from registry.db import make_engine
+from registry.artifact_gc import ArtifactCollector
+from registry.artifacts import ArtifactStore
+from registry.db import make_engine, make_sessionmaker
 from registry.models import ModelVersion
 from registry.settings import RegistrySettings
 from tests.support.admin import Client, create_model
@@ -224,3 +228,36 @@ async def test_storage_failures_answer_507_or_503_with_the_reason(
     if status == 503:
         assert response.headers["retry-after"].isdigit()
     assert leftovers(settings.artifact_root) == []
+
+
+async def test_a_failed_rename_after_the_commit_is_rolled_forward(
+    store_client: Client,
+    settings: RegistrySettings,
+    engine: AsyncEngine,
+    model_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await create_model(store_client, model_name)
+    shards = settings.artifact_root.resolve() / "sha256"
+    replace = os.replace
+
+    def failing_into_the_store(src: Any, dst: Any) -> None:
+        if shards in Path(dst).parents:
+            raise OSError(errno.EIO, "injected")
+        replace(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", failing_into_the_store)
+    response = await upload(store_client, model_name, {"version": "1.0.0"}, unique_model())
+    assert response.status_code == 503, response.text
+    assert "Input/output error" in response.json()["error"]
+    monkeypatch.undo()
+    staged = leftovers(settings.artifact_root)
+    assert [p.parent.name for p in staged] == ["tmp"], staged  # kept, not discarded
+
+    collector = ArtifactCollector(
+        ArtifactStore(settings.artifact_root), make_sessionmaker(engine), grace_s=0
+    )
+    swept = await collector.sweep()
+    assert [f.kind for f in swept.files] == ["restore"]
+    row = (await store_client.get(f"/admin/v1/models/{model_name}/versions/1.0.0")).json()
+    assert leftovers(settings.artifact_root) == [settings.artifact_root / row["storage_key"]]
