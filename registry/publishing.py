@@ -2,8 +2,9 @@
 
 The cheap checks (model exists, version valid and new) run before any byte is stored. The
 artifact is staged in the store's ``tmp/`` (hashed as it streams), its ONNX signature is read
-in a child process, the row commits, and only then does the file enter the store; whatever
-fails on the way (a junk upload, a lost race, a rejected commit) removes the staged file.
+in a thread without decoding its tensors, the row commits, and only then does the file enter
+the store; whatever fails on the way (a junk upload, a lost race, a rejected commit) removes
+the staged file.
 The database's unique key settles a race between two publishes of the same version.
 """
 
@@ -19,12 +20,12 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from registry._signature_process import read_signature_isolated
 from registry.artifacts import CHUNK, ArtifactStore, StagedArtifact
 from registry.catalog import CatalogService
 from registry.errors import ArtifactError, BadRequest
 from registry.schemas import PublishByUri, VersionOut
 from registry.settings import RegistrySettings
+from registry.signature import read_signature
 
 __all__ = ["Publisher"]
 
@@ -60,9 +61,9 @@ class Publisher:
         try:
             await self.precheck(model, version)
             started = time.monotonic()
-            signature = await read_signature_isolated(
-                staged.tmp, timeout_s=self.settings.artifact_check_timeout_s
-            )
+            # NOTE: read_signature reads only the model's framing and small fields, so it
+            # holds the GIL for milliseconds, never for the whole model as onnx.load would.
+            signature = await asyncio.to_thread(read_signature, staged.tmp)
             checked = time.monotonic()
             out = await self.catalog.publish(
                 actor,

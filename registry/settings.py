@@ -34,5 +34,3 @@ class RegistrySettings(StoreSettings, BaseSettings):
     #: How often a running gateway removes what is older than the grace; 0 turns the
     #: timer off (the start-up sweep and ``modelgate artifacts gc`` remain).
     artifact_gc_interval_s: float = Field(default=600.0, ge=0)
-    #: The ONNX check runs in a subprocess; one that takes longer is killed (400).
-    artifact_check_timeout_s: float = Field(default=300.0, gt=0)
