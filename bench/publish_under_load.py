@@ -12,7 +12,9 @@ from `LoadGen` (closed loop, 8 connections back to back). Side by side in one ru
 Ratios: inference throughput publishing / idle (target ≥ 0.7), the worst gap between two
 answers while publishing (a stall), and the gateway's RSS growth during the publishes and
 after the 400 MiB one (target < 100 MB). RSS is the serving process's ``VmRSS`` sampled
-every 20 ms; the ONNX check runs in a child process, whose peak is reported beside it.
+every 20 ms. Idle and publishing windows alternate for ``--rounds`` rounds (2; 1 with
+``--quick``), so that drift in the machine's other load falls on both; the ratio is of
+their sums.
 
     python -m bench.publish_under_load [--quick] [--seconds S] [--mib N] [--out DIR]
 """
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import CpuMeter, Deployment, LoadGen, Quiet, machine, process_tree, run_loadgen
+from bench.harness import CpuMeter, Deployment, LoadGen, Quiet, machine, run_loadgen
 
 PATH = "/v2/models/m/infer"
 CONNS = 8
@@ -76,12 +78,11 @@ def rss_mb(pid: int) -> float:
 
 
 class RssSampler:
-    """Peak VmRSS of the gateway, and of its other children (the ONNX check), every 20 ms."""
+    """Peak VmRSS of the gateway's serving process, sampled every 20 ms."""
 
     def __init__(self, gateway_pid: int) -> None:
         self.pid = gateway_pid
         self.peak = 0.0
-        self.child_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -96,8 +97,6 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, rss_mb(self.pid))
-            for child in process_tree(self.pid)[1:]:
-                self.child_peak = max(self.child_peak, rss_mb(child))
             time.sleep(0.02)
 
 
@@ -146,7 +145,55 @@ def load(dep: Deployment, warm_s: float, seconds: float) -> tuple[dict[str, Any]
     return out, gaps(gen)
 
 
+def _idle(dep: Deployment, args: argparse.Namespace, pid: int) -> dict[str, Any]:
+    rss = rss_mb(pid)
+    idle, gap = load(dep, 1.0, args.seconds)
+    say(
+        f"idle: {idle['goodput_rps']:.0f} req/s, p99 {idle['ok_service'].get('p99_ms', 0):.1f} "
+        f"ms, longest gap {gap:.0f} ms, RSS {rss:.0f} MB"
+    )
+    return idle | {"longest_gap_ms": gap, "rss_mb": rss}
+
+
+def _publishing(
+    dep: Deployment, args: argparse.Namespace, pid: int, artifact: Path, first: int
+) -> dict[str, Any]:
+    """Inference while ``curl`` publishes ``artifact`` as 1.0.<first>, 1.0.<first+1>, ..."""
+    publishes: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def publisher() -> None:
+        n = first
+        while not stop.is_set():
+            publishes.append(publish(dep, artifact, f"1.0.{n}"))
+            n += 1
+
+    rss = rss_mb(pid)
+    with RssSampler(pid) as sampler:
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        busy, gap = load(dep, 0.5, args.seconds)
+        stop.set()
+        thread.join()
+    say(
+        f"publishing: {busy['goodput_rps']:.0f} req/s, p99 "
+        f"{busy['ok_service'].get('p99_ms', 0):.1f} ms, longest gap {gap:.0f} ms; "
+        f"{len(publishes)} publishes of {args.mib} MiB {[p['status'] for p in publishes]} in "
+        f"{[p['seconds'] for p in publishes]} s; RSS {rss:.0f} -> peak {sampler.peak:.0f} MB "
+        f"(+{sampler.peak - rss:.0f})"
+    )
+    return busy | {
+        "longest_gap_ms": gap,
+        "publishes": publishes,
+        "rss_before_mb": rss,
+        "rss_peak_mb": sampler.peak,
+        "rss_growth_mb": sampler.peak - rss,
+    }
+
+
 def measure(dep: Deployment, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """``--rounds`` of (idle, publishing), alternating so that drift in the machine's other
+    load falls on both; then one bigger publish alone."""
     assert dep.gateway is not None
     pid = dep.gateway.serving_pid()
     quiet = Quiet(budget_s=20.0)
@@ -155,42 +202,18 @@ def measure(dep: Deployment, args: argparse.Namespace, root: Path) -> dict[str, 
     with dep.admin() as client:
         client.post("/admin/v1/models", json={"name": "big"}).raise_for_status()
 
-    quiet.wait()
-    rss_idle = rss_mb(pid)
-    idle, idle_gap = load(dep, 1.0, args.seconds)
-    say(
-        f"idle: {idle['goodput_rps']:.0f} req/s, p99 {idle['ok_service'].get('p99_ms', 0):.1f} ms, "
-        f"longest gap {idle_gap:.0f} ms, "
-        f"RSS {rss_idle:.0f} MB"
-    )
-
-    publishes: list[dict[str, Any]] = []
-    stop = threading.Event()
-
-    def publisher() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            publishes.append(publish(dep, artifact, f"1.0.{n}"))
-
-    quiet.wait()
-    rss_before = rss_mb(pid)
-    with RssSampler(pid) as sampler:
-        thread = threading.Thread(target=publisher)
-        thread.start()
-        busy, busy_gap = load(dep, 0.5, args.seconds)
-        stop.set()
-        thread.join()
-    ratio = busy["goodput_rps"] / idle["goodput_rps"] if idle["goodput_rps"] else 0.0
-    growth = sampler.peak - rss_before
-    say(
-        f"publishing: {busy['goodput_rps']:.0f} req/s ({ratio:.2f}x idle), p99 "
-        f"{busy['ok_service'].get('p99_ms', 0):.1f} ms, longest gap "
-        f"{busy_gap:.0f} ms; {len(publishes)} publishes of {args.mib} MiB "
-        f"{[p['status'] for p in publishes]} in {[p['seconds'] for p in publishes]} s; "
-        f"RSS {rss_before:.0f} -> peak {sampler.peak:.0f} MB (+{growth:.0f}); "
-        f"ONNX check child peak {sampler.child_peak:.0f} MB"
-    )
+    idles: list[dict[str, Any]] = []
+    busies: list[dict[str, Any]] = []
+    for _ in range(args.rounds):
+        quiet.wait()
+        idles.append(_idle(dep, args, pid))
+        quiet.wait()
+        busies.append(_publishing(dep, args, pid, artifact, 1 + 100 * len(busies)))
+    idle_rps = sum(r["goodput_rps"] for r in idles)
+    ratio = sum(r["goodput_rps"] for r in busies) / idle_rps if idle_rps else 0.0
+    growth = max(r["rss_growth_mb"] for r in busies)
+    publishes = [p for r in busies for p in r["publishes"]]
+    say(f"throughput publishing / idle over {args.rounds} rounds: {ratio:.2f}")
 
     quiet.wait()
     rss_before_big = rss_mb(pid)
@@ -207,15 +230,14 @@ def measure(dep: Deployment, args: argparse.Namespace, root: Path) -> dict[str, 
 
     ok = all(p["status"] == "201" for p in [*publishes, single])
     return {
-        "idle": idle | {"longest_gap_ms": idle_gap, "rss_mb": rss_idle},
-        "publishing": busy | {"longest_gap_ms": busy_gap, "publishes": publishes},
+        "idle_rounds": idles,
+        "publishing_rounds": busies,
         "throughput_ratio": ratio,
-        "rss_mb": {
-            "before": rss_before,
-            "peak": sampler.peak,
-            "growth": growth,
-            "check_child_peak": sampler.child_peak,
+        "longest_gap_ms": {
+            "idle": max(r["longest_gap_ms"] for r in idles),
+            "publishing": max(r["longest_gap_ms"] for r in busies),
         },
+        "rss_mb": {"growth": growth},
         "big_upload": single
         | {
             "rss_before_mb": rss_before_big,
@@ -229,13 +251,15 @@ def measure(dep: Deployment, args: argparse.Namespace, root: Path) -> dict[str, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter windows (6 s)")
+    parser.add_argument("--quick", action="store_true", help="one round of 6 s windows")
+    parser.add_argument("--rounds", type=int, default=None, help="idle/publishing (default 2)")
     parser.add_argument("--seconds", type=float, default=None, help="each window (default 12)")
     parser.add_argument("--mib", type=int, default=300, help="the model published under load")
     parser.add_argument("--big-mib", type=int, default=400, help="the one published alone")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = parser.parse_args()
     args.seconds = args.seconds or (6.0 if args.quick else 12.0)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     root = Path(tempfile.mkdtemp(prefix="mg-bench-publish-"))
     dep = Deployment(
         root,
