@@ -80,7 +80,7 @@ class _TempFile:
         self.handle = handle
         self.digest = hashlib.sha256()
 
-    def write_block(self, block: bytes) -> None:
+    def write_block(self, block: bytes | bytearray) -> None:
         # NOTE: hashlib and file writes release the GIL for big buffers, so this overlaps
         # with the event loop instead of stalling it.
         self.digest.update(block)
@@ -116,7 +116,8 @@ class Staging:
             await self._flush()
 
     async def _flush(self) -> None:
-        block, self._buffer = bytes(self._buffer), bytearray()
+        # NOTE: the buffer itself goes to the thread (no copy); a fresh one takes its place.
+        block, self._buffer = self._buffer, bytearray()
         with self.store.translated():
             await asyncio.to_thread(self._file.write_block, block)
 
