@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.gateway_overhead
 	$(BIN)/python -m bench.gateway_balancing
 	$(BIN)/python -m bench.gateway_overload
+	$(BIN)/python -m bench.publish_under_load
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

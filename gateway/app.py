@@ -40,6 +40,7 @@ from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from modelgate.core.rendering import exception_handlers
 from registry.api import Registry, admin_router
+from registry.artifact_gc import ArtifactCollector
 from registry.artifacts import ArtifactStore
 from registry.audit import AuditService
 from registry.catalog import CatalogService
@@ -154,6 +155,7 @@ def create_app(
     metrics.watch_balancer(balancer)
     registry = build_registry(rsettings, db, on_commit=sync.poke)
     registry.live = Live(table, directory)
+    collector = ArtifactCollector(registry.store, sessions, grace_s=rsettings.artifact_grace_s)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -166,9 +168,11 @@ def create_app(
             await shared.start()
         if breaker is not None:
             await breaker.start()
+        await collector.start(rsettings.artifact_gc_interval_s)
         try:
             yield
         finally:
+            await collector.stop()
             if breaker is not None:
                 await breaker.stop()
             if shared is not None:

@@ -23,12 +23,17 @@ renders every one as ``{"error": "..."}``.
         ├── ArtifactTooLarge        413
         ├── NoReadyVersion          503 (no arm of the policy has a ready worker)
         ├── DatabaseUnavailable     503 refused, timed out, connection lost, not migrated
-        └── InvalidDatabaseUrl      (configuration) MODELGATE_DATABASE_URL cannot be used
+        ├── InvalidDatabaseUrl      (configuration) MODELGATE_DATABASE_URL cannot be used
+        └── StorageError            the artifact store's filesystem failed (`storage_error`)
+            ├── StorageUnavailable  503 with Retry-After (read-only, permission, I/O error)
+            └── StorageFull         507 (no space or quota left)
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Iterable
 
 from modelgate.core.errors import ModelgateError
@@ -51,9 +56,13 @@ __all__ = [
     "NotFound",
     "PreconditionFailed",
     "RegistryError",
+    "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
     "Unauthorized",
     "VersionConflict",
     "VersionNotFound",
+    "storage_error",
 ]
 
 
@@ -194,3 +203,38 @@ class InvalidDatabaseUrl(RegistryError):
             f"postgresql://user@host:5432/name (postgres:// and the +aiosqlite/+asyncpg "
             f"forms work too)"
         )
+
+
+# -- storage: the artifact store's filesystem --------------------------------------------
+
+
+class StorageError(RegistryError):
+    """The artifact store's filesystem refused an operation; never the client's fault."""
+
+    status_code = 503
+
+
+class StorageUnavailable(StorageError):
+    """The store cannot be written now (read-only, permissions, I/O); retrying may help."""
+
+    status_code = 503
+    headers = {"Retry-After": "30"}
+
+
+class StorageFull(StorageError):
+    """No space (or quota) is left for the artifact."""
+
+    status_code = 507
+
+
+#: errno values that mean "out of space" (507); every other OSError is "unavailable" (503).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def storage_error(exc: OSError, root: object) -> StorageError:
+    """The one translation of a filesystem error in the artifact store at ``root``:
+    ENOSPC/EDQUOT/EFBIG → 507, anything else (EROFS, EACCES, EIO, …) → 503."""
+    reason = os.strerror(exc.errno) if exc.errno is not None else str(exc)
+    if exc.errno in _NO_SPACE:
+        return StorageFull(f"no space for the artifact in the artifact store {root}: {reason}")
+    return StorageUnavailable(f"the artifact store {root} is unavailable: {reason}")

@@ -1,19 +1,26 @@
-"""Publishing a version: stream the artifact into the store, read its signature, record it.
+"""Publishing a version: stage the artifact, check it, record it, then place it.
 
 The cheap checks (model exists, version valid and new) run before any byte is stored. The
-database's unique key settles a race between two publishes of the same version.
+artifact is staged in the store's ``tmp/`` (hashed as it streams), its ONNX signature is read
+in a thread without decoding its tensors, the row commits, and only then does the file enter
+the store; whatever fails on the way (a junk upload, a lost race, a rejected commit) removes
+the staged file.
+The database's unique key settles a race between two publishes of the same version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from registry.artifacts import CHUNK, ArtifactStore, StoredArtifact
+from registry.artifacts import CHUNK, ArtifactStore, StagedArtifact
 from registry.catalog import CatalogService
 from registry.errors import ArtifactError, BadRequest
 from registry.schemas import PublishByUri, VersionOut
@@ -21,6 +28,8 @@ from registry.settings import RegistrySettings
 from registry.signature import read_signature
 
 __all__ = ["Publisher"]
+
+log = logging.getLogger(__name__)
 
 
 class Publisher:
@@ -31,64 +40,76 @@ class Publisher:
         self.store = store
         self.catalog = catalog
 
-    async def upload(
+    async def precheck(self, model: str, version: str) -> None:
+        """Fail fast, before any byte is staged: unknown model, bad or duplicate version."""
+        await self.catalog.check_publishable(model, version)
+
+    async def publish_staged(
         self,
         actor: str,
         model: str,
         version: str,
-        chunks: AsyncIterator[bytes],
+        staged: StagedArtifact,
         *,
-        filename: str,
+        uri: str,
         priority: int = 0,
         labels: dict[str, str] | None = None,
         description: str = "",
     ) -> VersionOut:
-        await self.catalog.check_publishable(model, version)
-        stored = await self.store.ingest(chunks, limit=self.settings.max_artifact_bytes)
-        return await self._record(
-            actor, model, version, stored, f"upload:{filename}", priority, labels, description
+        """Check and record a staged artifact; it is placed in the store once the row has
+        committed and discarded on any failure (the caller may discard it again)."""
+        try:
+            await self.precheck(model, version)
+            started = time.monotonic()
+            # NOTE: read_signature reads only the model's framing and small fields, so it
+            # holds the GIL for milliseconds, never for the whole model as onnx.load would.
+            signature = await asyncio.to_thread(read_signature, staged.tmp)
+            checked = time.monotonic()
+            out = await self.catalog.publish(
+                actor,
+                model,
+                version,
+                artifact=staged.artifact,
+                artifact_uri=uri,
+                signature=signature,
+                priority=priority,
+                labels=labels,
+                description=description,
+            )
+        except BaseException:
+            self.store.discard(staged)
+            raise
+        self.store.claim(staged)
+        # NOTE: a crash (or a failed rename) right here leaves a row without its file; the
+        # staged file is named by its sha256, so the collector moves it into place.
+        await asyncio.to_thread(self.store.place, staged)
+        log.info(
+            "published %s@%s: %d bytes, sha256 %s; ONNX check %.2f s, commit %.2f s",
+            model,
+            out.version,
+            staged.artifact.size_bytes,
+            staged.artifact.sha256[:12],
+            checked - started,
+            time.monotonic() - checked,
         )
+        return out
 
     async def from_uri(self, actor: str, model: str, data: PublishByUri) -> VersionOut:
-        await self.catalog.check_publishable(model, data.version)
-        stored = await self.store.ingest(
+        await self.precheck(model, data.version)
+        staged = await self.store.stage(
             self._fetch(data.artifact_uri),
             limit=self.settings.max_artifact_bytes,
             expected_sha256=data.sha256,
         )
-        return await self._record(
+        return await self.publish_staged(
             actor,
             model,
             data.version,
-            stored,
-            data.artifact_uri,
-            data.priority,
-            data.labels,
-            data.description,
-        )
-
-    async def _record(
-        self,
-        actor: str,
-        model: str,
-        version: str,
-        stored: StoredArtifact,
-        uri: str,
-        priority: int,
-        labels: dict[str, str] | None,
-        description: str,
-    ) -> VersionOut:
-        signature = await asyncio.to_thread(read_signature, stored.path)
-        return await self.catalog.publish(
-            actor,
-            model,
-            version,
-            artifact=stored,
-            artifact_uri=uri,
-            signature=signature,
-            priority=priority,
-            labels=labels,
-            description=description,
+            staged,
+            uri=data.artifact_uri,
+            priority=data.priority,
+            labels=data.labels,
+            description=data.description,
         )
 
     def _fetch(self, uri: str) -> AsyncIterator[bytes]:
@@ -118,9 +139,13 @@ class Publisher:
             )
         if not resolved.is_file():
             raise ArtifactError(f'artifact_uri path "{path}" is not a readable file')
-        with resolved.open("rb") as handle:
-            while chunk := await asyncio.to_thread(handle.read, CHUNK):
-                yield chunk
+        try:
+            with resolved.open("rb") as handle:
+                while chunk := await asyncio.to_thread(handle.read, CHUNK):
+                    yield chunk
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ArtifactError(f'artifact_uri path "{path}" cannot be read: {reason}') from None
 
     async def _download(self, uri: str) -> AsyncIterator[bytes]:
         timeout = httpx.Timeout(self.settings.fetch_timeout_s)

@@ -25,3 +25,12 @@ class RegistrySettings(StoreSettings, BaseSettings):
     import_roots: list[Path] = Field(default_factory=list)
     fetch_timeout_s: float = Field(default=60.0, gt=0)
     page_size_max: int = Field(default=500, gt=0)
+
+    # -- artifact store ------------------------------------------------------------------
+    #: Temp files and orphans (store files no version row names) younger than this are
+    #: kept: it must exceed the longest publish (upload + check) of any process sharing
+    #: the artifact root.
+    artifact_grace_s: float = Field(default=3600.0, ge=0)
+    #: How often a running gateway removes what is older than the grace; 0 turns the
+    #: timer off (the start-up sweep and ``modelgate artifacts gc`` remain).
+    artifact_gc_interval_s: float = Field(default=600.0, ge=0)

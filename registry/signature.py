@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from registry._onnx_scan import scan_model
 from registry.errors import ArtifactError
 
 __all__ = ["ONNX_TO_OIP", "read_signature"]
@@ -34,13 +35,11 @@ def _tensors(values: Any, skip: set[str]) -> list[dict[str, Any]]:
 
 
 def read_signature(path: Path) -> dict[str, Any]:
-    """``{"inputs": [...], "outputs": [...], "opset": n, "ir_version": n}``; 400 if not ONNX."""
-    import onnx
+    """``{"inputs": [...], "outputs": [...], "opset": n, "ir_version": n}``; 400 if not ONNX.
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError…
-        raise ArtifactError(f"artifact is not a valid ONNX model: {exc}") from None
+    Reads only the model's framing and small fields (`registry._onnx_scan`), never its
+    tensor bytes, so that it is cheap whatever the model's size."""
+    model = scan_model(path)
     graph = model.graph
     if not graph.output:
         raise ArtifactError("artifact is not a valid ONNX model: the graph has no outputs")

@@ -11,6 +11,7 @@ import sys
 import click
 
 from modelgate.cli.admin import client_settings, register
+from modelgate.cli.artifacts import artifacts
 from modelgate.cli.worker import worker
 from registry.errors import DatabaseUnavailable, InvalidDatabaseUrl, InvalidInput
 from registry.limits import TOKEN_NAME_MAX, check_text
@@ -137,6 +138,7 @@ def demo(port: int, keep: bool) -> None:
 
 
 main.add_command(worker)
+main.add_command(artifacts)
 register(main)
 
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, patch, post
-from litestar.datastructures import UploadFile
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from registry.api._upload import upload_form
 from registry.api.deps import actor, registry_of, with_etag
 from registry.api.models import Limit, Offset
-from registry.artifacts import CHUNK
 from registry.errors import BadRequest
 from registry.publishing import Publisher
 from registry.schemas import Page, PublishByUri, UploadFields, VersionOut, VersionPatch
@@ -24,12 +22,8 @@ PUBLISH_DOC = """Publish a version. Either `multipart/form-data` with `file` (th
 `version`, and optional `priority`, `labels` (a JSON object) and `description`; or JSON
 `{version, artifact_uri, sha256, priority?, labels?, description?}` (file:// under the
 configured import roots, or http(s):// from allowed hosts). The sha256 is computed (upload)
-or verified (URI). 201 with the version; 409 if it exists; 413 if the artifact is too large."""
-
-
-async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
-    while chunk := await upload.read(CHUNK):
-        yield chunk
+or verified (URI). 201 with the version; 409 if it exists; 413 if the artifact is too large;
+507 when the artifact store has no space, 503 when it cannot be written."""
 
 
 def _form_int(value: Any, name: str) -> int:
@@ -83,41 +77,42 @@ class VersionController(Controller):
     async def _upload(
         self, request: Request[Any, Any, Any], publisher: Publisher, model: FromPath[str]
     ) -> VersionOut:
-        try:
-            form = await request.form()
-        except UnicodeDecodeError:
-            # NOTE: Litestar reads a part without a filename as text; a file part sent with
-            # an empty filename is binary, and would otherwise escape as a 500.
-            raise BadRequest(
-                'a multipart part without a filename is not UTF-8 text: send the model as a "file" '
-                "part with a filename"
-            ) from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise BadRequest('multipart publish needs a "file" part with the ONNX model')
-        version = form.get("version")
-        if not isinstance(version, str) or not version.strip():
-            raise BadRequest('multipart publish needs a "version" field, e.g. 1.2.0')
-        try:
+        async def fail_fast(fields: dict[str, str]) -> None:
+            if fields.get("version", "").strip():
+                await publisher.precheck(
+                    model, _form_fields(version=fields["version"].strip()).version
+                )
+
+        limit = request.route_handler.resolve_request_max_body_size()
+        async with upload_form(
+            request,
+            publisher.store,
+            file_limit=publisher.settings.max_artifact_bytes,
+            body_limit=limit or publisher.settings.max_artifact_bytes,
+            before_file=fail_fast,
+        ) as form:
+            if form.staged is None:
+                raise BadRequest('multipart publish needs a "file" part with the ONNX model')
+            version = form.fields.get("version", "").strip()
+            if not version:
+                raise BadRequest('multipart publish needs a "version" field, e.g. 1.2.0')
             fields = _form_fields(
-                version=version.strip(),
-                filename=upload.filename or "model.onnx",
-                priority=_form_int(form.get("priority", 0), "priority"),
-                labels=_form_labels(form["labels"]) if "labels" in form else {},
-                description=str(form.get("description", "")),
+                version=version,
+                filename=form.filename or "model.onnx",
+                priority=_form_int(form.fields.get("priority", 0), "priority"),
+                labels=_form_labels(form.fields["labels"]) if "labels" in form.fields else {},
+                description=form.fields.get("description", ""),
             )
-            return await publisher.upload(
+            return await publisher.publish_staged(
                 actor(request),
                 model,
                 fields.version,
-                _chunks(upload),
-                filename=fields.filename,
+                form.staged,
+                uri=f"upload:{fields.filename}",
                 priority=fields.priority,
                 labels=fields.labels,
                 description=fields.description,
             )
-        finally:
-            await upload.close()
 
     @get("/")
     async def index(
