@@ -250,24 +250,32 @@ async def test_cli_loads_exact_versions_from_the_registry_and_announces(
         start_worker, ["--id", "w-reg", "--load", "reg@1.0.0", "--load", "reg@1.1.0"],
         tmp_path / "worker.log", env,
     )  # fmt: skip
+    want = {("reg", "1.0.0"), ("reg", "1.1.0+b.1")}
     try:
         client = triton.InferenceServerClient(proc.address)
         x = np.ones((1, 4), dtype=np.float32)
         result = client.infer("reg", [_input("input", x, "FP32")], model_version="1.1.0")
         assert result.get_response()["model_version"] == "1.1.0+b.1"
-        async with make_sessionmaker(engine)() as session:
-            row = await session.get(Worker, "w-reg")
-            assert row is not None
-            assert row.url == proc.url
-            assert {(v["model"], v["version"]) for v in row.loaded} == {
-                ("reg", "1.0.0"), ("reg", "1.1.0+b.1")}  # fmt: skip
-    finally:
-        assert await asyncio.to_thread(proc.stop) == 0
-    async with make_sessionmaker(engine)() as session:
-        row = await session.get(Worker, "w-reg", populate_existing=True)
+        # The row is written by the next heartbeat after the last load (0.2 s here).
+        seen: set[tuple[str, str]] = set()
+        for _ in range(200):
+            async with make_sessionmaker(engine)() as session:
+                row = await session.get(Worker, "w-reg")
+                seen = set() if row is None else {(v["model"], v["version"]) for v in row.loaded}
+            if seen == want:
+                break
+            await asyncio.sleep(0.05)
         assert row is not None
-        assert row.state == "stopped"
-    await engine.dispose()
+        assert row.url == proc.url
+        assert seen == want
+        assert await asyncio.to_thread(proc.stop) == 0
+        async with make_sessionmaker(engine)() as session:
+            row = await session.get(Worker, "w-reg", populate_existing=True)
+            assert row is not None
+            assert row.state == "stopped"
+    finally:
+        proc.stop()
+        await engine.dispose()
 
 
 def test_cli_exits_non_zero_when_a_start_up_load_fails(tmp_path: Path) -> None:

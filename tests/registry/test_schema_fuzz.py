@@ -239,6 +239,15 @@ def _fuzz(
     check()
 
 
+#: The multipart publish's body is not in the OpenAPI document, so the fuzz never sends a
+#: valid one (`test_input_limits` covers its fields by hand).
+UNDOCUMENTED = "POST /admin/v1/models/{model}/versions"
+
+
+def _is_read(label: str) -> bool:
+    return label.split()[0] not in ("POST", "PUT", "PATCH", "DELETE")
+
+
 # NOTE: schemathesis's own pytest plugin does not run on pytest 9, so each operation's
 # Hypothesis strategy is driven directly here.
 @pytest.mark.fuzz
@@ -254,8 +263,13 @@ def test_no_server_errors(
     for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"
         seen = statuses.setdefault(label, collections.Counter())
-
-        _fuzz(operation, seeded, headers, seen)
+        # NOTE: a mutation must also succeed sometimes, or the fuzz never got past its 4xx
+        # checks; a third of the cases are hostile and half unpinned, so a round of 25 can
+        # miss by chance: up to three rounds, stopping at the first that has a 2xx.
+        for _ in range(3):
+            _fuzz(operation, seeded, headers, seen)
+            if _is_read(label) or label == UNDOCUMENTED or any(200 <= s < 300 for s in seen):
+                break
     report = [
         f"{label}: {sum(n for s, n in seen.items() if 200 <= s < 300)}/{sum(seen.values())} 2xx"
         for label, seen in statuses.items()
@@ -267,8 +281,6 @@ def test_no_server_errors(
     never = [
         label
         for label, seen in statuses.items()
-        if label.split()[0] in ("POST", "PUT", "PATCH", "DELETE")
-        and label != "POST /admin/v1/models/{model}/versions"  # body undocumented: no 2xx
-        and not any(200 <= s < 300 for s in seen)
+        if not _is_read(label) and label != UNDOCUMENTED and not any(200 <= s < 300 for s in seen)
     ]
     assert never == [], f"mutations that never succeeded: {never}"
