@@ -312,8 +312,19 @@ def main() -> int:
     parser.add_argument(
         "--limit-rate", default="110M", help="curl's pace in the paced rounds (110M: 1 GbE)"
     )
+    parser.add_argument(
+        "--upload-rate",
+        default=None,
+        help="MODELGATE_REGISTRY_UPLOAD_RATE_MIB_S for the gateway (default: the product's, 100; "
+        "0 reads uploads as fast as they arrive)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = parser.parse_args()
+    pace = (
+        {}
+        if args.upload_rate is None
+        else {"MODELGATE_REGISTRY_UPLOAD_RATE_MIB_S": args.upload_rate}
+    )
     args.seconds = args.seconds or (6.0 if args.quick else 12.0)
     args.rounds = args.rounds or (1 if args.quick else 2)
     root = Path(tempfile.mkdtemp(prefix="mg-bench-publish-"))
@@ -323,6 +334,7 @@ def main() -> int:
         MODELGATE_GATEWAY_LOG_LEVEL="warning",
         MODELGATE_WORKER_LOG_LEVEL="warning",
         MODELGATE_REGISTRY_MAX_ARTIFACT_BYTES=str(2 * 1024**3),
+        **pace,
     )
     try:
         say(f"setting up in {root}")

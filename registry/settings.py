@@ -19,6 +19,11 @@ class RegistrySettings(StoreSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELGATE_REGISTRY_", extra="ignore")
 
     max_artifact_bytes: int = Field(default=2 * 1024**3, gt=0)
+    #: The pace a multipart upload is read at, in MiB/s (0 = as fast as it arrives). A
+    #: publish shares the gateway with inference; reading faster than a 1 GbE link buys
+    #: little and takes CPU from requests (docs/BENCHMARKS.md, 2026-12-03). TCP's own flow
+    #: control slows the sender; nothing is buffered beyond one chunk.
+    upload_rate_mib_s: float = Field(default=100.0, ge=0)
     #: Hosts an ``http(s)://`` artifact URI may name; empty allows none (file:// only).
     fetch_allowed_hosts: list[str] = Field(default_factory=list)
     #: Folders a ``file://`` artifact URI may point into; empty allows none.

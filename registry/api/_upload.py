@@ -8,6 +8,8 @@ leaves the copy to the caller; this reads ``receive`` directly with the same pus
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +29,11 @@ from registry.errors import BadRequest
 
 __all__ = ["UploadForm", "upload_form"]
 
+#: Bytes read ahead of the pace before the reader waits (a burst, so small uploads never wait).
+PACE_BURST = 8 * 1024 * 1024
+#: The pace's clock and wait (tests replace both).
+_clock, _sleep = time.monotonic, asyncio.sleep
+
 #: Bytes a text field may hold (a description, labels as JSON).
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
@@ -41,12 +48,20 @@ class UploadForm:
     filename: str = "model.onnx"
 
 
-async def _body(request: Request[Any, Any, Any], limit: int) -> AsyncGenerator[bytes, None]:
+async def _body(
+    request: Request[Any, Any, Any], limit: int, rate: float
+) -> AsyncGenerator[bytes, None]:
+    """The body's chunks, at most ``limit`` bytes, read at ``rate`` bytes/s (0: unpaced)."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(declared, limit)
     size = 0
+    started = _clock()
     while True:
+        if rate > 0:
+            ahead = (size - PACE_BURST) / rate - (_clock() - started)
+            if ahead > 0:
+                await _sleep(ahead)
         message = await request.receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected("the client disconnected before sending the whole upload")
@@ -131,11 +146,13 @@ async def upload_form(
     *,
     file_limit: int,
     body_limit: int,
+    rate: float = 0.0,
     before_file: Callable[[dict[str, str]], Awaitable[None]],
 ) -> AsyncIterator[UploadForm]:
     """Read the whole form; ``before_file(fields so far)`` runs when the file part begins (a
-    place to fail fast). The staged file is the caller's inside the block and discarded
-    when it leaves, unless placed in the store meanwhile."""
+    place to fail fast); the body is read at ``rate`` bytes/s (0: unpaced). The staged file
+    is the caller's inside the block and discarded when it leaves, unless placed in the store
+    meanwhile."""
     boundary = request.content_type[1].get("boundary")
     if not boundary:
         raise BadRequest("multipart/form-data without a boundary in its Content-Type")
@@ -143,7 +160,7 @@ async def upload_form(
     try:
         try:
             parser = PushMultipartParser(boundary, max_segment_count=MAX_PARTS)
-            async with aclosing(_body(request, body_limit)) as body:
+            async with aclosing(_body(request, body_limit, rate)) as body:
                 with parser:
                     async for chunk in body:
                         for event in parser.parse(chunk):

@@ -89,6 +89,7 @@ class VersionController(Controller):
             publisher.store,
             file_limit=publisher.settings.max_artifact_bytes,
             body_limit=limit or publisher.settings.max_artifact_bytes,
+            rate=publisher.settings.upload_rate_mib_s * 1024 * 1024,
             before_file=fail_fast,
         ) as form:
             if form.staged is None:

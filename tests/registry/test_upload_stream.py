@@ -93,3 +93,41 @@ async def test_a_64_mib_upload_is_read_in_bounded_memory_off_the_loop(
     assert writers, "nothing was written"
     assert loop_thread not in writers, "the event loop's thread hashed or wrote the file"
     assert not staged.tmp.exists()  # not placed, so discarded when the block ended
+
+
+@pytest.mark.parametrize("rate_mib_s", [0.0, 16.0])
+async def test_an_upload_is_read_at_the_configured_pace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rate_mib_s: float
+) -> None:
+    """Beyond the burst, the reader waits as long as ``rate`` says the bytes should take:
+    64 MiB at 16 MiB/s with an 8 MiB burst is 3.5 s of waiting on the clock; unpaced, none."""
+    from registry.api import _upload
+
+    waits: list[float] = []
+    now = [0.0]
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(_upload, "_clock", lambda: now[0])
+    monkeypatch.setattr(_upload, "_sleep", sleep)
+
+    async def before_file(fields: dict[str, str]) -> None:
+        return None
+
+    async with upload_form(
+        StreamingRequest(body()),  # type: ignore[arg-type]
+        ArtifactStore(tmp_path / "artifacts"),
+        file_limit=PIECES * len(PIECE),
+        body_limit=PIECES * len(PIECE) + 4096,
+        rate=rate_mib_s * 1024 * 1024,
+        before_file=before_file,
+    ) as form:
+        assert form.staged is not None
+    if rate_mib_s == 0:
+        assert waits == []
+    else:
+        expected = (PIECES * len(PIECE) - _upload.PACE_BURST) / (rate_mib_s * 1024 * 1024)
+        # Within a chunk's time either way: the form's own headers, the last chunk.
+        assert abs(sum(waits) - expected) < 0.01
