@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from registry._base import ServiceBase, as_utc
+from registry._base import MAX_ROW_ID, ServiceBase, as_utc
 from registry._policy_writes import move_alias, replace_arms
 from registry._rollout_plan import check_plan, judgement_doc
 from registry.constraints import parse_version
@@ -259,6 +259,8 @@ class RolloutService(ServiceBase):
         taken = False
         async with self.sessions() as session, session.begin():
             await session.connection(execution_options={WRITE_INTENT: True})
+            if not 0 < rollout_id <= MAX_ROW_ID:
+                return None
             row = await session.scalar(
                 select(Rollout).where(Rollout.id == rollout_id).with_for_update()
             )
@@ -405,6 +407,8 @@ class RolloutService(ServiceBase):
     async def _row(
         self, session: AsyncSession, owner: Model, rollout_id: int, *, lock: bool = False
     ) -> Rollout:
+        if not 0 < rollout_id <= MAX_ROW_ID:
+            raise RolloutNotFound(owner.name, rollout_id)
         query = select(Rollout).where(Rollout.id == rollout_id, Rollout.model_id == owner.id)
         if lock:
             query = query.with_for_update()
@@ -452,7 +456,10 @@ class RolloutService(ServiceBase):
     ) -> tuple[Model, Rollout]:
         """Lock the model, then the rollout, and check the caller still drives it at
         ``step`` (None: any step) in one of ``states``; else `RolloutLeaseLost`."""
-        model_id = await session.scalar(select(Rollout.model_id).where(Rollout.id == rollout_id))
+        model_id = None
+        if 0 < rollout_id <= MAX_ROW_ID:
+            query = select(Rollout.model_id).where(Rollout.id == rollout_id)
+            model_id = await session.scalar(query)
         if model_id is None:
             raise RolloutLeaseLost(f"rollout {rollout_id} does not exist")
         owner = await session.scalar(select(Model).where(Model.id == model_id).with_for_update())
