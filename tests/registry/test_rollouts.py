@@ -246,6 +246,7 @@ async def test_abort_leaves_one_arm_on_the_baseline(
     assert await arms(client, model_name) == [("1.0.0", 100)]
     with pytest.raises(RolloutLeaseLost):
         await service.advance("gw-a", rid, 1, judged(1, 25))
+    assert await service.acquire(rid, "gw-a", ttl_s=5) is None  # nothing left to drive
     missing = await client.post(f"{path}/999999/pause")
     assert missing.status_code == 404
     assert "999999" in missing.json()["error"]
@@ -441,3 +442,25 @@ async def test_an_id_beyond_any_row_is_a_404_and_beyond_64_bits_a_400(
         assert response.status_code == 404, response.text
         assert str(rollout_id) in response.json()["error"]
     assert (await client.post(f"{path}/{2**63}/abort")).status_code == 400
+
+
+async def test_reading_needs_read_and_changing_needs_publish(
+    client: Client, model_name: str, tokens: dict[str, str], app: Any
+) -> None:
+    path = await two_versions(client, model_name)
+    rid = (await start(client, path))["id"]
+    read = {"Authorization": f"Bearer {tokens['read']}"}
+    assert (await client.get(path, headers=read)).status_code == 200
+    assert (await client.get(f"{path}/{rid}", headers=read)).status_code == 200
+    for verb in ("pause", "resume", "promote", "abort"):
+        refused = await client.post(f"{path}/{rid}/{verb}", headers=read)
+        assert refused.status_code == 403, (verb, refused.text)
+        assert '"publish"' in refused.json()["error"]
+    refused = await client.post(path, json={"version": "1.1.0"}, headers=read)
+    assert refused.status_code == 403, refused.text
+    publish_only = {"Authorization": f"Bearer {tokens['publish']}"}
+    forced = await client.post(
+        f"{path}/{rid}/promote", params={"force": "true"}, headers=publish_only
+    )
+    assert forced.status_code == 200, forced.text  # no worker is ready here: forced through
+    assert await arms(client, model_name) == [("1.1.0", 100)]
