@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from registry.db import make_sessionmaker
-from registry.errors import RolloutLeaseLost
+from registry.errors import Conflict, RolloutLeaseLost
 from registry.rollouts import RolloutService
+from registry.schemas import RolloutIn, RolloutOut
 from registry.snapshot import ActiveRollout, load_snapshot
 from tests.support.admin import Client, create_model, publish
 
@@ -464,3 +465,19 @@ async def test_reading_needs_read_and_changing_needs_publish(
     )
     assert forced.status_code == 200, forced.text  # no worker is ready here: forced through
     assert await arms(client, model_name) == [("1.1.0", 100)]
+
+
+async def test_of_two_racing_starts_exactly_one_wins(
+    client: Client, model_name: str, service: RolloutService
+) -> None:
+    path = await two_versions(client, model_name)
+    plan = RolloutIn(version="1.1.0")
+    results = await asyncio.gather(
+        service.start("t", model_name, plan),
+        service.start("t", model_name, plan),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, RolloutOut)]
+    lost = [r for r in results if isinstance(r, Conflict)]
+    assert (len(won), len(lost)) == (1, 1), results
+    assert [r["id"] for r in (await client.get(path)).json()] == [won[0].id]
