@@ -135,13 +135,15 @@ def register(main: click.Group) -> None:
         @versions.command(name)
         @click.argument("model")
         @click.argument("version")
+        @click.option("--force", is_flag=True, help="Even while a policy arm or in a rollout.")
         @click.pass_context
-        def change(ctx: click.Context, model: str, version: str) -> None:
+        def change(ctx: click.Context, model: str, version: str, force: bool) -> None:
             _call(
                 ctx,
                 "PATCH",
                 f"/admin/v1/models/{model}/versions/{version}",
                 json={"status": status},
+                params={"force": "true"} if force else None,
             )
             console.print(f"{model}@{version} is now {status}")
 

@@ -15,6 +15,7 @@ from registry.catalog import CatalogService
 from registry.errors import Forbidden, Unauthorized
 from registry.limits import actor_for
 from registry.policies import LiveView, PolicyService
+from registry.rollouts import RolloutService
 from registry.settings import RegistrySettings
 from registry.tokens import Principal, TokenService
 
@@ -31,6 +32,7 @@ class Registry:
     policies: PolicyService
     tokens: TokenService
     audit: AuditService
+    rollouts: RolloutService
     live: LiveView | None = None
 
 

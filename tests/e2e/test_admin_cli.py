@@ -32,7 +32,13 @@ def test_admin_commands_drive_the_api(live_gateway: tuple[str, str], tmp_path: P
     run("traffic", "set", "clip", "1.0.0=90", "1.1.0-rc.1=10", "--shadow", "1.1.0-rc.1=0.5")
     assert '"weight": 90' in run("traffic", "show", "clip")
     assert "→ 1.0.0" in run("resolve", "clip", "prod")
-    run("versions", "yank", "clip", "1.1.0-rc.1")
+    guarded = runner.invoke(
+        main, ["--url", url, "--token", token, "versions", "yank", "clip", "1.1.0-rc.1"]
+    )
+    assert guarded.exit_code == 1
+    assert "[409]" in guarded.output
+    assert "arm of the traffic policy" in guarded.output
+    run("versions", "yank", "clip", "1.1.0-rc.1", "--force")
     assert "workers" in run("workers")
 
     bad = runner.invoke(main, ["--url", url, "--token", token, "resolve", "clip", "^7"])
