@@ -4,7 +4,8 @@ A request is resolved and balanced from memory (`RoutingTable`), forwarded as by
 worker, retried on another worker after a connect failure, dropped connection or 503 while
 the retry budget allows (on the baseline instead, for a rollout's candidate that fails with
 any 5xx), and bounded by the model's concurrency gate and the client's deadline. Every
-attempt is counted per version (`OutcomeCounters`) for the rollout gates. A shadow copy, when the policy asks for one, never touches the client's answer.
+attempt is counted per version (`OutcomeCounters`) for the rollout gates. A shadow copy,
+when the policy asks for one, never touches the client's answer.
 """
 
 from __future__ import annotations
