@@ -47,7 +47,7 @@ class RoutingTable:
     def install(self, snapshot: RegistrySnapshot) -> None:
         self.baselines = {
             (model, rollout.candidate): rollout.baseline
-            for model, rollout in getattr(snapshot, "rollouts", {}).items()
+            for model, rollout in snapshot.rollouts.items()
         }
         self.snapshot = snapshot
 
