@@ -7,9 +7,9 @@ histogram. `OutcomeCounters.window` sums the slots of ``[since, until]`` into `W
 (requests, errors, error rate, p99).
 
 Without Redis the slots live in this process. With Redis, `OutcomeCounters.flush` (every
-~0.5 s, `run`) moves the increments since the last flush into one hash per slot
-(``HINCRBY``, with a TTL), so `window` sums every replica's attempts. Slots are keyed by
-wall-clock seconds (not the monotonic clock) because a window's bounds come from SQL
+~0.5 s in the background after `start`) moves the increments since the last flush into one
+hash per slot (``HINCRBY``, with a TTL), so `window` sums every replica's attempts. Slots are
+keyed by wall-clock seconds (not the monotonic clock) because a window's bounds come from SQL
 timestamps and span replicas.
 
 NOTE: the histogram's buckets grow by 2^(1/4) (about 19%) from 0.1 ms to about 100 s, so a
@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.control.background import Tasks
 from gateway.control.health import Health
 from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
 
@@ -115,6 +116,7 @@ class OutcomeCounters:
         #: In-process mode: every kept slot. Redis mode: increments not flushed yet.
         self._slots: dict[SlotKey, Cell] = {}
         self._pruned_at = 0
+        self._tasks = Tasks()
 
     def record(self, model: str, version: str, error: bool, latency_s: float) -> None:
         """Count one attempt (the data plane's hot path: no I/O, no allocation but the
@@ -195,8 +197,17 @@ class OutcomeCounters:
             else:
                 _add(mine, cell)
 
-    async def run(self, interval_s: float) -> None:
-        """Flush every ``interval_s`` until cancelled (a background task in Redis mode)."""
+    async def start(self, flush_s: float) -> None:
+        """Redis mode: flush every ``flush_s`` in the background until `stop`."""
+        if self.redis is not None:
+            self._tasks.spawn(self._run(flush_s), "rollout-stats-flush")
+
+    async def stop(self) -> None:
+        """Stop flushing, after one last flush of what this replica counted."""
+        await self._tasks.stop()
+        await self.flush()
+
+    async def _run(self, flush_s: float) -> None:
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(flush_s)
             await self.flush()
