@@ -5,7 +5,6 @@ verdict and what it does to the policy, and two replicas sharing a rollout under
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,7 +87,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(client: Client, engine: AsyncEngine, model_name: str) -> AsyncIterator[Rig]:
+async def rig(client: Client, engine: AsyncEngine, model_name: str) -> Rig:
     await create_model(client, model_name)
     for version in ("1.0.0", "1.1.0"):
         assert (await publish(client, model_name, version)).status_code == 201
@@ -99,7 +98,7 @@ async def rig(client: Client, engine: AsyncEngine, model_name: str) -> AsyncIter
     service = RolloutService(make_sessionmaker(engine), clock=clock)
     counters = OutcomeCounters(clock=lambda: clock.now.timestamp())
     path = f"/admin/v1/models/{model_name}/rollouts"
-    yield Rig(client, model_name, path, clock, service, counters, {"1.0.0"})
+    return Rig(client, model_name, path, clock, service, counters, {"1.0.0"})
 
 
 async def test_a_candidate_without_a_ready_worker_waits_then_aborts(rig: Rig) -> None:
