@@ -120,7 +120,7 @@ class RolloutController:
         await self._export([self._fresh.get(r.id, r) for r in active])
 
     async def _drive(self, seen: RolloutOut) -> None:
-        rollout = await self.service.acquire(seen.id, self.holder, self.lease_ttl_s * 100)
+        rollout = await self.service.acquire(seen.id, self.holder, self.lease_ttl_s)
         if rollout is None:
             return
         if seen.lease_holder != self.holder:
