@@ -4,8 +4,8 @@ A request is resolved and balanced from memory (`RoutingTable`), forwarded as by
 worker, retried on another worker after a connect failure, dropped connection or 503 while
 the retry budget allows (on the baseline instead, for a rollout's candidate that fails with
 any 5xx), and bounded by the model's concurrency gate and the client's deadline. Every
-attempt is counted per version (`OutcomeCounters`) for the rollout gates. A shadow copy,
-when the policy asks for one, never touches the client's answer.
+attempt of a rollout's candidate or baseline is counted (`OutcomeCounters`) for its gates.
+A shadow copy, when the policy asks for one, never touches the client's answer.
 """
 
 from __future__ import annotations
@@ -206,8 +206,10 @@ class GatewayDataPlane:
         to another worker while the retry budget allows. During a rollout, a candidate
         attempt chosen by the policy that fails with any 5xx is retried on the baseline
         instead (`_baseline_for`). Returns the reply, its worker and the route it took.
-        Every attempt is counted in `outcomes` (but those the client's deadline cut short)."""
+        Each attempt of a version in an active rollout is counted in `outcomes` (but those
+        the client's deadline cut short)."""
         balancer = self.table.balancer
+        counted = self.table.counted
         version = route.version
         tried: set[str] = set()
         self.budget.request_started()
@@ -248,7 +250,7 @@ class GatewayDataPlane:
                 finally:
                     elapsed = time.monotonic() - sent
                     balancer.finished(worker, elapsed, outcome)
-                    if outcome is not Outcome.CANCELLED:
+                    if outcome is not Outcome.CANCELLED and (route.model, version) in counted:
                         self.outcomes.record(
                             route.model, version, outcome is not Outcome.OK, elapsed
                         )

@@ -365,11 +365,13 @@ async def test_a_failed_candidate_attempt_is_retried_on_the_baseline(
     assert (gw.plane.budget.active_requests, gw.plane.budget.active_retries) == (0, 0)
 
 
-async def test_without_a_rollout_a_candidates_500_is_its_answer(build: Build) -> None:
+async def test_without_a_rollout_a_candidates_500_is_its_answer_and_uncounted(
+    build: Build,
+) -> None:
     gw = await build({"c": 500, "b": "ok"}, serves=CANARY_SERVES, policy=ROLLOUT)
     reply = await gw.infer()
     assert (reply.status, gw.log) == (500, ["c"])
-    assert await window(gw, "2.0.0") == (1, 1)
+    assert await window(gw, "2.0.0") == (0, 0)  # counting costs nothing without a rollout
 
 
 async def test_a_pinned_candidate_is_never_served_by_the_baseline(build: Build) -> None:
