@@ -3,7 +3,9 @@ the Redis mode summing two replicas (a real Redis, the run's own keys)."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -171,3 +173,26 @@ async def test_a_window_reaches_back_no_further_than_the_retention() -> None:
     counters.record("m", "v", error=False, latency_s=0.001)
     assert len(counters._slots) == 2
     assert (await counters.window("m", "v", 0, clock.now)).requests == 1
+
+
+@pytest.mark.redis
+async def test_started_counters_flush_in_the_background_and_once_more_on_stop(
+    redis_client: aioredis.Redis, redis_keys: RedisKeys
+) -> None:
+    counters = OutcomeCounters(redis=redis_client, keys=redis_keys)
+    reader = OutcomeCounters(redis=redis_client, keys=redis_keys)
+    await counters.start(0.05)
+    try:
+        counters.record("m", "v", error=False, latency_s=0.001)
+        now = time.time()
+        for _ in range(200):
+            if (await reader.window("m", "v", now - 5, now + 5)).requests == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert (await reader.window("m", "v", now - 5, now + 5)).requests == 1
+    finally:
+        await counters.stop()
+    counters.record("m", "v", error=True, latency_s=0.001)
+    await counters.stop()  # stopping again still flushes what is left
+    stats = await reader.window("m", "v", now - 5, now + 5)
+    assert (stats.requests, stats.errors) == (2, 1)
