@@ -17,6 +17,7 @@ from gateway.control.health import Health
 from gateway.control.rollout_stats import OutcomeCounters
 from gateway.control.rollouts import RolloutController
 from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
 from registry.db import make_sessionmaker
 from registry.rollouts import RolloutService
 from tests.support.admin import Client, create_model, publish
@@ -286,3 +287,9 @@ async def test_the_survivor_takes_over_at_the_step_the_dead_holder_left(rig: Rig
         "rollout.lease",
         "rollout.step",
     ]
+
+
+def test_a_lease_shorter_than_two_ticks_is_refused_naming_both() -> None:
+    with pytest.raises(ValueError, match=r"rollout_lease_ttl_s 1\.0 must be more than twice"):
+        GatewaySettings(rollout_lease_ttl_s=1.0, rollout_tick_s=0.5)
+    assert GatewaySettings(rollout_lease_ttl_s=1.1, rollout_tick_s=0.5).rollout_lease_ttl_s == 1.1
