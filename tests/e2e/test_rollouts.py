@@ -212,6 +212,10 @@ async def test_a_failing_candidate_is_rolled_back_at_its_first_step_unseen_by_cl
         if not isinstance(a, str) and a.headers.get("x-route") == "baseline-retry:1.0.0"
     )
     assert retried > 0
+    print(
+        f"sent {sent}, failed {len(failed)}, served by the baseline retry {retried}; "
+        f"{final['reason']}"
+    )
 
 
 # -- 3. a candidate far slower than the baseline is rolled back by the latency gate -------
@@ -323,6 +327,10 @@ async def test_the_survivor_of_a_killed_lease_holder_resumes_and_promotes(fleet:
         assert resumed_at >= killed_at
         passed = [h["step"] for h in final["history"] if h["verdict"] == "pass"]
         assert passed == [0, 1, 2, 3, 4]
+        print(
+            f"killed {holder} at step {killed_at}; {survivor_holder} resumed at step "
+            f"{resumed_at}; steps applied {applied}; {final['reason']}"
+        )
         assert failures(loads[survivor_pid]) == []
     finally:
         for load in loads.values():
