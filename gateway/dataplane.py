@@ -290,17 +290,31 @@ class GatewayDataPlane:
     def _baseline_for(self, route: Route, version: str) -> str | None:
         """The baseline to retry a failed attempt on: only while ``version`` is the candidate
         of an active rollout, the traffic policy chose it (a pin is never served by another
-        version), the baseline satisfies the request's reference and has a ready worker."""
+        version), the baseline may serve the request's reference (`_may_serve`) and has a
+        ready worker."""
         baseline = self.table.baselines.get((route.model, version))
         if (
             baseline is None
             or version != route.version
             or not route.route.startswith("arm:")
-            or all(c.version != baseline for c in route.resolution.candidates)
+            or not self._may_serve(route, baseline)
             or not self.table.balancer.has_ready(route.model, baseline)
         ):
             return None
         return baseline
+
+    def _may_serve(self, route: Route, baseline: str) -> bool:
+        """A candidate of the reference, or, for a request naming no version, any version
+        the policy could name (not yanked): at a 100% step the policy's one arm is the
+        candidate, and its failures still go to the baseline."""
+        if any(c.version == baseline for c in route.resolution.candidates):
+            return True
+        snapshot = self.table.snapshot
+        if route.resolution.kind != "default" or snapshot is None:
+            return False
+        view = snapshot.models.get(route.model)
+        info = view.find(baseline) if view is not None else None
+        return info is not None and info.servable
 
     def _send_shadow(self, route: Route, headers: dict[str, str], body: bytes) -> None:
         assert route.shadow is not None

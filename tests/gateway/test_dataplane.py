@@ -365,6 +365,34 @@ async def test_a_failed_candidate_attempt_is_retried_on_the_baseline(
     assert (gw.plane.budget.active_requests, gw.plane.budget.active_retries) == (0, 0)
 
 
+async def test_at_a_100_percent_step_a_failed_candidate_attempt_still_goes_to_the_baseline(
+    build: Build,
+) -> None:
+    gw = await build(
+        {"c": 500, "b": "ok"}, serves=CANARY_SERVES, policy=Policy((Arm("2.0.0", 100),))
+    )
+    in_rollout(gw)
+    reply = await gw.infer()
+    assert (reply.status, header(reply, "x-model-version"), gw.log) == (200, "1.0.0", ["c", "b"])
+
+
+async def test_a_yanked_baseline_serves_no_retry(build: Build) -> None:
+    gw = await build(
+        {"c": 500, "b": "ok"}, serves=CANARY_SERVES, policy=Policy((Arm("2.0.0", 100),))
+    )
+    table = gw.plane.table
+    assert table.snapshot is not None
+    view = table.snapshot.models[MODEL]
+    yanked = [replace(v, status="yanked") if v.version == "1.0.0" else v for v in view.versions]
+    snapshot = replace(
+        table.snapshot, models={MODEL: ModelView.build(MODEL, yanked, policy=view.policy)}
+    )
+    table.install(snapshot)
+    in_rollout(gw)
+    reply = await gw.infer()
+    assert (reply.status, gw.log) == (500, ["c"])
+
+
 async def test_without_a_rollout_a_candidates_500_is_its_answer_and_uncounted(
     build: Build,
 ) -> None:
