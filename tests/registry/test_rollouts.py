@@ -333,7 +333,7 @@ async def test_a_failed_gate_rolls_back_to_one_arm_on_the_baseline(
 async def test_waiting_reasons_and_the_waiting_timeout(
     client: Client, model_name: str, service: RolloutService
 ) -> None:
-    path = await two_versions(client, model_name)
+    path = await two_versions(client, model_name, policy=False)
     rid = (await start(client, path))["id"]
     await service.acquire(rid, "gw-a", ttl_s=5)
     before = len(await actions(client, model_name))
@@ -343,7 +343,8 @@ async def test_waiting_reasons_and_the_waiting_timeout(
     assert len(await actions(client, model_name)) == before + 1  # a repeat writes nothing
     out = await service.abort_waiting("gw-a", rid, "no ready worker of 1.1.0 within 300 s")
     assert (out.state, out.reason) == ("aborted", "no ready worker of 1.1.0 within 300 s")
-    assert await arms(client, model_name) == [("1.0.0", 100)]  # untouched: no step was applied
+    # no step was applied, so the policy was never the rollout's: still none
+    assert (await client.get(f"/admin/v1/models/{model_name}/traffic")).status_code == 404
 
 
 async def test_the_snapshot_carries_each_models_active_rollout(
