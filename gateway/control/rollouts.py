@@ -107,12 +107,8 @@ class RolloutController:
             try:
                 await self._drive(rollout)
             except RolloutLeaseLost as exc:
-                log.info(
-                    "rollout %d of %s: another replica drives it: %s",
-                    rollout.id,
-                    rollout.model,
-                    exc,
-                )
+                # Another replica or an operator moved it since it was read: nothing changed.
+                log.info("rollout %d of %s left alone: %s", rollout.id, rollout.model, exc)
             except RegistryError as exc:
                 log.warning("rollout %d of %s: %s", rollout.id, rollout.model, exc)
             except Exception as exc:
