@@ -340,3 +340,36 @@ async def test_the_survivor_of_a_killed_lease_holder_resumes_and_promotes(fleet:
             replica.wait(timeout=30)
         if fleet.gateway.poll() is not None:
             fleet.start_gateway()  # the fleet's own gateway was the one killed
+
+
+# -- embedded mode: one gateway on SQLite, no Redis, in-process counters -------------------
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    root = tmp_path_factory.mktemp("rollouts-embedded")
+    deployment = Fleet(root, f"sqlite+aiosqlite:///{root / 'registry.db'}", None)
+    try:
+        deployment.start_gateway()
+        deployment.publish(MODEL, {"1.0.0": 1.0, "2.0.0": 2.0})
+        deployment.start_worker("w1", [f"{MODEL}@1.0.0"])
+        deployment.start_worker("w2", [f"{MODEL}@2.0.0"])
+        for version in ("1.0.0", "2.0.0"):
+            deployment.wait_serving(MODEL, version, workers=1)
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+async def test_in_embedded_mode_a_good_candidate_is_promoted(embedded: Fleet) -> None:
+    gates = {"min_requests": 20, "max_error_rate": 0.01, "max_latency_ratio": 20.0}
+    with embedded.admin() as client:
+        arms_in = {"arms": [{"version": "1.0.0", "weight": 100}]}
+        assert client.put(f"/admin/v1/models/{MODEL}/traffic", json=arms_in).status_code == 200
+        async with Loop(embedded.gateway_url, INFER, infer_json, concurrency=2) as load:
+            out = start_rollout(client, "2.0.0", steps=[50, 100], gates=gates)
+            final = await until_state(client, out["id"], {"promoted", "rolled_back", "aborted"})
+        assert final["state"] == "promoted", final
+        assert [h["step"] for h in final["history"] if h["verdict"] == "pass"] == [0, 1]
+        assert arms(client) == [("2.0.0", 100)]
+    assert failures(load) == []
