@@ -4,8 +4,9 @@ Redis, judged on the per-attempt counters of real worker processes under steady 
 One baseline worker (``w1``: 1.0.0) and one candidate worker (``w2``) serving a good
 candidate, one that fails half its answers and one much slower (fault labels,
 `backends.faults`). Every test starts from 1.0.0 taking all traffic and ends with no
-rollout active. A last test runs a rollout in embedded mode (SQLite, no Redis). Intervals are short (``INTERVAL`` s) and ``min_requests`` small so the
-module runs in well under a minute and a half; the gates are otherwise the real ones.
+rollout active. A last test runs a rollout in embedded mode (SQLite, no Redis). Intervals
+are short (``INTERVAL`` s) and ``min_requests`` small so the module runs in well under a
+minute and a half; the gates are otherwise the real ones.
 
 NOTE: ``max_latency_ratio`` is the latency gate's subject in test 3 only. Tests 1 and 4
 set it high: a p99 over a few hundred requests on a shared 2-core machine can jump by
