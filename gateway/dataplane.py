@@ -13,6 +13,11 @@ or that the balancer ejects, is abandoned and retried elsewhere (``unready``) wh
 worker and a retry slot are free; otherwise it runs on. When no retry is possible a worker's
 5xx answer reaches the client as it was.
 
+Rollouts. Every attempt of a rollout's candidate or baseline is counted (`OutcomeCounters`)
+for its gates. A candidate attempt chosen by the policy that fails with any 5xx or a failed
+connect is retried on the baseline instead, whatever ``retry_on`` says, within the budget:
+the gates see the failure, the client does not.
+
 Health. Only worker-side faults count against a worker: a 5xx answer, a failed connect,
 a dropped connection, a timed-out or abandoned attempt. A 4xx (the client's bad input, such
 as an invalid tensor) is an answer like a 200, and a client's own short deadline is no
@@ -26,12 +31,13 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.attempts import Attempt, InFlight
 from gateway.balancing.balancer import Outcome
 from gateway.balancing.retry import RetryBudget
+from gateway.control.rollout_stats import OutcomeCounters
 from gateway.errors import (
     BackendUnavailable,
     BadGatewayRequest,
@@ -56,6 +62,14 @@ FORWARDED = (
     "content-encoding",
     "accept-encoding",
 )
+
+
+def _served(route: Route, version: str) -> Route:
+    """``route`` as served by ``version``: itself, or the rollout's baseline after the
+    candidate failed."""
+    if version == route.version:
+        return route
+    return replace(route, version=version, route=f"baseline-retry:{version}")
 
 
 class ModelGate:
@@ -92,6 +106,8 @@ class GatewayDataPlane:
     metrics: GatewayMetrics
     settings: GatewaySettings
     limiter: RateLimiter | None = None
+    #: Per-attempt outcomes per version, for rollout gates.
+    outcomes: OutcomeCounters = field(default_factory=OutcomeCounters)
     _gates: dict[str, ModelGate] = field(default_factory=dict)
     _children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = field(default_factory=dict)
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
@@ -181,7 +197,7 @@ class GatewayDataPlane:
                 raise
             try:
                 forward_headers = {k: v for k in FORWARDED if (v := headers.get(k)) is not None}
-                reply, worker = await self._forward(route, forward_headers, body, deadline)
+                reply, worker, route = await self._forward(route, forward_headers, body, deadline)
             finally:
                 gate.release()
             if route.shadow is not None:
@@ -213,10 +229,16 @@ class GatewayDataPlane:
 
     async def _forward(
         self, route: Route, headers: dict[str, str], body: bytes, deadline: float
-    ) -> tuple[Reply, str]:
+    ) -> tuple[Reply, str, Route]:
+        """Send to a worker of ``route.version``; after a ``retry_on`` failure, again to a
+        worker not yet tried while the retry budget allows. During a rollout, a candidate
+        attempt chosen by the policy that fails with any 5xx or a failed connect is retried on
+        the baseline instead (`_baseline_for`). Returns the reply, its worker and the route it took.
+        Each attempt of a version in an active rollout is counted in `outcomes` (but those
+        the client's deadline cut short)."""
         balancer = self.table.balancer
-        path = f"/v2/models/{route.model}/versions/{route.version}/infer"
         retry_on = self.settings.retry_on
+        version = route.version
         tried: set[str] = set()
         chosen: str | None = None
         self.budget.request_started()
@@ -225,19 +247,20 @@ class GatewayDataPlane:
             while True:
                 # NOTE: a worker chosen when an attempt was abandoned may have left since.
                 if chosen is None or chosen not in self.table.urls:
-                    chosen = balancer.pick(route.model, route.version, exclude=tried)
+                    chosen = balancer.pick(route.model, version, exclude=tried)
                 worker, chosen = chosen, None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeadlineExceeded(
                         f"deadline passed after trying {', '.join(sorted(tried))}"
                     )
-                attempt = Attempt(worker, route.model, route.version, tried)
+                path = f"/v2/models/{route.model}/versions/{version}/infer"
+                attempt = Attempt(worker, route.model, version, tried)
                 answer: Reply | None = None  # a 5xx answer the client may get as it is
                 try:
                     reply = await self._attempt(attempt, path, headers, body, remaining)
                     if reply.status < 500:
-                        return reply, worker
+                        return reply, worker, _served(route, version)
                     if reply.status == 503:
                         failure = BackendUnavailable(f"worker {worker} answered 503")
                     else:
@@ -253,32 +276,47 @@ class GatewayDataPlane:
                     # NOTE: abandoning took a slot for the next attempt; released by the
                     # outer ``finally`` when the answer came anyway.
                     retrying = attempt.retry_held
+                served = _served(route, version)
                 tried.add(worker)
                 if attempt.retry_held:
                     chosen = attempt.next_worker
-                    log.info("retrying %s@%s elsewhere: %s", route.model, route.version, failure)
+                    log.info("retrying %s@%s elsewhere: %s", route.model, version, failure)
                     continue
+                baseline = self._baseline_for(route, version)
                 condition = failure.condition
-                if not (
+                if baseline is None and not (
                     condition in retry_on or ("5xx" in retry_on and condition == "unavailable")
                 ):
                     if answer is not None:
-                        return answer, worker
+                        return answer, worker, served
                     raise failure
                 try:
-                    chosen = balancer.pick(route.model, route.version, exclude=tried)
+                    chosen = balancer.pick(
+                        route.model, baseline or version, exclude=set() if baseline else tried
+                    )
                 except NoReadyWorker:
                     if answer is not None:
-                        return answer, worker  # nowhere else to go: the worker's own answer
+                        return answer, worker, served  # nowhere else to go: its own answer
                     raise
                 if not self.budget.try_acquire_retry():
-                    self.metrics.retries.labels(route.model, route.version, "denied").inc()
+                    self.metrics.retries.labels(route.model, version, "denied").inc()
                     if answer is not None:
-                        return answer, worker
+                        return answer, worker, served
                     raise failure
                 retrying = True
-                self.metrics.retries.labels(route.model, route.version, "allowed").inc()
-                log.info("retrying %s@%s elsewhere: %s", route.model, route.version, failure)
+                self.metrics.retries.labels(route.model, version, "allowed").inc()
+                if baseline is not None:
+                    log.info(
+                        "retrying %s@%s on the rollout's baseline %s: %s",
+                        route.model,
+                        version,
+                        baseline,
+                        failure,
+                    )
+                    version, tried = baseline, set()
+                else:
+                    tried.add(worker)
+                    log.info("retrying %s@%s elsewhere: %s", route.model, version, failure)
         finally:
             if retrying:  # the deadline check for a retry raised
                 self.budget.retry_finished()
@@ -293,6 +331,7 @@ class GatewayDataPlane:
         Raises `BackendUnavailable` (``timeout`` when ``attempt_timeout_s`` ran out first)
         or `DeadlineExceeded` when the client's remaining time did."""
         balancer = self.table.balancer
+        counted = self.table.counted
         worker = attempt.worker
         limit = self.settings.attempt_timeout_s
         own_limit = 0 < limit < remaining
@@ -332,8 +371,13 @@ class GatewayDataPlane:
                 outcome = Outcome.UNAVAILABLE if reply.status == 503 else Outcome.FAILURE
             return reply
         finally:
+            elapsed = time.monotonic() - sent
             self.in_flight.discard(attempt)
-            balancer.finished(worker, time.monotonic() - sent, outcome)
+            balancer.finished(worker, elapsed, outcome)
+            if outcome is not Outcome.CANCELLED and (attempt.model, attempt.version) in counted:
+                self.outcomes.record(
+                    attempt.model, attempt.version, outcome is not Outcome.OK, elapsed
+                )
 
     def worker_unready(self, worker: str, model: str, version: str) -> None:
         """Probes found ``model``@``version`` unready on ``worker``: abandon the attempts in
@@ -360,6 +404,35 @@ class GatewayDataPlane:
         for attempt, moved in decisions:
             outcome = "allowed" if moved else "denied"
             self.metrics.retries.labels(attempt.model, attempt.version, outcome).inc()
+
+    def _baseline_for(self, route: Route, version: str) -> str | None:
+        """The baseline to retry a failed attempt on: only while ``version`` is the candidate
+        of an active rollout, the traffic policy chose it (a pin is never served by another
+        version), the baseline may serve the request's reference (`_may_serve`) and has a
+        ready worker."""
+        baseline = self.table.baselines.get((route.model, version))
+        if (
+            baseline is None
+            or version != route.version
+            or not route.route.startswith("arm:")
+            or not self._may_serve(route, baseline)
+            or not self.table.balancer.has_ready(route.model, baseline)
+        ):
+            return None
+        return baseline
+
+    def _may_serve(self, route: Route, baseline: str) -> bool:
+        """A candidate of the reference, or, for a request naming no version, any version
+        the policy could name (not yanked): at a 100% step the policy's one arm is the
+        candidate, and its failures still go to the baseline."""
+        if any(c.version == baseline for c in route.resolution.candidates):
+            return True
+        snapshot = self.table.snapshot
+        if route.resolution.kind != "default" or snapshot is None:
+            return False
+        view = snapshot.models.get(route.model)
+        info = view.find(baseline) if view is not None else None
+        return info is not None and info.servable
 
     def _send_shadow(self, route: Route, headers: dict[str, str], body: bytes) -> None:
         assert route.shadow is not None

@@ -40,8 +40,19 @@ class RoutingTable:
         self.rng = rng
         #: Worker id → base URL, replaced with the worker set.
         self.urls: dict[str, str] = {}
+        #: (model, candidate) → baseline, for each active rollout of the snapshot: where the
+        #: data plane retries a candidate attempt that failed.
+        self.baselines: dict[tuple[str, str], str] = {}
+        #: (model, version) of both versions of each active rollout: the attempts the data
+        #: plane counts for the rollout gates (nothing is counted without a rollout).
+        self.counted: frozenset[tuple[str, str]] = frozenset()
 
     def install(self, snapshot: RegistrySnapshot) -> None:
+        rollouts = snapshot.rollouts.items()
+        self.baselines = {(m, r.candidate): r.baseline for m, r in rollouts}
+        self.counted = frozenset(
+            pair for m, r in rollouts for pair in ((m, r.candidate), (m, r.baseline))
+        )
         self.snapshot = snapshot
 
     def workers_changed(self, workers: Mapping[str, WorkerInfo]) -> None:
