@@ -194,7 +194,7 @@ def _watch(
             elif mark != seen and as_json:
                 emit_json(r)
             elif mark != seen:
-                console.print(progress_line(r), highlight=False)
+                console.print(progress_line(r), highlight=False, soft_wrap=True)
             seen = mark
             if r["state"] not in ACTIVE:
                 break
@@ -215,6 +215,7 @@ def _watch(
             f"{model} rollout #{r['id']} {r['version']}: {verdict.get(r['state'], r['state'])}"
             f" at {step_label(r)}" + (f": {r['reason']}" if r.get("reason") else ""),
             highlight=False,
+            soft_wrap=True,
         )
     return EXIT_CODES.get(r["state"], 1)
 

@@ -57,10 +57,12 @@ def _ms(value: float | None) -> str:
 
 
 def step_label(r: dict[str, Any]) -> str:
-    """``step 2/4 (25%)``, or ``not started`` before the first step."""
+    """``step 2/4 (25%)`` (the step reached and its weight, also after a rollback), or
+    ``not started`` before the first step."""
+    steps = r["steps"]
     if r["step"] < 0:
-        return f"not started (0/{len(r['steps'])})"
-    return f"step {r['step'] + 1}/{len(r['steps'])} ({r['weight']:g}%)"
+        return f"not started (0/{len(steps)})"
+    return f"step {r['step'] + 1}/{len(steps)} ({steps[min(r['step'], len(steps) - 1)]:g}%)"
 
 
 def next_judgement_s(r: dict[str, Any], now: datetime) -> float | None:
