@@ -45,6 +45,7 @@ from registry.audit import AuditService
 from registry.catalog import CatalogService
 from registry.db import make_engine, make_sessionmaker
 from registry.policies import PolicyService
+from registry.rollouts import RolloutService
 from registry.settings import RegistrySettings
 from registry.tokens import TokenService
 
@@ -66,6 +67,7 @@ def build_registry(
         policies=PolicyService(sessions, on_commit=on_commit),
         tokens=TokenService(sessions, on_commit=on_commit),
         audit=AuditService(sessions),
+        rollouts=RolloutService(sessions, on_commit=on_commit),
     )
 
 

@@ -14,10 +14,11 @@ renders every one as ``{"error": "..."}``.
         │   ├── Unauthorized        401 with WWW-Authenticate
         │   └── Forbidden           403
         ├── NotFound                404
-        │   ├── ModelNotFound, VersionNotFound, AliasNotFound
+        │   ├── ModelNotFound, VersionNotFound, AliasNotFound, RolloutNotFound
         │   └── NoVersionSatisfies
         ├── Conflict                409
-        │   └── VersionConflict
+        │   ├── VersionConflict
+        │   └── RolloutLeaseLost    a gateway's lease or expected step no longer holds
         ├── PreconditionFailed      412 (stale If-Match)
         ├── ArtifactTooLarge        413
         └── NoReadyVersion          503 (no arm of the policy has a ready worker)
@@ -44,6 +45,8 @@ __all__ = [
     "NotFound",
     "PreconditionFailed",
     "RegistryError",
+    "RolloutLeaseLost",
+    "RolloutNotFound",
     "Unauthorized",
     "VersionConflict",
     "VersionNotFound",
@@ -129,6 +132,17 @@ class AliasNotFound(NotFound):
 class NoVersionSatisfies(NotFound):
     def __init__(self, model: str, constraint: str, have: Iterable[str]) -> None:
         super().__init__(f'no version of "{model}" satisfies "{constraint}" ({_listing(have)})')
+
+
+class RolloutNotFound(NotFound):
+    def __init__(self, model: str, rollout_id: int) -> None:
+        super().__init__(f'rollout {rollout_id} of "{model}" not found')
+
+
+class RolloutLeaseLost(Conflict):
+    """A controller call found the rollout no longer driven by its caller: another replica
+    holds the lease, the step moved on, or an operator changed the state. The caller stops
+    driving it; nothing was changed."""
 
 
 class VersionConflict(Conflict):

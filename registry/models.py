@@ -22,10 +22,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
+    "ACTIVE_ROLLOUT_STATES",
     "Alias",
     "AliasHistory",
     "ApiToken",
@@ -34,6 +36,8 @@ __all__ = [
     "Model",
     "ModelVersion",
     "RegistryState",
+    "Rollout",
+    "RolloutState",
     "TrafficPolicy",
     "VersionStatus",
     "Worker",
@@ -59,6 +63,20 @@ class VersionStatus(enum.StrEnum):
     DEPRECATED = "deprecated"
     YANKED = "yanked"
 
+
+class RolloutState(enum.StrEnum):
+    """A rollout's life: the first three are active (at most one per model), the rest final."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+ACTIVE_ROLLOUT_STATES = (RolloutState.WAITING, RolloutState.RUNNING, RolloutState.PAUSED)
+_ACTIVE_SQL = "state IN ('waiting', 'running', 'paused')"
 
 TS = DateTime(timezone=True)
 
@@ -220,3 +238,48 @@ class AuditEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)
     revision: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Rollout(Base):
+    """A stepwise canary of ``version`` against ``baseline``, driven by one gateway at a time.
+
+    ``step`` indexes ``steps`` (-1 before the first step is applied); ``weight`` is the
+    candidate's current share (0-100). The lease (``lease_holder`` until
+    ``lease_expires_at``) names the gateway replica that drives it. The partial unique index
+    backs the service's rule of one active (waiting, running, paused) rollout per model.
+    """
+
+    __tablename__ = "rollouts"
+    __table_args__ = (
+        Index("ix_rollouts_model_id", "model_id"),
+        Index("ix_rollouts_state", "state"),
+        Index(
+            "uq_rollouts_active_model",
+            "model_id",
+            unique=True,
+            sqlite_where=text(_ACTIVE_SQL),
+            postgresql_where=text(_ACTIVE_SQL),
+        ),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False)
+    version: Mapped[str] = mapped_column(String(256), nullable=False)
+    baseline: Mapped[str] = mapped_column(String(256), nullable=False)
+    alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    steps: Mapped[list[int]] = mapped_column(Json, nullable=False)
+    interval_s: Mapped[float] = mapped_column(Float, nullable=False)
+    #: ``{max_error_rate, max_latency_ratio, max_p99_ms, min_requests, waiting_timeout_s}``
+    gates: Mapped[dict[str, Any]] = mapped_column(Json, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    step: Mapped[int] = mapped_column(Integer, nullable=False, default=-1)
+    weight: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    #: Every judgement, oldest first (`registry.schemas.Judgement`).
+    history: Mapped[list[dict[str, Any]]] = mapped_column(Json, nullable=False, default=list)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lease_holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    step_started_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+    row_version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)

@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry._base import ServiceBase, check_if_match, etag
+from registry._policy_writes import move_alias, policy_doc
 from registry.catalog import CatalogService
 from registry.constraints import InvalidConstraint, parse_constraint
 from registry.errors import AliasNotFound, BadRequest, NoReadyVersion, NotFound, VersionNotFound
@@ -43,12 +44,6 @@ def _traffic_out(model: str, row: TrafficPolicy) -> TrafficOut:
         updated_by=row.updated_by,
         etag=etag("t", row.id, row.row_version),
     )
-
-
-def _traffic_doc(row: TrafficPolicy | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"arms": row.arms, "sticky_header": row.sticky_header, "shadow": row.shadow}
 
 
 def check_alias_name(alias: str) -> None:
@@ -122,37 +117,13 @@ class PolicyService(ServiceBase):
             row = await session.scalar(
                 select(Alias).where(Alias.model_id == owner.id, Alias.name == alias)
             )
-            now = self.clock()
-            before: str | None = None
             created = row is None
             if row is None:
                 if if_match not in (None, "*"):
                     raise AliasNotFound(model, alias)
-                row = Alias(
-                    model_id=owner.id,
-                    name=alias,
-                    version_id=target.id,
-                    updated_at=now,
-                    updated_by=actor,
-                )
-                session.add(row)
             else:
                 check_if_match(if_match, etag("a", row.id, row.row_version))
-                previous = await session.get(ModelVersion, row.version_id)
-                before = previous.version if previous else None
-                row.version_id, row.updated_at, row.updated_by = target.id, now, actor
-                row.row_version += 1
-            session.add(
-                AliasHistory(
-                    model_id=owner.id,
-                    alias=alias,
-                    from_version=before,
-                    to_version=target.version,
-                    changed_at=now,
-                    changed_by=actor,
-                )
-            )
-            await session.flush()
+            row, before = await move_alias(session, owner, alias, target, actor, self.clock(), row)
             await self.record(
                 session,
                 actor=actor,
@@ -233,7 +204,7 @@ class PolicyService(ServiceBase):
             row = await session.scalar(
                 select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id)
             )
-            before = _traffic_doc(row)
+            before = policy_doc(row)
             now = self.clock()
             if row is None:
                 if if_match not in (None, "*"):
@@ -260,7 +231,7 @@ class PolicyService(ServiceBase):
                 model=model,
                 target=model,
                 before=before,
-                after=_traffic_doc(row),
+                after=policy_doc(row),
             )
             return _traffic_out(model, row)
 
@@ -273,7 +244,7 @@ class PolicyService(ServiceBase):
             if row is None:
                 raise NotFound(f'model "{model}" has no traffic policy')
             check_if_match(if_match, etag("t", row.id, row.row_version))
-            before = _traffic_doc(row)
+            before = policy_doc(row)
             await session.execute(delete(TrafficPolicy).where(TrafficPolicy.id == row.id))
             await self.record(
                 session,

@@ -13,11 +13,15 @@ __all__ = [
     "AliasOut",
     "ArmIn",
     "AuditOut",
+    "Judgement",
     "ModelIn",
     "ModelOut",
     "Page",
     "PublishByUri",
     "ResolveOut",
+    "RolloutGates",
+    "RolloutIn",
+    "RolloutOut",
     "ShadowIn",
     "TokenIn",
     "TokenOut",
@@ -25,6 +29,7 @@ __all__ = [
     "TrafficOut",
     "VersionOut",
     "VersionPatch",
+    "WindowFigures",
     "WorkerOut",
 ]
 
@@ -207,3 +212,75 @@ class Page(msgspec.Struct):
     total: int
     offset: int
     limit: int
+
+
+class RolloutGates(msgspec.Struct, forbid_unknown_fields=True):
+    """A step passes when the candidate has at least ``min_requests`` attempts in the step's
+    window, an error rate ≤ ``max_error_rate``, a p99 ≤ ``max_latency_ratio`` times the
+    baseline's (and ≤ ``max_p99_ms`` when set). Waiting for a ready worker longer than
+    ``waiting_timeout_s`` aborts the rollout. The service checks the ranges and names the
+    value it refuses."""
+
+    max_error_rate: float = 0.01
+    max_latency_ratio: float = 2.0
+    max_p99_ms: float | None = None
+    min_requests: int = 100
+    waiting_timeout_s: float = 300.0
+
+
+class RolloutIn(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /admin/v1/models/{m}/rollouts``: steps are the candidate's weights (ascending,
+    each in (0, 100]); ``baseline`` defaults to the version serving now."""
+
+    version: Annotated[str, Meta(min_length=1, max_length=256)]
+    steps: Annotated[list[int], Meta(min_length=1, max_length=100)] = msgspec.field(
+        default_factory=lambda: [10, 25, 50, 100]
+    )
+    interval_s: float = 30.0
+    gates: RolloutGates = msgspec.field(default_factory=RolloutGates)
+    alias: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    baseline: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+
+
+class WindowFigures(msgspec.Struct):
+    """One version's attempts over a step's window."""
+
+    requests: int
+    errors: int
+    error_rate: float
+    p99_ms: float | None
+
+
+class Judgement(msgspec.Struct):
+    """One entry of a rollout's ``history``: the verdict on a step, with its figures."""
+
+    step: int
+    weight: float
+    verdict: Literal["pass", "fail", "wait"]
+    at: datetime
+    candidate: WindowFigures
+    baseline: WindowFigures
+    reason: str
+
+
+class RolloutOut(msgspec.Struct):
+    id: int
+    model: str
+    version: str
+    baseline: str
+    alias: str | None
+    state: str
+    #: Index into ``steps`` of the step applied now; -1 before the first.
+    step: int
+    weight: float
+    steps: list[int]
+    interval_s: float
+    gates: dict[str, Any]
+    history: list[dict[str, Any]]
+    reason: str | None
+    lease_holder: str | None
+    step_started_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    created_by: str = ""
+    lease_expires_at: datetime | None = None

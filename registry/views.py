@@ -7,15 +7,47 @@ here; nothing in this module writes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry.constraints import parse_version
-from registry.models import Alias, Model, ModelVersion, TrafficPolicy
+from registry.models import (
+    ACTIVE_ROLLOUT_STATES,
+    Alias,
+    Model,
+    ModelVersion,
+    Rollout,
+    TrafficPolicy,
+)
 from registry.resolution import Arm, ModelView, Policy, Shadow, VersionInfo
 
-__all__ = ["load_views", "policy_of", "version_info"]
+__all__ = ["ActiveRollout", "load_active_rollouts", "load_views", "policy_of", "version_info"]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveRollout:
+    """A model's waiting, running or paused rollout, as every gateway replica knows it."""
+
+    id: int
+    candidate: str
+    baseline: str
+    state: str
+
+
+async def load_active_rollouts(session: AsyncSession) -> dict[str, ActiveRollout]:
+    """The active rollout of each model that has one (at most one per model), by model name."""
+    rows = await session.execute(
+        select(Rollout, Model.name)
+        .join(Model, Model.id == Rollout.model_id)
+        .where(Rollout.state.in_([str(s) for s in ACTIVE_ROLLOUT_STATES]))
+        .order_by(Rollout.id)
+    )
+    return {
+        name: ActiveRollout(row.id, row.version, row.baseline, row.state)
+        for row, name in rows.all()
+    }
 
 
 async def load_views(session: AsyncSession, models: Sequence[Model]) -> dict[str, ModelView]:

@@ -8,6 +8,7 @@ from registry.api.access import AccessController
 from registry.api.deps import Registry, require_scope
 from registry.api.models import ModelController
 from registry.api.policy import PolicyController
+from registry.api.rollouts import RolloutController
 from registry.api.versions import VersionController
 
 __all__ = ["Registry", "admin_router"]
@@ -25,7 +26,13 @@ def admin_router(max_upload_bytes: int) -> Router:
     )
     return Router(
         path="/admin/v1",
-        route_handlers=[ModelController, versions, PolicyController, AccessController],
+        route_handlers=[
+            ModelController,
+            versions,
+            PolicyController,
+            RolloutController,
+            AccessController,
+        ],
         guards=[require_scope],
         request_max_body_size=1024 * 1024,
         security=[{"bearer": []}],

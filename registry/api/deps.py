@@ -14,6 +14,7 @@ from registry.audit import AuditService
 from registry.catalog import CatalogService
 from registry.errors import Forbidden, Unauthorized
 from registry.policies import LiveView, PolicyService
+from registry.rollouts import RolloutService
 from registry.settings import RegistrySettings
 from registry.tokens import Principal, TokenService
 
@@ -30,6 +31,7 @@ class Registry:
     policies: PolicyService
     tokens: TokenService
     audit: AuditService
+    rollouts: RolloutService
     live: LiveView | None = None
 
 
