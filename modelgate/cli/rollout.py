@@ -11,6 +11,7 @@ json`` every command prints the API's answer; ``--watch`` prints one JSON line p
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from modelgate.cli.rollout_view import (
     step_label,
 )
 
-__all__ = ["rollout"]
+__all__ = ["follow", "rollout"]
 
 console = Console()
 
@@ -176,13 +177,35 @@ def _watch(
     poll_s: float,
     first: dict[str, Any] | None = None,
 ) -> int:
-    """Poll the rollout until it is no longer active; return its exit code. A terminal gets
-    the live panel, anything else one line (or, with ``-o json``, one document) per change."""
-    as_json = wants_json(ctx)
+    """Follow the rollout until it is no longer active; return its exit code."""
+    final = follow(
+        lambda: api_call(ctx, "GET", _path(model, rollout_id)),
+        first,
+        console=console,
+        poll_s=poll_s,
+        as_json=wants_json(ctx),
+        transient=(Unreachable,),
+    )
+    return EXIT_CODES.get(final["state"], 1)
+
+
+def follow(
+    fetch: Callable[[], dict[str, Any]],
+    first: dict[str, Any] | None = None,
+    *,
+    console: Console,
+    poll_s: float = 1.0,
+    as_json: bool = False,
+    transient: tuple[type[Exception], ...] = (),
+) -> dict[str, Any]:
+    """Poll ``fetch`` (one rollout document) every ``poll_s`` until the rollout is no longer
+    active and return the last document. A terminal gets the live panel, anything else one
+    line (with ``as_json``, one JSON document) per change; a final line names the outcome.
+    ``transient`` errors of ``fetch`` are retried for `UNREACHABLE_GRACE_S`."""
     live = console.is_terminal and not as_json
-    r = first if first is not None else api_call(ctx, "GET", _path(model, rollout_id))
+    r = first if first is not None else fetch()
     seen: tuple[Any, ...] | None = None
-    unreachable_since: float | None = None
+    failing_since: float | None = None
     view = Live(status_view(r, _now()), console=console, auto_refresh=False) if live else None
     if view is not None:
         view.start()
@@ -200,11 +223,11 @@ def _watch(
                 break
             time.sleep(poll_s)
             try:
-                r = api_call(ctx, "GET", _path(model, rollout_id))
-                unreachable_since = None
-            except Unreachable:
-                unreachable_since = unreachable_since or time.monotonic()
-                if time.monotonic() - unreachable_since > UNREACHABLE_GRACE_S:
+                r = fetch()
+                failing_since = None
+            except transient:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > UNREACHABLE_GRACE_S:
                     raise
     finally:
         if view is not None:
@@ -212,12 +235,13 @@ def _watch(
     if not as_json:
         verdict = {"promoted": "promoted", "rolled_back": "ROLLED BACK", "aborted": "ABORTED"}
         console.print(
-            f"{model} rollout #{r['id']} {r['version']}: {verdict.get(r['state'], r['state'])}"
-            f" at {step_label(r)}" + (f": {r['reason']}" if r.get("reason") else ""),
+            f"{r['model']} rollout #{r['id']} {r['version']}:"
+            f" {verdict.get(r['state'], r['state'])} at {step_label(r)}"
+            + (f": {r['reason']}" if r.get("reason") else ""),
             highlight=False,
             soft_wrap=True,
         )
-    return EXIT_CODES.get(r["state"], 1)
+    return r
 
 
 @rollout.command("list")
