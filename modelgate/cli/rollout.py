@@ -29,7 +29,7 @@ from modelgate.cli.rollout_view import (
     step_label,
 )
 
-__all__ = ["follow", "rollout"]
+__all__ = ["RolloutTimeout", "follow", "rollout"]
 
 console = Console()
 
@@ -70,6 +70,10 @@ def _active_id(ctx: click.Context, model: str) -> int:
             return int(r["id"])
     newest = f" (newest: #{rollouts[0]['id']}, {rollouts[0]['state']})" if rollouts else ""
     raise click.ClickException(f'model "{model}" has no active rollout{newest}')
+
+
+class RolloutTimeout(click.ClickException):
+    """``--timeout`` passed with the rollout still active (exit code 1)."""
 
 
 def _now() -> datetime:
@@ -152,9 +156,20 @@ def start(
 @click.argument("rollout_id", type=int, required=False)
 @click.option("--watch", is_flag=True, help="follow live until it ends; exit 0/3/4 (see --help)")
 @click.option("--poll", type=click.FloatRange(min=0.1), default=1.0, help="seconds between reads")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="--watch: give up (exit 1) after this many seconds, the rollout going on",
+)
 @click.pass_context
 def status(
-    ctx: click.Context, model: str, rollout_id: int | None, watch: bool, poll: float
+    ctx: click.Context,
+    model: str,
+    rollout_id: int | None,
+    watch: bool,
+    poll: float,
+    timeout: float | None,
 ) -> None:
     """The newest rollout of MODEL (or ROLLOUT_ID): step, weight, gates, figures, verdicts.
 
@@ -162,7 +177,7 @@ def status(
     3 when it was rolled back, 4 when it was aborted."""
     r = api_call(ctx, "GET", _path(model, rollout_id)) if rollout_id else _newest(ctx, model)
     if watch:
-        ctx.exit(_watch(ctx, model, int(r["id"]), poll_s=poll, first=r))
+        ctx.exit(_watch(ctx, model, int(r["id"]), poll_s=poll, first=r, timeout_s=timeout))
     if wants_json(ctx):
         emit_json(r)
     else:
@@ -176,6 +191,7 @@ def _watch(
     *,
     poll_s: float,
     first: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
 ) -> int:
     """Follow the rollout until it is no longer active; return its exit code."""
     final = follow(
@@ -185,6 +201,7 @@ def _watch(
         poll_s=poll_s,
         as_json=wants_json(ctx),
         transient=(Unreachable,),
+        timeout_s=timeout_s,
     )
     return EXIT_CODES.get(final["state"], 1)
 
@@ -197,11 +214,14 @@ def follow(
     poll_s: float = 1.0,
     as_json: bool = False,
     transient: tuple[type[Exception], ...] = (),
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """Poll ``fetch`` (one rollout document) every ``poll_s`` until the rollout is no longer
     active and return the last document. A terminal gets the live panel, anything else one
     line (with ``as_json``, one JSON document) per change; a final line names the outcome.
-    ``transient`` errors of ``fetch`` are retried for `UNREACHABLE_GRACE_S`."""
+    ``transient`` errors of ``fetch`` are retried for `UNREACHABLE_GRACE_S`; after
+    ``timeout_s`` (when given) with the rollout still active, `RolloutTimeout`."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     live = console.is_terminal and not as_json
     r = first if first is not None else fetch()
     seen: tuple[Any, ...] | None = None
@@ -221,6 +241,11 @@ def follow(
             seen = mark
             if r["state"] not in ACTIVE:
                 break
+            if deadline is not None and time.monotonic() > deadline:
+                raise RolloutTimeout(
+                    f"{r['model']} rollout #{r['id']} is still {r['state']} at {step_label(r)}"
+                    f" after {timeout_s:g}s"
+                )
             time.sleep(poll_s)
             try:
                 r = fetch()
