@@ -119,6 +119,7 @@ def _run_one(
         f" each (`modelgate rollout start {model} {version} --steps 10,50,100 --interval 3"
         " --min-requests 40 --max-latency-ratio 3 --alias prod`)",
         highlight=False,
+        soft_wrap=True,
     )
     clients.reset()
 

@@ -62,7 +62,8 @@ def step_label(r: dict[str, Any]) -> str:
     steps = r["steps"]
     if r["step"] < 0:
         return f"not started (0/{len(steps)})"
-    return f"step {r['step'] + 1}/{len(steps)} ({steps[min(r['step'], len(steps) - 1)]:g}%)"
+    i = min(r["step"], len(steps) - 1)
+    return f"step {i + 1}/{len(steps)} ({steps[i]:g}%)"
 
 
 def next_judgement_s(r: dict[str, Any], now: datetime) -> float | None:
