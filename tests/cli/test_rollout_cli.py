@@ -257,3 +257,52 @@ def test_list_is_a_table_or_the_api_answer(api: Callable[..., FakeApi]) -> None:
     assert "rolled_back" in out.output
     out = cli("rollout", "list", "resnet", "-o", "json")
     assert [r["id"] for r in json.loads(out.output)] == [9, 7]
+
+
+def test_watch_gives_up_after_timeout_with_the_rollout_going_on(
+    api: Callable[..., FakeApi], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = iter(float(t) for t in range(0, 1000, 10))  # each reading 10 s later
+    monkeypatch.setattr(rollout.time, "monotonic", lambda: next(clock))
+    api(sequence=[doc()])
+    out = cli("rollout", "status", "resnet", "--watch", "--timeout", "25")
+    assert out.exit_code == 1, out.output
+    assert "resnet rollout #7 is still running at step 2/4 (25%) after 25s" in out.output
+
+
+def test_global_options_stand_anywhere_but_a_subcommand_keeps_its_own() -> None:
+    from modelgate.cli.main import hoist_global_options
+
+    assert hoist_global_options(["rollout", "list", "m", "-o", "json", "--token=t"]) == [
+        "-o", "json", "--token", "t", "rollout", "list", "m",
+    ]  # fmt: skip
+    assert hoist_global_options(["-ojson", "x", "--", "--url", "u"]) == [
+        "-o", "json", "x", "--", "--url", "u",
+    ]  # fmt: skip
+    worker = main.make_context("modelgate", ["worker", "--url", "http://w:1", "--token", "t"])
+    assert worker.params["url"] is None  # the worker's own --url, not the gateway's
+    assert worker.params["token"] == "t"
+    kept = frozenset({"--url"})
+    assert hoist_global_options(["worker", "--url", "http://w:1", "--token", "t"], kept) == [
+        "--token", "t", "worker", "--url", "http://w:1",
+    ]  # fmt: skip
+
+
+def test_url_and_token_after_the_subcommand_reach_the_client(
+    api: Callable[..., FakeApi], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = api()
+    made: list[http.ClientSettings] = []
+    installed = http.make_client
+
+    def spy(settings: http.ClientSettings) -> httpx.Client:
+        made.append(settings)
+        return installed(settings)
+
+    monkeypatch.setattr(http, "make_client", spy)
+    out = CliRunner().invoke(main, ["rollout", "list", "resnet", "--url", "http://gw:9", "-o",
+                                    "json", "--token", "sekrit"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert (made[0].url, made[0].token) == ("http://gw:9", "sekrit")
+    assert fake.seen[0].url.host == "gw"
+    assert json.loads(out.output)[0]["id"] == 7
