@@ -2,13 +2,15 @@
 
 `create_app` builds the Litestar app (admin API, ``/metrics``, ``/schema``) whose lifespan
 runs the gateway's background work: registry sync, worker discovery, probes, shared
-ejections. `create_gateway` wraps it in `GatewayApp`, which sends ``/v2`` straight to the
-bare-ASGI data plane so the hot path skips the framework.
+ejections, the rollout controller and its counters' flushes. `create_gateway` wraps it in
+`GatewayApp`, which sends ``/v2`` straight to the bare-ASGI data plane so the hot path skips
+the framework.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -29,6 +31,8 @@ from gateway.breaker import RedisBreaker
 from gateway.control.discovery import WorkerDirectory
 from gateway.control.health import Health
 from gateway.control.live import Live
+from gateway.control.rollout_stats import OutcomeCounters
+from gateway.control.rollouts import RolloutController
 from gateway.control.sync import RegistrySync
 from gateway.dataplane import GatewayDataPlane
 from gateway.forward import Forwarder
@@ -139,8 +143,17 @@ def create_app(
         required=gsettings.inference_auth == "required",
         trusted_proxies=gsettings.trusted_proxies,
     )
+    counters = OutcomeCounters(
+        redis=redis, health=health, keys=keys, retention_s=gsettings.rollout_stats_retention_s
+    )
     plane = GatewayDataPlane(
-        table, forwarder, RetryBudget.from_settings(gsettings), metrics, gsettings, limiter
+        table,
+        forwarder,
+        RetryBudget.from_settings(gsettings),
+        metrics,
+        gsettings,
+        limiter,
+        outcomes=counters,
     )
     shared = None
     if redis is not None:
@@ -151,6 +164,16 @@ def create_app(
     metrics.watch_balancer(balancer)
     registry = build_registry(rsettings, db, on_commit=sync.poke)
     registry.live = Live(table, directory)
+    controller = RolloutController(
+        registry.rollouts,
+        counters,
+        balancer.has_ready,
+        metrics,
+        health,
+        holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        tick_s=gsettings.rollout_tick_s,
+        lease_ttl_s=gsettings.rollout_lease_ttl_s,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -163,9 +186,13 @@ def create_app(
             await shared.start()
         if breaker is not None:
             await breaker.start()
+        await counters.start(gsettings.rollout_stats_flush_s)
+        await controller.start()
         try:
             yield
         finally:
+            await controller.stop()
+            await counters.stop()
             if breaker is not None:
                 await breaker.stop()
             if shared is not None:
@@ -212,6 +239,7 @@ def create_app(
     app.state.sync = sync
     app.state.directory = directory
     app.state.prober = prober
+    app.state.rollouts = controller
     return app
 
 

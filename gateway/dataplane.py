@@ -2,8 +2,10 @@
 
 A request is resolved and balanced from memory (`RoutingTable`), forwarded as bytes to one
 worker, retried on another worker after a connect failure, dropped connection or 503 while
-the retry budget allows, and bounded by the model's concurrency gate and the client's
-deadline. A shadow copy, when the policy asks for one, never touches the client's answer.
+the retry budget allows (on the baseline instead, for a rollout's candidate that fails with
+any 5xx), and bounded by the model's concurrency gate and the client's deadline. Every
+attempt is counted per version (`OutcomeCounters`) for the rollout gates. A shadow copy,
+when the policy asks for one, never touches the client's answer.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.balancing.balancer import Outcome
 from gateway.balancing.retry import RetryBudget
+from gateway.control.rollout_stats import OutcomeCounters
 from gateway.errors import BackendUnavailable, BadGatewayRequest, DeadlineExceeded, Overloaded
 from gateway.forward import Forwarder, Reply
 from gateway.identity import Caller
@@ -36,6 +39,11 @@ FORWARDED = (
     "content-encoding",
     "accept-encoding",
 )
+
+
+def _to(route: Route, baseline: str) -> Route:
+    """``route`` as served by the rollout's baseline after the candidate failed."""
+    return replace(route, version=baseline, route=f"baseline-retry:{baseline}")
 
 
 class ModelGate:
@@ -72,6 +80,8 @@ class GatewayDataPlane:
     metrics: GatewayMetrics
     settings: GatewaySettings
     limiter: RateLimiter | None = None
+    #: Per-attempt outcomes per version, for rollout gates.
+    outcomes: OutcomeCounters = field(default_factory=OutcomeCounters)
     _gates: dict[str, ModelGate] = field(default_factory=dict)
     _children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = field(default_factory=dict)
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
@@ -159,7 +169,7 @@ class GatewayDataPlane:
                 raise
             try:
                 forward_headers = {k: v for k in FORWARDED if (v := headers.get(k)) is not None}
-                reply, worker = await self._forward(route, forward_headers, body, deadline)
+                reply, worker, route = await self._forward(route, forward_headers, body, deadline)
             finally:
                 gate.release()
             if route.shadow is not None:
@@ -191,16 +201,21 @@ class GatewayDataPlane:
 
     async def _forward(
         self, route: Route, headers: dict[str, str], body: bytes, deadline: float
-    ) -> tuple[Reply, str]:
+    ) -> tuple[Reply, str, Route]:
+        """Send to a worker of ``route.version``; after a connect failure, reset or 503, again
+        to another worker while the retry budget allows. During a rollout, a candidate
+        attempt chosen by the policy that fails with any 5xx is retried on the baseline
+        instead (`_baseline_for`). Returns the reply, its worker and the route it took.
+        Every attempt is counted in `outcomes` (but those the client's deadline cut short)."""
         balancer = self.table.balancer
-        path = f"/v2/models/{route.model}/versions/{route.version}/infer"
+        version = route.version
         tried: set[str] = set()
         self.budget.request_started()
         try:
             retrying = False
             while True:
-                worker = balancer.pick(route.model, route.version, exclude=tried)
-                url = self.table.urls[worker] + path
+                worker = balancer.pick(route.model, version, exclude=tried)
+                url = f"{self.table.urls[worker]}/v2/models/{route.model}/versions/{version}/infer"
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise DeadlineExceeded(
@@ -209,6 +224,7 @@ class GatewayDataPlane:
                 balancer.started(worker)
                 sent = time.monotonic()
                 outcome = Outcome.CANCELLED
+                failed: Reply | None = None
                 try:
                     reply = await self.forwarder.send(
                         "POST", url, body=body, headers=headers, timeout_s=remaining
@@ -221,27 +237,68 @@ class GatewayDataPlane:
                     outcome = Outcome.CANCELLED if client_bound else Outcome.UNAVAILABLE
                     raise
                 else:
-                    if reply.status != 503:
-                        outcome = Outcome.FAILURE if reply.status >= 500 else Outcome.OK
-                        return reply, worker
-                    outcome = Outcome.UNAVAILABLE
-                    failure = BackendUnavailable(f"worker {worker} answered 503")
+                    if reply.status < 500:
+                        outcome = Outcome.OK
+                    elif reply.status == 503:
+                        outcome = Outcome.UNAVAILABLE
+                        failure = BackendUnavailable(f"worker {worker} answered 503")
+                    else:
+                        outcome, failed = Outcome.FAILURE, reply
+                        failure = BackendUnavailable(f"worker {worker} answered {reply.status}")
                 finally:
-                    balancer.finished(worker, time.monotonic() - sent, outcome)
+                    elapsed = time.monotonic() - sent
+                    balancer.finished(worker, elapsed, outcome)
+                    if outcome is not Outcome.CANCELLED:
+                        self.outcomes.record(
+                            route.model, version, outcome is not Outcome.OK, elapsed
+                        )
                     if retrying:
                         self.budget.retry_finished()
                         retrying = False
-                tried.add(worker)
+                served = route if version == route.version else _to(route, version)
+                if outcome is Outcome.OK:
+                    return reply, worker, served
+                baseline = self._baseline_for(route, version)
+                if baseline is None and failed is not None:
+                    return failed, worker, served  # a 500 is the worker's answer, not retried
                 if not self.budget.try_acquire_retry():
-                    self.metrics.retries.labels(route.model, route.version, "denied").inc()
+                    self.metrics.retries.labels(route.model, version, "denied").inc()
+                    if failed is not None:
+                        return failed, worker, served
                     raise failure
                 retrying = True
-                self.metrics.retries.labels(route.model, route.version, "allowed").inc()
-                log.info("retrying %s@%s elsewhere: %s", route.model, route.version, failure)
+                self.metrics.retries.labels(route.model, version, "allowed").inc()
+                if baseline is not None:
+                    log.info(
+                        "retrying %s@%s on the rollout's baseline %s: %s",
+                        route.model,
+                        version,
+                        baseline,
+                        failure,
+                    )
+                    version, tried = baseline, set()
+                else:
+                    tried.add(worker)
+                    log.info("retrying %s@%s elsewhere: %s", route.model, version, failure)
         finally:
             if retrying:  # the pick or the deadline check for a retry raised
                 self.budget.retry_finished()
             self.budget.request_finished()
+
+    def _baseline_for(self, route: Route, version: str) -> str | None:
+        """The baseline to retry a failed attempt on: only while ``version`` is the candidate
+        of an active rollout, the traffic policy chose it (a pin is never served by another
+        version), the baseline satisfies the request's reference and has a ready worker."""
+        baseline = self.table.baselines.get((route.model, version))
+        if (
+            baseline is None
+            or version != route.version
+            or not route.route.startswith("arm:")
+            or all(c.version != baseline for c in route.resolution.candidates)
+            or not self.table.balancer.has_ready(route.model, baseline)
+        ):
+            return None
+        return baseline
 
     def _send_shadow(self, route: Route, headers: dict[str, str], body: bytes) -> None:
         assert route.shadow is not None

@@ -90,6 +90,26 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.rollout_state = Gauge(
+            "modelgate_rollout_state",
+            "1 for the state each model's latest rollout is in (as this replica last read "
+            "it), 0 for the other states",
+            ("model", "rollout", "state"),
+            registry=self.registry,
+        )
+        self.rollout_weight = Gauge(
+            "modelgate_rollout_weight",
+            "The rollout candidate's weight in percent",
+            ("model", "rollout"),
+            registry=self.registry,
+        )
+        self.rollout_judgements = Counter(
+            "modelgate_rollout_judgements",
+            "Judgements of rollout steps this replica made, by verdict (pass, fail, wait)",
+            ("model", "verdict"),
+            registry=self.registry,
+        )
+
     def watch_balancer(self, balancer: BalancerCounters) -> None:
         """Export the balancer's own counters, read at each scrape (see `BalancerCollector`)."""
         self.registry.register(BalancerCollector(balancer))

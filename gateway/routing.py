@@ -40,8 +40,15 @@ class RoutingTable:
         self.rng = rng
         #: Worker id → base URL, replaced with the worker set.
         self.urls: dict[str, str] = {}
+        #: (model, candidate) → baseline, for each active rollout of the snapshot: where the
+        #: data plane retries a candidate attempt that failed.
+        self.baselines: dict[tuple[str, str], str] = {}
 
     def install(self, snapshot: RegistrySnapshot) -> None:
+        self.baselines = {
+            (model, rollout.candidate): rollout.baseline
+            for model, rollout in snapshot.rollouts.items()
+        }
         self.snapshot = snapshot
 
     def workers_changed(self, workers: Mapping[str, WorkerInfo]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.balancing.balancer import BalancerSettings
@@ -54,6 +54,25 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     #: opens and requests skip Redis; a background PING every interval closes it again.
     redis_timeout_s: float = Field(default=0.2, gt=0, le=10)
     redis_probe_interval_s: float = Field(default=0.5, gt=0)
+    #: Rollouts (`gateway.control.rollouts`): how often each replica looks at the active
+    #: rollouts, and how long the lease of the replica driving one lasts without renewal
+    #: (another replica takes over within it after the holder dies).
+    rollout_tick_s: float = Field(default=0.5, gt=0)
+    rollout_lease_ttl_s: float = Field(default=5.0, gt=0, le=3600)
+    #: Per-attempt counters: how often they are pushed to Redis, and how far back a
+    #: step's window can reach (the TTL of the Redis hashes).
+    rollout_stats_flush_s: float = Field(default=0.5, gt=0)
+    rollout_stats_retention_s: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lease_outlives_ticks(self) -> GatewaySettings:
+        if self.rollout_lease_ttl_s <= 2 * self.rollout_tick_s:
+            raise ValueError(
+                f"rollout_lease_ttl_s {self.rollout_lease_ttl_s} must be more than twice "
+                f"rollout_tick_s {self.rollout_tick_s}, or the driving replica's lease lapses "
+                f"between its renewals"
+            )
+        return self
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

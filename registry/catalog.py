@@ -13,7 +13,14 @@ from registry._base import ServiceBase, check_if_match, etag
 from registry.artifacts import StoredArtifact
 from registry.constraints import parse_constraint, parse_version
 from registry.errors import Conflict, VersionConflict
-from registry.models import Model, ModelVersion, VersionStatus
+from registry.models import (
+    ACTIVE_ROLLOUT_STATES,
+    Model,
+    ModelVersion,
+    Rollout,
+    TrafficPolicy,
+    VersionStatus,
+)
 from registry.resolution import ModelView
 from registry.schemas import ModelIn, ModelOut, Page, VersionOut, VersionPatch
 from registry.views import load_views
@@ -232,13 +239,65 @@ class CatalogService(ServiceBase):
         items = [version_out(model, r) for r in rows[offset : offset + limit]]
         return Page(items=items, total=len(rows), offset=offset, limit=limit)
 
+    async def _uses(self, session: AsyncSession, owner: Model, version: str) -> list[str]:
+        """What serves through ``version`` now: policy arms, the shadow, active rollouts."""
+        uses: list[str] = []
+        policy = await session.scalar(
+            select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id)
+        )
+        if policy is not None:
+            for arm in policy.arms:
+                if arm["version"] == version:
+                    uses.append(
+                        f'an arm of the traffic policy of "{owner.name}" (weight {arm["weight"]})'
+                    )
+            if policy.shadow is not None and policy.shadow["version"] == version:
+                uses.append(f'the shadow of the traffic policy of "{owner.name}"')
+        rollouts = await session.execute(
+            select(Rollout)
+            .where(
+                Rollout.model_id == owner.id,
+                Rollout.state.in_([str(s) for s in ACTIVE_ROLLOUT_STATES]),
+            )
+            .order_by(Rollout.id)
+        )
+        for rollout in rollouts.scalars():
+            label = (
+                f"rollout {rollout.id} ({rollout.baseline} → {rollout.version}, {rollout.state})"
+            )
+            if rollout.version == version:
+                uses.append(f"the candidate of {label}")
+            if rollout.baseline == version:
+                uses.append(f"the baseline of {label}")
+        return uses
+
     async def patch_version(
-        self, actor: str, model: str, version: str, patch: VersionPatch, if_match: str | None
+        self,
+        actor: str,
+        model: str,
+        version: str,
+        patch: VersionPatch,
+        if_match: str | None,
+        *,
+        force: bool = False,
     ) -> VersionOut:
+        """Change status, priority or labels. Deprecating or yanking a version that is a
+        policy arm (or the shadow) or in an active rollout is a 409 naming it, unless
+        ``force``."""
         async with self.write() as session:
             owner = await self.model_row(session, model, lock=True)
             row = await self.version_row(session, owner, version)
             check_if_match(if_match, etag("v", row.id, row.row_version))
+            retiring = patch.status in (VersionStatus.DEPRECATED, VersionStatus.YANKED)
+            if retiring and patch.status != row.status and not force:
+                uses = await self._uses(session, owner, row.version)
+                if uses:
+                    verb = "deprecate" if patch.status == "deprecated" else "yank"
+                    raise Conflict(
+                        f'cannot {verb} version "{row.version}" of "{model}": it is '
+                        + "; ".join(uses)
+                        + f". Change those first, or {verb} it anyway with ?force=true"
+                    )
             before = _mutable(row)
             if patch.status is not None:
                 row.status = patch.status

@@ -130,8 +130,18 @@ class AliasNotFound(NotFound):
 
 
 class NoVersionSatisfies(NotFound):
-    def __init__(self, model: str, constraint: str, have: Iterable[str]) -> None:
-        super().__init__(f'no version of "{model}" satisfies "{constraint}" ({_listing(have)})')
+    """Nothing fits; the message lists what exists and which of it is deprecated (those
+    serve only an exact pin, so a range or ``stable`` passing over them is no surprise)."""
+
+    def __init__(
+        self, model: str, constraint: str, have: Iterable[str], deprecated: Iterable[str] = ()
+    ) -> None:
+        listing = _listing(have)
+        old = list(deprecated)
+        if old:
+            shown = ", ".join(old[:20]) + (f", … ({len(old)} in all)" if len(old) > 20 else "")
+            listing += f"; deprecated, so served only to an exact version: {shown}"
+        super().__init__(f'no version of "{model}" satisfies "{constraint}" ({listing})')
 
 
 class RolloutNotFound(NotFound):

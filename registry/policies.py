@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry._base import ServiceBase, check_if_match, etag
 from registry._policy_writes import move_alias, policy_doc
+from registry._serving import mark_arms, not_serving_note
 from registry.catalog import CatalogService
 from registry.constraints import InvalidConstraint, parse_constraint
 from registry.errors import AliasNotFound, BadRequest, NoReadyVersion, NotFound, VersionNotFound
@@ -34,10 +35,16 @@ class LiveView(Protocol):
     def explain_worker(self, model: str, version: str) -> tuple[str | None, list[str]]: ...
 
 
-def _traffic_out(model: str, row: TrafficPolicy) -> TrafficOut:
+def _traffic_out(
+    model: str,
+    row: TrafficPolicy,
+    status_of: dict[str, str],
+    live: LiveView | None,
+) -> TrafficOut:
+    ready = (lambda v: live.has_ready(model, v)) if live is not None else None
     return TrafficOut(
         model=model,
-        arms=row.arms,
+        arms=mark_arms(row.arms, status_of, ready),
         sticky_header=row.sticky_header,
         shadow=row.shadow,
         updated_at=row.updated_at,
@@ -167,7 +174,17 @@ class PolicyService(ServiceBase):
                 after=None,
             )
 
-    async def get_traffic(self, model: str) -> TrafficOut:
+    async def _statuses(self, session: AsyncSession, owner: Model) -> dict[str, str]:
+        rows = await session.execute(
+            select(ModelVersion.version, ModelVersion.status).where(
+                ModelVersion.model_id == owner.id
+            )
+        )
+        return {version: status for version, status in rows.all()}
+
+    async def get_traffic(self, model: str, live: LiveView | None = None) -> TrafficOut:
+        """The policy; each arm says whether it serves now (``serving``) and if not why
+        (``reason``: yanked, no ready worker — the latter known on a gateway, ``live``)."""
         async with self.read() as session:
             owner = await self.model_row(session, model)
             row = await session.scalar(
@@ -175,10 +192,15 @@ class PolicyService(ServiceBase):
             )
             if row is None:
                 raise NotFound(f'model "{model}" has no traffic policy')
-            return _traffic_out(model, row)
+            return _traffic_out(model, row, await self._statuses(session, owner), live)
 
     async def put_traffic(
-        self, actor: str, model: str, data: TrafficIn, if_match: str | None
+        self,
+        actor: str,
+        model: str,
+        data: TrafficIn,
+        if_match: str | None,
+        live: LiveView | None = None,
     ) -> TrafficOut:
         """Replace the whole policy; every arm and the shadow must name a servable version."""
         seen: set[str] = set()
@@ -233,7 +255,7 @@ class PolicyService(ServiceBase):
                 before=before,
                 after=policy_doc(row),
             )
-            return _traffic_out(model, row)
+            return _traffic_out(model, row, await self._statuses(session, owner), live)
 
     async def delete_traffic(self, actor: str, model: str, if_match: str | None) -> None:
         async with self.write() as session:
@@ -283,6 +305,13 @@ class PolicyService(ServiceBase):
                     c.version for c in resolution.candidates if not live.has_ready(model, c.version)
                 )
         skipped = [f"{version}: no ready worker" for version in passed_over]
+        arms = mark_arms(
+            [{"version": a.version, "weight": a.weight} for a in view.policy.arms]
+            if view.policy is not None
+            else [],
+            {v.version: v.status for v in view.versions},
+            (lambda v: live.has_ready(model, v)) if live is not None else None,
+        )
         trace = [
             f"reference {reference or '(none)'!r} is {resolution.kind}"
             + (f" → {resolution.normalized}" if resolution.kind == "constraint" else ""),
@@ -292,6 +321,7 @@ class PolicyService(ServiceBase):
                 "none"
                 if view.policy is None
                 else ", ".join(f"{a.version}={a.weight}" for a in view.policy.arms)
+                + not_serving_note(arms)
             ),
             f"registry answer: {registry_choice.version}",
         ]
@@ -319,4 +349,5 @@ class PolicyService(ServiceBase):
             trace=trace,
             registry_version=registry_choice.version,
             skipped=skipped,
+            arms=arms,
         )

@@ -127,6 +127,11 @@ class ModelView:
     def servable_names(self) -> list[str]:
         return [v.version for v in self.versions if v.servable]
 
+    def nothing_satisfies(self, reference: str) -> NoVersionSatisfies:
+        """The 404 for ``reference``: what exists, and which of it is deprecated."""
+        deprecated = [v.version for v in self.versions if v.status == VersionStatus.DEPRECATED]
+        return NoVersionSatisfies(self.name, reference, self.servable_names(), deprecated)
+
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
@@ -190,17 +195,17 @@ def resolve(
         # A request without a version follows the policy: its arms, prereleases included.
         candidates = _policy_arms(view) or _stable(view)
         if not candidates:
-            raise NoVersionSatisfies(view.name, "stable", view.servable_names())
+            raise view.nothing_satisfies("stable")
         return Resolution(view.name, "", "default", candidates, "*")
     if ref == "latest":
         active = tuple(v for v in view.versions if v.status == VersionStatus.ACTIVE)
         if not active:
-            raise NoVersionSatisfies(view.name, ref, view.servable_names())
+            raise view.nothing_satisfies(ref)
         return Resolution(view.name, ref, "latest", active, active[0].version)
     if ref == "stable":
         stable = _stable(view)
         if not stable:
-            raise NoVersionSatisfies(view.name, ref, view.servable_names())
+            raise view.nothing_satisfies(ref)
         return Resolution(view.name, ref, "stable", stable, stable[0].version)
     if ref in view.aliases:
         return _pin(view, view.find(view.aliases[ref]), ref, "alias")
@@ -219,7 +224,7 @@ def resolve(
         and constraint.allows_key(v.key, include_prerelease=include_prerelease)
     )
     if not matching:
-        raise NoVersionSatisfies(view.name, ref, view.servable_names())
+        raise view.nothing_satisfies(ref)
     return Resolution(view.name, ref, "constraint", matching, str(constraint))
 
 

@@ -465,12 +465,12 @@ class RolloutService(ServiceBase):
                 f"{_label(row)} is not driven by {holder}: lease held by "
                 f"{row.lease_holder or 'nobody'} until {until}"
             )
-        if row.state not in states:
-            raise RolloutLeaseLost(f"{_label(row)} is no longer {' or '.join(states)}")
         if step is not None and row.step != step:
             raise RolloutLeaseLost(
                 f"{_label(row)} is at step {row.step}, not {step}: another driver moved it"
             )
+        if row.state not in states:
+            raise RolloutLeaseLost(f"{_label(row)} is no longer {' or '.join(states)}")
         return owner, row
 
     async def _usable(self, session: AsyncSession, owner: Model, version: str) -> ModelVersion:

@@ -153,6 +153,8 @@ class ResolveOut(msgspec.Struct):
     registry_version: str = ""
     #: Versions passed over, each as ``"<version>: <why>"`` (e.g. ``"1.2.0: no ready worker"``).
     skipped: list[str] = msgspec.field(default_factory=list)
+    #: The policy's arms, each with ``serving`` and ``reason`` as ``GET .../traffic`` has them.
+    arms: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
 #: Requests per second (and burst) of one token's inference bucket; 0 means unlimited.

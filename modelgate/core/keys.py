@@ -46,6 +46,10 @@ class RedisKeys:
         """Gateway replicas share outlier ejections here."""
         return f"{self.prefix}:ejections"
 
+    def rollout_stats(self, model: str, version: str, slot: int) -> str:
+        """One version's attempt counters in one wall-clock second (a hash, with a TTL)."""
+        return f"{self.prefix}:rollout-stats:{model}@{version}:{slot}"
+
     def rate_limit(self, client: str) -> str:
         """One client's token bucket."""
         return f"{self.prefix}:rl:{client}"

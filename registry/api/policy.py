@@ -53,7 +53,8 @@ class PolicyController(Controller):
     async def traffic(
         self, request: Request[Any, Any, Any], model: FromPath[str]
     ) -> Response[TrafficOut]:
-        out = await registry_of(request).policies.get_traffic(model)
+        registry = registry_of(request)
+        out = await registry.policies.get_traffic(model, registry.live)
         return with_etag(out, out.etag)
 
     @put("/traffic", opt={"scope": "publish"})
@@ -64,7 +65,10 @@ class PolicyController(Controller):
         data: JSONBody[TrafficIn],
         if_match: IfMatch = None,
     ) -> Response[TrafficOut]:
-        out = await registry_of(request).policies.put_traffic(actor(request), model, data, if_match)
+        registry = registry_of(request)
+        out = await registry.policies.put_traffic(
+            actor(request), model, data, if_match, registry.live
+        )
         return with_etag(out, out.etag)
 
     @delete("/traffic", opt={"scope": "publish"})

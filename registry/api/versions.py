@@ -133,8 +133,11 @@ class VersionController(Controller):
         version: FromPath[str],
         data: JSONBody[VersionPatch],
         if_match: IfMatch = None,
+        force: FromQuery[bool] = False,
     ) -> Response[VersionOut]:
+        """409 when deprecating or yanking a policy arm or a rollout's version, unless
+        ``?force=true``."""
         out = await registry_of(request).catalog.patch_version(
-            actor(request), model, version, data, if_match
+            actor(request), model, version, data, if_match, force=force
         )
         return with_etag(out, out.etag)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from registry.resolution import Arm, ModelView, Policy, Shadow, VersionInfo
-from registry.snapshot import RegistrySnapshot
+from registry.snapshot import ActiveRollout, RegistrySnapshot
 from tests.support.fake_workers import FakeWorker, Mode, refused_url, until
 
 MODEL = "m"
@@ -320,3 +321,101 @@ async def test_x_route_key_is_the_default_sticky_header(build: Build) -> None:
         assert len(arms) == 1, arms
         chosen |= arms
     assert chosen == {"1.0.0", "2.0.0"}
+
+
+# -- rollouts: a failed candidate attempt is retried on the baseline -------------------
+
+ROLLOUT = Policy((Arm("2.0.0", 100), Arm("1.0.0", 0)))
+CANARY_SERVES = {"c": ["2.0.0"], "b": ["1.0.0"]}
+
+
+def in_rollout(gw: Gateway, candidate: str = "2.0.0", baseline: str = "1.0.0") -> None:
+    """Give ``gw`` a snapshot with an active rollout of ``candidate`` against ``baseline``."""
+    table = gw.plane.table
+    assert table.snapshot is not None
+    rollouts = {MODEL: ActiveRollout(1, candidate, baseline, "running")}
+    table.install(replace(table.snapshot, rollouts=rollouts))
+
+
+async def window(gw: Gateway, version: str) -> tuple[int, int]:
+    now = time.time()
+    stats = await gw.plane.outcomes.window(MODEL, version, now - 60, now)
+    return stats.requests, stats.errors
+
+
+@pytest.mark.parametrize("mode", [500, 503, "close", None])
+async def test_a_failed_candidate_attempt_is_retried_on_the_baseline(
+    build: Build, mode: Mode | None
+) -> None:
+    gw = await build({"c": mode, "b": "ok"}, serves=CANARY_SERVES, policy=ROLLOUT)
+    in_rollout(gw)
+    reply = await gw.infer()
+    assert reply.status == 200
+    assert header(reply, "x-model-version") == "1.0.0"
+    assert header(reply, "x-route") == "baseline-retry:1.0.0"
+    assert header(reply, "x-backend") == "b"
+    assert await window(gw, "2.0.0") == (1, 1)  # the gate still sees the failure
+    assert await window(gw, "1.0.0") == (1, 0)
+    assert (
+        gw.sample(
+            "modelgate_gateway_retries_total", model=MODEL, version="2.0.0", outcome="allowed"
+        )
+        == 1
+    )
+    assert (gw.plane.budget.active_requests, gw.plane.budget.active_retries) == (0, 0)
+
+
+async def test_without_a_rollout_a_candidates_500_is_its_answer(build: Build) -> None:
+    gw = await build({"c": 500, "b": "ok"}, serves=CANARY_SERVES, policy=ROLLOUT)
+    reply = await gw.infer()
+    assert (reply.status, gw.log) == (500, ["c"])
+    assert await window(gw, "2.0.0") == (1, 1)
+
+
+async def test_a_pinned_candidate_is_never_served_by_the_baseline(build: Build) -> None:
+    gw = await build({"c": 500, "b": "ok"}, serves=CANARY_SERVES, policy=ROLLOUT)
+    in_rollout(gw)
+    reply = await gw.plane.infer(MODEL, "2.0.0", JSON, BODY.encode())
+    assert (reply.status, header(reply, "x-model-version"), gw.log) == (500, "2.0.0", ["c"])
+
+
+async def test_a_baseline_outside_the_requested_range_is_not_used(build: Build) -> None:
+    gw = await build({"c": 500, "b": "ok"}, serves=CANARY_SERVES, policy=ROLLOUT)
+    in_rollout(gw)
+    reply = await gw.plane.infer(MODEL, "^2.0.0", JSON, BODY.encode())
+    assert (reply.status, gw.log) == (500, ["c"])
+
+
+async def test_the_baseline_retry_stays_within_the_retry_budget(build: Build) -> None:
+    gw = await build(
+        {"c": 500, "b": "ok"},
+        serves=CANARY_SERVES,
+        policy=ROLLOUT,
+        retry_budget_ratio=0.0,
+        retry_budget_min_concurrent=0,
+    )
+    in_rollout(gw)
+    reply = await gw.infer()
+    assert (reply.status, header(reply, "x-model-version"), gw.log) == (500, "2.0.0", ["c"])
+    assert (
+        gw.sample("modelgate_gateway_retries_total", model=MODEL, version="2.0.0", outcome="denied")
+        == 1
+    )
+
+
+async def test_a_candidates_4xx_is_its_answer_and_no_error(build: Build) -> None:
+    gw = await build({"c": 400, "b": "ok"}, serves=CANARY_SERVES, policy=ROLLOUT)
+    in_rollout(gw)
+    reply = await gw.infer()
+    assert (reply.status, gw.log) == (400, ["c"])
+    assert await window(gw, "2.0.0") == (1, 0)
+
+
+async def test_a_failing_baseline_is_not_retried_on_itself_after_the_candidate(
+    build: Build,
+) -> None:
+    gw = await build({"c": 500, "b": 500}, serves=CANARY_SERVES, policy=ROLLOUT)
+    in_rollout(gw)
+    reply = await gw.infer()
+    assert (reply.status, header(reply, "x-model-version"), gw.log) == (500, "1.0.0", ["c", "b"])
+    assert await window(gw, "1.0.0") == (1, 1)
