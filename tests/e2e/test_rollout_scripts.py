@@ -70,7 +70,9 @@ def admin(fleet: Fleet) -> Iterator[httpx.Client]:
 
 
 def arms(client: httpx.Client) -> list[dict[str, Any]]:
-    return list(client.get(f"/admin/v1/models/{MODEL}/traffic").json()["arms"])
+    """The model's policy arms as configured (the serving markers left out)."""
+    answer = client.get(f"/admin/v1/models/{MODEL}/traffic").json()
+    return [{"version": a["version"], "weight": a["weight"]} for a in answer["arms"]]
 
 
 def cli(fleet: Fleet, *args: str) -> Result:
