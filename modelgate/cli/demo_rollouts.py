@@ -26,11 +26,13 @@ __all__ = ["FAULTY", "GOOD", "publish_candidates", "rollout_story"]
 GOOD: tuple[str, float, dict[str, str]] = ("1.2.0", 2.0, {})
 FAULTY: tuple[str, float, dict[str, str]] = ("1.3.0", 2.5, {"modelgate.fault.error_rate": "0.5"})
 #: Short steps, so the story takes seconds: 10% → 50% → 100%, each judged after 3 s on at
-#: least 40 candidate attempts; more than 1% errors or a p99 over 3x the baseline's fails.
+#: least 40 candidate attempts; more than 1% errors, or a p99 over 10x the baseline's,
+#: fails. (The latency gate is loose here: a p99 over a few dozen requests of a millisecond
+#: model on a busy laptop is noise; the faulty candidate fails on its error rate.)
 ROLLOUT = {
     "steps": [10, 50, 100],
     "interval_s": 3.0,
-    "gates": {"max_error_rate": 0.01, "max_latency_ratio": 3.0, "min_requests": 40},
+    "gates": {"max_error_rate": 0.01, "max_latency_ratio": 10.0, "min_requests": 40},
 }
 #: A rollout of the demo that has not ended by then means something is broken: stop.
 ROLLOUT_TIMEOUT_S = 120.0
@@ -117,7 +119,7 @@ def _run_one(
         f"\n[bold]rollout #{rollout['id']}[/bold]: {model} {rollout['baseline']} → {version},"
         f" steps {', '.join(f'{w}%' for w in rollout['steps'])}, {rollout['interval_s']:g}s"
         f" each (`modelgate rollout start {model} {version} --steps 10,50,100 --interval 3"
-        " --min-requests 40 --max-latency-ratio 3 --alias prod`)",
+        " --min-requests 40 --max-latency-ratio 10 --alias prod`)",
         highlight=False,
         soft_wrap=True,
     )

@@ -18,6 +18,7 @@ from rich.text import Text
 __all__ = [
     "ACTIVE",
     "EXIT_CODES",
+    "collapse_waits",
     "list_table",
     "next_judgement_s",
     "progress_line",
@@ -119,24 +120,40 @@ def _figures(r: dict[str, Any]) -> Table | None:
     return table
 
 
+def collapse_waits(history: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """The judgements with each run of "wait" verdicts on one step folded into its newest,
+    with the run's length (a step short of traffic is judged again and again)."""
+    rows: list[tuple[dict[str, Any], int]] = []
+    for j in history:
+        if rows and j["verdict"] == "wait":
+            last, count = rows[-1]
+            if last["verdict"] == "wait" and last["step"] == j["step"]:
+                rows[-1] = (j, count + 1)
+                continue
+        rows.append((j, 1))
+    return rows
+
+
 def _history(r: dict[str, Any], limit: int) -> Table:
-    table = Table(
-        "step", "weight", "verdict", "cand. err", "base err", "cand. p99", "base p99", "at",
-        "reason", title=f"judgements ({len(r['history'])})",
-    )  # fmt: skip
-    for j in r["history"][-limit:]:
+    table = Table(title=f"judgements ({len(r['history'])})")
+    for name in ("step", "weight", "verdict", "cand. err", "base err", "cand. p99", "base p99"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("at", no_wrap=True)
+    table.add_column("why (fail, wait)", ratio=1)
+    for j, count in collapse_waits(r["history"])[-limit:]:
         c, b = j["candidate"], j["baseline"]
         at = _when(j.get("at"))
+        verdict = j["verdict"] + (f" x{count}" if count > 1 else "")
         table.add_row(
             str(j["step"] + 1),
             f"{j['weight']:g}%",
-            Text(j["verdict"], style=_VERDICT_STYLE.get(j["verdict"], "")),
+            Text(verdict, style=_VERDICT_STYLE.get(j["verdict"], "")),
             f"{_pct(c['error_rate'])} of {c['requests']}",
             f"{_pct(b['error_rate'])} of {b['requests']}",
             _ms(c["p99_ms"]),
             _ms(b["p99_ms"]),
             at.strftime("%H:%M:%S") if at else "",
-            j.get("reason") or "",
+            "" if j["verdict"] == "pass" else j.get("reason") or "",
         )
     return table
 
@@ -189,17 +206,17 @@ def progress_line(r: dict[str, Any]) -> str:
 
 
 def list_table(model: str, rollouts: list[dict[str, Any]]) -> Table:
-    table = Table(
-        "id", "version", "baseline", "state", "step", "weight", "started", "by", "reason",
-        title=f"{model}: {len(rollouts)} rollouts",
-    )  # fmt: skip
+    """One row per rollout, newest first; only the reason wraps (``-o json`` has the rest)."""
+    table = Table(title=f"{model}: {len(rollouts)} rollouts")
+    for name in ("id", "version", "baseline", "state", "step", "started"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("reason", ratio=1)
     for r in rollouts:
         created = _when(r.get("created_at"))
         table.add_row(
             str(r["id"]), r["version"], r["baseline"],
             Text(r["state"], style=_STATE_STYLE.get(r["state"], "")),
-            step_label(r), f"{r['weight']:g}%",
-            created.strftime("%Y-%m-%d %H:%M:%S") if created else "",
-            r.get("created_by") or "", r.get("reason") or "",
+            step_label(r), created.strftime("%m-%d %H:%M:%S") if created else "",
+            r.get("reason") or "",
         )  # fmt: skip
     return table

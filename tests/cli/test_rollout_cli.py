@@ -17,7 +17,7 @@ from rich.console import Console
 
 from modelgate.cli import http, rollout
 from modelgate.cli.main import main
-from modelgate.cli.rollout_view import next_judgement_s, status_view
+from modelgate.cli.rollout_view import collapse_waits, next_judgement_s, status_view
 
 NOW = datetime.now(UTC)
 
@@ -306,3 +306,18 @@ def test_url_and_token_after_the_subcommand_reach_the_client(
     assert (made[0].url, made[0].token) == ("http://gw:9", "sekrit")
     assert fake.seen[0].url.host == "gw"
     assert json.loads(out.output)[0]["id"] == 7
+
+
+def test_a_run_of_waits_on_one_step_is_one_row() -> None:
+    history = [judgement(0, 10, "pass")] + [judgement(1, 25, "wait", requests=n) for n in
+               (10, 20, 30)] + [judgement(1, 25, "pass"), judgement(2, 50, "wait")]  # fmt: skip
+    rows = collapse_waits(history)
+    assert [(j["step"], j["verdict"], n) for j, n in rows] == [
+        (0, "pass", 1), (1, "wait", 3), (1, "pass", 1), (2, "wait", 1),
+    ]  # fmt: skip
+    assert rows[1][0]["candidate"]["requests"] == 30  # the newest of the run
+    console = Console(file=io.StringIO(), width=200)
+    console.print(status_view(doc(history=history, step=2, weight=50.0), NOW))
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "wait x3" in shown
+    assert "judgements (6)" in shown

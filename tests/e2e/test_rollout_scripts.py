@@ -29,8 +29,10 @@ from tests.support.traffic import Loop
 
 MODEL = "canary"
 BASELINE, GOOD, FAULTY = "1.0.0", "2.0.0", "3.0.0"
-#: Short steps so a rollout takes seconds: two steps of 1 s, judged on 20 candidate attempts.
-FAST = ("--steps", "50,100", "--interval", "1", "--min-requests", "20")
+#: Short steps so a rollout takes seconds: two steps of 1 s, judged on 20 candidate attempts;
+#: the latency gate loose (a p99 over a few dozen 1 ms requests on a shared machine is noise):
+#: these tests are about the scripts' exit codes, the latency gate has its own tests.
+FAST = ("--steps", "50,100", "--interval", "1", "--min-requests", "20", "--max-latency-ratio", "10")
 SCRIPT_TIMEOUT_S = 120.0
 
 
