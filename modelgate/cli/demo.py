@@ -158,10 +158,18 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
     _cli("db", "upgrade", env=env)
     token = _cli("tokens", "create", "--name", "demo-admin", "--scope", "admin", env=env)
     url = f"http://127.0.0.1:{port}"
-    console.print(f"[bold]modelgate demo[/bold]: gateway on {url}, SQLite at {ROOT}/registry.db")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "modelgate", "serve", "--port", str(port)], env=env
+    console.print(
+        f"[bold]modelgate demo[/bold]: gateway on {url}, SQLite at {ROOT}/registry.db,"
+        f" gateway log (access lines, rollout steps) in {ROOT}/gateway.log"
     )
+    # NOTE: the gateway logs to a file, so that its access lines do not tear the live views.
+    with (ROOT / "gateway.log").open("ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "modelgate", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     workers: list[subprocess.Popen[bytes]] = []
     try:
         _wait_ready(url, server)
