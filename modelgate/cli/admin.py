@@ -168,17 +168,23 @@ def register(main: click.Group) -> None:
         @versions.command(name)
         @click.argument("model")
         @click.argument("version")
+        @click.option(
+            "--force",
+            is_flag=True,
+            help="even when the version is an arm of the traffic policy or in a rollout",
+        )
         @click.pass_context
-        def change(ctx: click.Context, model: str, version: str) -> None:
+        def change(ctx: click.Context, model: str, version: str, force: bool) -> None:
             out = _call(
                 ctx,
                 "PATCH",
                 f"/admin/v1/models/{model}/versions/{version}",
                 json={"status": status},
+                params={"force": "true"} if force else None,
             )
             _done(ctx, out, f"{model}@{version} is now {status}")
 
-        change.help = f"Mark a version {status}."
+        change.help = f"Mark a version {status} (409 while it serves, unless --force)."
 
     _status("deprecate", "deprecated")
     _status("undeprecate", "active")
