@@ -9,7 +9,6 @@ meanwhile by someone else fails with a 412 instead of being overwritten.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -242,11 +241,21 @@ def register(main: click.Group) -> None:
     @click.argument("model")
     @click.pass_context
     def traffic_show(ctx: click.Context, model: str) -> None:
+        """The policy's arms, each marked when it cannot serve (and why), and its ETag."""
         out = _call(ctx, "GET", f"/admin/v1/models/{model}/traffic")
         if wants_json(ctx):
             emit_json(out)
-        else:
-            console.print_json(json.dumps(out))
+            return
+        rows = [[a["version"], a["weight"], _serving(a)] for a in out["arms"]]
+        if out.get("shadow"):
+            shadow = out["shadow"]
+            rows.append([f"{shadow['version']} (shadow)", f"{shadow['fraction']:.0%} copied", ""])
+        _table(f"{model}: traffic policy", ["version", "weight", "serving"], rows)
+        console.print(
+            f"sticky header {out['sticky_header']} · etag {out['etag']} · updated"
+            f" {out['updated_at']} by {out['updated_by']}",
+            highlight=False,
+        )
 
     @traffic.command("set")
     @click.argument("model")
@@ -306,6 +315,9 @@ def register(main: click.Group) -> None:
         )
         for line in out["trace"]:
             console.print(f"  {line}", highlight=False)
+        if out.get("arms"):
+            arms = ", ".join(f"{a['version']}={a['weight']} ({_serving(a)})" for a in out["arms"])
+            console.print(f"  arms: {arms}", highlight=False)
 
     @main.command()
     @click.pass_context
@@ -339,6 +351,13 @@ def register(main: click.Group) -> None:
         )
 
     main.add_command(rollout)
+
+
+def _serving(arm: dict[str, Any]) -> str:
+    """``yes``, or ``NOT SERVING: <reason>`` for an arm the gateway cannot route to."""
+    if arm.get("serving", True):
+        return "yes"
+    return f"NOT SERVING: {arm.get('reason') or 'unknown'}"
 
 
 def _pair(text: str, kind: type) -> dict[str, Any]:

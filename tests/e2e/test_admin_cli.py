@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,18 @@ def test_admin_commands_drive_the_api(live_gateway: tuple[str, str], tmp_path: P
     assert "1.1.0-rc.1" in run("versions", "list", "clip")
     run("alias", "set", "clip", "prod", "1.0.0")
     run("traffic", "set", "clip", "1.0.0=90", "1.1.0-rc.1=10", "--shadow", "1.1.0-rc.1=0.5")
-    assert '"weight": 90' in run("traffic", "show", "clip")
+    shown = run("traffic", "show", "clip")
+    assert re.search(r"│ 1\.0\.0\s+│ 90\s+│ NOT SERVING: no ready worker", shown), shown
+    assert re.search(r"1\.1\.0-rc\.1 \(shadow\)\s+│ 50% copied", shown), shown
+    assert json.loads(run("traffic", "show", "clip", "-o", "json"))["arms"][0]["weight"] == 90
     assert "→ 1.0.0" in run("resolve", "clip", "prod")
     guarded = runner.invoke(main, ["--url", url, "--token", token, "versions", "yank", "clip",
                                    "1.1.0-rc.1"])  # fmt: skip
     assert guarded.exit_code == 1
     assert '[409] cannot yank version "1.1.0-rc.1" of "clip"' in guarded.output
     run("versions", "yank", "clip", "1.1.0-rc.1", "--force")
+    shown = run("traffic", "show", "clip")
+    assert re.search(r"1\.1\.0-rc\.1\s+│ 10\s+│ NOT SERVING: yanked", shown), shown
     assert "workers" in run("workers")
 
     bad = runner.invoke(main, ["--url", url, "--token", token, "resolve", "clip", "^7"])
