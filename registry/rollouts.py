@@ -20,14 +20,25 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from registry._base import ServiceBase, as_utc
-from registry._policy_writes import move_alias, replace_arms
+from registry._base import MAX_ROW_ID, ServiceBase
+from registry._policy_writes import replace_arms
 from registry._rollout_plan import check_plan, judgement_doc
-from registry.constraints import parse_version
+from registry._rollout_rows import (
+    arms_at,
+    check_driver,
+    default_baseline,
+    finish_back,
+    finish_promoted,
+    label,
+    lease_live,
+    rollout_doc,
+    rollout_out,
+)
 from registry.db import WRITE_INTENT
 from registry.errors import (
     BadRequest,
@@ -42,7 +53,6 @@ from registry.models import (
     ModelVersion,
     Rollout,
     RolloutState,
-    TrafficPolicy,
     VersionStatus,
 )
 from registry.policies import check_alias_name
@@ -52,57 +62,6 @@ __all__ = ["RolloutService", "rollout_out"]
 
 S = RolloutState
 _ACTIVE = tuple(str(s) for s in ACTIVE_ROLLOUT_STATES)
-
-
-def rollout_out(model: str, row: Rollout) -> RolloutOut:
-    return RolloutOut(
-        id=row.id,
-        model=model,
-        version=row.version,
-        baseline=row.baseline,
-        alias=row.alias,
-        state=row.state,
-        step=row.step,
-        weight=row.weight,
-        steps=list(row.steps),
-        interval_s=row.interval_s,
-        gates=dict(row.gates),
-        history=list(row.history),
-        reason=row.reason,
-        lease_holder=row.lease_holder,
-        step_started_at=as_utc(row.step_started_at) if row.step_started_at else None,
-        created_at=as_utc(row.created_at),
-        updated_at=as_utc(row.updated_at),
-        created_by=row.created_by,
-        lease_expires_at=as_utc(row.lease_expires_at) if row.lease_expires_at else None,
-    )
-
-
-def _doc(row: Rollout) -> dict[str, Any]:
-    """What the audit log records of a rollout at each transition."""
-    return {
-        "id": row.id,
-        "version": row.version,
-        "baseline": row.baseline,
-        "state": row.state,
-        "step": row.step,
-        "weight": row.weight,
-        "reason": row.reason,
-        "lease_holder": row.lease_holder,
-    }
-
-
-def _label(row: Rollout) -> str:
-    return f"rollout {row.id} ({row.baseline} → {row.version}, {row.state})"
-
-
-def _arms(candidate: str, baseline: str, weight: float) -> list[dict[str, Any]]:
-    w = round(weight)
-    if w >= 100:
-        return [{"version": candidate, "weight": 100}]
-    if w <= 0:
-        return [{"version": baseline, "weight": 100}]
-    return [{"version": candidate, "weight": w}, {"version": baseline, "weight": 100 - w}]
 
 
 class RolloutService(ServiceBase):
@@ -122,7 +81,7 @@ class RolloutService(ServiceBase):
             active = await self._active_of(session, owner)
             if active is not None:
                 raise Conflict(
-                    f'model "{model}" already has an active {_label(active)}: pause, promote '
+                    f'model "{model}" already has an active {label(active)}: pause, promote '
                     f"or abort it before starting another"
                 )
             candidate = await self._usable(session, owner, data.version)
@@ -140,13 +99,7 @@ class RolloutService(ServiceBase):
                 alias=data.alias,
                 steps=list(data.steps),
                 interval_s=float(data.interval_s),
-                gates={
-                    "max_error_rate": data.gates.max_error_rate,
-                    "max_latency_ratio": data.gates.max_latency_ratio,
-                    "max_p99_ms": data.gates.max_p99_ms,
-                    "min_requests": data.gates.min_requests,
-                    "waiting_timeout_s": data.gates.waiting_timeout_s,
-                },
+                gates=msgspec.to_builtins(data.gates),
                 state=S.WAITING,
                 step=-1,
                 weight=0.0,
@@ -213,11 +166,11 @@ class RolloutService(ServiceBase):
             self._expect(row, _ACTIVE, "promote")
             if ready is not None and not ready(row.version):
                 raise Conflict(
-                    f"{_label(row)}: version {row.version} has no ready worker, so promoting "
+                    f"{label(row)}: version {row.version} has no ready worker, so promoting "
                     f"would send all traffic to a version that cannot serve"
                 )
-            before = _doc(row)
-            await self._finish_promoted(session, owner, row, actor, f"promoted by {actor}")
+            before = rollout_doc(row)
+            await finish_promoted(session, owner, row, actor, f"promoted by {actor}", self.clock())
             await self._audit(session, actor, "promote", owner, row, before)
             return rollout_out(model, row)
 
@@ -228,9 +181,9 @@ class RolloutService(ServiceBase):
             owner = await self.model_row(session, model, lock=True)
             row = await self._row(session, owner, rollout_id, lock=True)
             self._expect(row, _ACTIVE, "abort")
-            before = _doc(row)
+            before = rollout_doc(row)
             reason = f"aborted by {actor}"
-            await self._finish_back(session, owner, row, S.ABORTED, reason, actor, None)
+            await finish_back(session, owner, row, S.ABORTED, reason, actor, None, self.clock())
             await self._audit(session, actor, "abort", owner, row, before)
             return rollout_out(model, row)
 
@@ -259,13 +212,15 @@ class RolloutService(ServiceBase):
         taken = False
         async with self.sessions() as session, session.begin():
             await session.connection(execution_options={WRITE_INTENT: True})
+            if not 0 < rollout_id <= MAX_ROW_ID:
+                return None
             row = await session.scalar(
                 select(Rollout).where(Rollout.id == rollout_id).with_for_update()
             )
             if row is None or row.state not in _ACTIVE:
                 return None
             now = self.clock()
-            if row.lease_holder not in (None, holder) and self._lease_live(row, now):
+            if row.lease_holder not in (None, holder) and lease_live(row, now):
                 return None
             previous = row.lease_holder
             row.lease_holder, row.lease_expires_at = holder, now + timedelta(seconds=ttl_s)
@@ -300,20 +255,20 @@ class RolloutService(ServiceBase):
         doc = judgement_doc(judgement) if judgement is not None else None
         async with self.write() as session:
             owner, row = await self._driven(session, rollout_id, holder, from_step, states)
-            before = _doc(row)
+            before = rollout_doc(row)
             actor = f"gateway:{holder}"
             if doc is not None:
                 row.history = [*row.history, doc]
             nxt = from_step + 1
             if nxt >= len(row.steps):
                 reason = f"promoted after {len(row.steps)} steps passed their gates"
-                await self._finish_promoted(session, owner, row, actor, reason)
+                await finish_promoted(session, owner, row, actor, reason, self.clock())
                 await self._audit(session, actor, "promote", owner, row, before)
                 return rollout_out(owner.name, row)
             now = self.clock()
             row.step, row.weight = nxt, float(row.steps[nxt])
             row.state, row.step_started_at, row.reason = S.RUNNING, now, None
-            arms = _arms(row.version, row.baseline, row.weight)
+            arms = arms_at(row.version, row.baseline, row.weight)
             await replace_arms(session, owner, arms, actor, now)
             await self._audit(session, actor, "step", owner, row, before, arms=arms)
             return rollout_out(owner.name, row)
@@ -326,7 +281,7 @@ class RolloutService(ServiceBase):
         doc = judgement_doc(judgement, verdict="wait")
         async with self.write() as session:
             owner, row = await self._driven(session, rollout_id, holder, step, (S.RUNNING,))
-            before = _doc(row)
+            before = rollout_doc(row)
             row.history = [*row.history, doc]
             row.reason = str(doc["reason"]) or None
             await self._audit(session, f"gateway:{holder}", "wait", owner, row, before)
@@ -338,7 +293,7 @@ class RolloutService(ServiceBase):
         async with self.write() as session:
             owner, row = await self._driven(session, rollout_id, holder, None, (S.WAITING,))
             if row.reason != reason:
-                before = _doc(row)
+                before = rollout_doc(row)
                 row.reason = reason
                 await self._audit(session, f"gateway:{holder}", "waiting", owner, row, before)
             return rollout_out(owner.name, row)
@@ -352,9 +307,9 @@ class RolloutService(ServiceBase):
         async with self.write() as session:
             step = int(doc["step"])
             owner, row = await self._driven(session, rollout_id, holder, step, (S.RUNNING,))
-            before = _doc(row)
+            before = rollout_doc(row)
             actor = f"gateway:{holder}"
-            await self._finish_back(session, owner, row, S.ROLLED_BACK, reason, actor, doc)
+            await finish_back(session, owner, row, S.ROLLED_BACK, reason, actor, doc, self.clock())
             await self._audit(session, actor, "rollback", owner, row, before)
             return rollout_out(owner.name, row)
 
@@ -362,17 +317,13 @@ class RolloutService(ServiceBase):
         """The candidate never got a ready worker in time: state ``aborted``."""
         async with self.write() as session:
             owner, row = await self._driven(session, rollout_id, holder, None, (S.WAITING,))
-            before = _doc(row)
+            before = rollout_doc(row)
             actor = f"gateway:{holder}"
-            await self._finish_back(session, owner, row, S.ABORTED, reason, actor, None)
+            await finish_back(session, owner, row, S.ABORTED, reason, actor, None, self.clock())
             await self._audit(session, actor, "abort", owner, row, before)
             return rollout_out(owner.name, row)
 
     # -- helpers -------------------------------------------------------------------------
-
-    @staticmethod
-    def _lease_live(row: Rollout, now: datetime) -> bool:
-        return row.lease_expires_at is not None and as_utc(row.lease_expires_at) > now
 
     async def _audit(
         self,
@@ -388,7 +339,7 @@ class RolloutService(ServiceBase):
         if before is not None:
             row.row_version += 1
         await session.flush()
-        after = _doc(row) | ({"arms": arms} if arms is not None else {})
+        after = rollout_doc(row) | ({"arms": arms} if arms is not None else {})
         # NOTE: ServiceBase.record writes audit rows; this class's own `record` is the
         # controller's "wait" verb (the name the gateway's controller calls).
         await ServiceBase.record(
@@ -405,6 +356,8 @@ class RolloutService(ServiceBase):
     async def _row(
         self, session: AsyncSession, owner: Model, rollout_id: int, *, lock: bool = False
     ) -> Rollout:
+        if not 0 < rollout_id <= MAX_ROW_ID:
+            raise RolloutNotFound(owner.name, rollout_id)
         query = select(Rollout).where(Rollout.id == rollout_id, Rollout.model_id == owner.id)
         if lock:
             query = query.with_for_update()
@@ -422,7 +375,7 @@ class RolloutService(ServiceBase):
     def _expect(row: Rollout, states: tuple[str, ...], verb: str) -> None:
         if row.state not in states:
             allowed = " or ".join(states)
-            raise Conflict(f"cannot {verb} {_label(row)}: only a {allowed} rollout can be")
+            raise Conflict(f"cannot {verb} {label(row)}: only a {allowed} rollout can be")
 
     async def _operate(
         self,
@@ -437,7 +390,7 @@ class RolloutService(ServiceBase):
             owner = await self.model_row(session, model, lock=True)
             row = await self._row(session, owner, rollout_id, lock=True)
             self._expect(row, states, verb)
-            before = _doc(row)
+            before = rollout_doc(row)
             change(row, self.clock())
             await self._audit(session, actor, verb, owner, row, before)
             return rollout_out(model, row)
@@ -452,25 +405,16 @@ class RolloutService(ServiceBase):
     ) -> tuple[Model, Rollout]:
         """Lock the model, then the rollout, and check the caller still drives it at
         ``step`` (None: any step) in one of ``states``; else `RolloutLeaseLost`."""
-        model_id = await session.scalar(select(Rollout.model_id).where(Rollout.id == rollout_id))
+        model_id = None
+        if 0 < rollout_id <= MAX_ROW_ID:
+            query = select(Rollout.model_id).where(Rollout.id == rollout_id)
+            model_id = await session.scalar(query)
         if model_id is None:
             raise RolloutLeaseLost(f"rollout {rollout_id} does not exist")
         owner = await session.scalar(select(Model).where(Model.id == model_id).with_for_update())
         assert owner is not None
         row = await self._row(session, owner, rollout_id, lock=True)
-        now = self.clock()
-        if row.lease_holder != holder or not self._lease_live(row, now):
-            until = as_utc(row.lease_expires_at).isoformat() if row.lease_expires_at else "-"
-            raise RolloutLeaseLost(
-                f"{_label(row)} is not driven by {holder}: lease held by "
-                f"{row.lease_holder or 'nobody'} until {until}"
-            )
-        if step is not None and row.step != step:
-            raise RolloutLeaseLost(
-                f"{_label(row)} is at step {row.step}, not {step}: another driver moved it"
-            )
-        if row.state not in states:
-            raise RolloutLeaseLost(f"{_label(row)} is no longer {' or '.join(states)}")
+        check_driver(row, holder, step, states, self.clock())
         return owner, row
 
     async def _usable(self, session: AsyncSession, owner: Model, version: str) -> ModelVersion:
@@ -487,66 +431,10 @@ class RolloutService(ServiceBase):
         if given is not None:
             chosen = (await self._usable(session, owner, given)).version
         else:
-            chosen = await self._default_baseline(session, owner, candidate)
+            chosen = await default_baseline(session, owner, candidate)
         if chosen == candidate.version:
             raise BadRequest(
                 f'baseline "{chosen}" is the candidate itself: name another version of '
                 f'"{owner.name}" as the baseline'
             )
         return chosen
-
-    async def _default_baseline(
-        self, session: AsyncSession, owner: Model, candidate: ModelVersion
-    ) -> str:
-        policy = await session.scalar(
-            select(TrafficPolicy).where(TrafficPolicy.model_id == owner.id)
-        )
-        if policy is not None:
-            arms = [a for a in policy.arms if a["version"] != candidate.version and a["weight"] > 0]
-            if arms:
-                return str(max(arms, key=lambda a: int(a["weight"]))["version"])
-        rows = await session.execute(
-            select(ModelVersion).where(
-                ModelVersion.model_id == owner.id,
-                ModelVersion.status == VersionStatus.ACTIVE,
-                ModelVersion.is_prerelease.is_(False),
-                ModelVersion.id != candidate.id,
-            )
-        )
-        stable = sorted((r.version for r in rows.scalars()), key=parse_version, reverse=True)
-        if not stable:
-            raise BadRequest(
-                f'no baseline for "{owner.name}": no traffic policy arm and no stable version '
-                f'besides {candidate.version}; name one with "baseline"'
-            )
-        return stable[0]
-
-    async def _finish_promoted(
-        self, session: AsyncSession, owner: Model, row: Rollout, actor: str, reason: str
-    ) -> None:
-        now = self.clock()
-        row.state, row.weight, row.reason = S.PROMOTED, 100.0, reason
-        row.lease_holder, row.lease_expires_at = None, None
-        await replace_arms(session, owner, _arms(row.version, row.baseline, 100), actor, now)
-        if row.alias is not None:
-            target = await self.version_row(session, owner, row.version)
-            await move_alias(session, owner, row.alias, target, actor, now)
-
-    async def _finish_back(
-        self,
-        session: AsyncSession,
-        owner: Model,
-        row: Rollout,
-        state: RolloutState,
-        reason: str,
-        actor: str,
-        judgement: dict[str, Any] | None,
-    ) -> None:
-        applied = row.step >= 0
-        if judgement is not None:
-            row.history = [*row.history, judgement]
-        row.state, row.weight, row.reason = state, 0.0, reason
-        row.lease_holder, row.lease_expires_at = None, None
-        if applied:
-            arms = _arms(row.version, row.baseline, 0)
-            await replace_arms(session, owner, arms, actor, self.clock())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
-from litestar.params import FromPath, JSONBody, PathParameter
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 
 from registry.api.deps import actor, registry_of
 from registry.schemas import RolloutIn, RolloutOut
@@ -61,12 +61,16 @@ class RolloutController(Controller):
 
     @post("/{rollout_id:int}/promote", status_code=200, opt={"scope": "publish"})
     async def promote(
-        self, request: Request[Any, Any, Any], model: FromPath[str], rollout_id: RolloutId
+        self,
+        request: Request[Any, Any, Any],
+        model: FromPath[str],
+        rollout_id: RolloutId,
+        force: FromQuery[bool] = False,
     ) -> RolloutOut:
-        """Skip to 100% now: one arm on the candidate, the alias moved (409 if the candidate
-        has no ready worker)."""
+        """Skip to 100% now: one arm on the candidate, the alias moved. 409 if the candidate
+        has no ready worker on this gateway, unless ``?force=true``."""
         registry = registry_of(request)
-        live = registry.live
+        live = None if force else registry.live
         ready = (lambda v: live.has_ready(model, v)) if live is not None else None
         return await registry.rollouts.promote(actor(request), model, rollout_id, ready)
 

@@ -209,6 +209,7 @@ async def test_pause_resume_and_promote_move_the_alias_and_leave_one_arm_on_the_
     unready = await client.post(f"{path}/{rid}/promote")  # no worker of 1.1.0 on this gateway
     assert unready.status_code == 409
     assert "no ready worker" in unready.json()["error"]
+    assert (await client.get(f"{path}/{rid}")).json()["state"] == "running"
     app.state.registry.live = ReadyLive({"1.0.0", "1.1.0"})
     promoted = await client.post(f"{path}/{rid}/promote")
     assert promoted.status_code == 200, promoted.text
@@ -428,3 +429,14 @@ async def test_nothing_satisfies_names_the_deprecated_versions(
         f'no version of "{model_name}" satisfies "^1.1" (have 1.1.0, 1.0.0; '
         f"deprecated, so served only to an exact version: 1.1.0)"
     )
+
+
+async def test_an_id_beyond_any_row_is_a_404_and_beyond_64_bits_a_400(
+    client: Client, model_name: str
+) -> None:
+    path = await two_versions(client, model_name)
+    for rollout_id in (2**31 - 1, 2**31, 2**63 - 1):  # PostgreSQL's ids are 32-bit
+        response = await client.get(f"{path}/{rollout_id}")
+        assert response.status_code == 404, response.text
+        assert str(rollout_id) in response.json()["error"]
+    assert (await client.post(f"{path}/{2**63}/abort")).status_code == 400

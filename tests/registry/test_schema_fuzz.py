@@ -75,6 +75,56 @@ def admin_schema(seeded: dict[str, Any]) -> schemathesis.BaseSchema:
     return loaded
 
 
+def _rollouts(seeded: dict[str, Any], *, want_active: bool, paused: bool = False) -> int | None:
+    """Make the seeded model have an active rollout (its id; ``paused`` so that it may be
+    resumed), or none (so that one may start)."""
+    headers = {"Authorization": f"Bearer {seeded['token']}"}
+    path = f"/admin/v1/models/{MODEL}/rollouts"
+    with httpx.Client(base_url=seeded["base"], headers=headers) as client:
+        listing = client.get(path)
+        assert listing.status_code == 200, listing.text
+        active = [r["id"] for r in listing.json() if r["state"] in ("waiting", "running", "paused")]
+        if not want_active:
+            for rollout_id in active:
+                assert client.post(f"{path}/{rollout_id}/abort").status_code == 200
+            return None
+        if active:
+            rollout_id = int(active[0])
+        else:
+            for version in ("1.0.0", "1.1.0"):  # a forced PATCH may have deprecated them
+                patch = {"status": "active"}
+                client.patch(f"/admin/v1/models/{MODEL}/versions/{version}", json=patch)
+            started = client.post(path, json={"version": "1.1.0", "baseline": "1.0.0"})
+            rollout_id = int(_created(started)["id"])
+        if paused:
+            client.post(f"{path}/{rollout_id}/pause")  # 409 when it is paused already
+        return rollout_id
+
+
+def _pin_rollout(case: schemathesis.Case, seeded: dict[str, Any], data: st.DataObject) -> None:
+    """A rollout verb gets the active rollout (promote forced: no worker is ready here); a
+    start gets a model without one and a valid plan of random steps."""
+    params = case.path_parameters or {}
+    if "rollout_id" in params:
+        resume = case.path.endswith("/resume")
+        params["rollout_id"] = _rollouts(seeded, want_active=True, paused=resume)
+        if case.path.endswith("/promote"):
+            case.query = {**(case.query or {}), "force": "true"}
+    elif case.method.upper() == "POST" and isinstance(case.body, dict):
+        _rollouts(seeded, want_active=False)
+        body = case.body
+        steps = data.draw(st.lists(st.integers(1, 100), min_size=1, max_size=4, unique=True))
+        body["steps"] = sorted(steps)
+        interval = body.get("interval_s")
+        if not isinstance(interval, int | float) or not 0 < interval <= 3600:
+            body["interval_s"] = 30
+        body.pop("gates", None)
+        if "baseline" in body:
+            body["baseline"] = data.draw(st.sampled_from(VERSIONS))
+        if "alias" in body:
+            body["alias"] = data.draw(st.sampled_from(ALIASES))
+
+
 def _pin(case: schemathesis.Case, seeded: dict[str, Any], data: st.DataObject) -> None:
     """Point the case at real objects and drop what would only make it fail early."""
     params = case.path_parameters or {}
@@ -108,10 +158,14 @@ def _pin(case: schemathesis.Case, seeded: dict[str, Any], data: st.DataObject) -
             arms[0]["weight"] = max(1, arms[0]["weight"])
         if isinstance(body.get("shadow"), dict):
             body["shadow"]["version"] = data.draw(st.sampled_from(VERSIONS))
+    if "/rollouts" in case.path:
+        _pin_rollout(case, seeded, data)
 
 
 FIELDS = {"arms", "sticky_header", "shadow", "version", "weight", "fraction", "status"}
 FIELDS |= {"priority", "labels", "name", "description", "scopes"}
+FIELDS |= {"steps", "interval_s", "gates", "alias", "baseline", "max_error_rate", "min_requests"}
+FIELDS |= {"max_latency_ratio", "max_p99_ms", "waiting_timeout_s"}
 
 
 def _known_fields_only(doc: dict[str, Any]) -> None:

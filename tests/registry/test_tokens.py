@@ -63,3 +63,10 @@ async def test_bad_limits_are_a_400(client: Client, extra: dict[str, object]) ->
     )
     assert response.status_code == 400, response.text
     assert "rate_limit" in response.json()["error"]
+
+
+async def test_revoking_an_id_beyond_32_bits_is_a_404(client: Client) -> None:
+    # PostgreSQL's ids are 32-bit: the id must not reach the driver (that was a 500).
+    response = await client.delete(f"/admin/v1/tokens/{2**31}")
+    assert response.status_code == 404, response.text
+    assert str(2**31) in response.json()["error"]
