@@ -187,7 +187,8 @@ def create_app(
         if breaker is not None:
             await breaker.start()
         await counters.start(gsettings.rollout_stats_flush_s)
-        await controller.start()
+        if gsettings.rollout_controller:
+            await controller.start()
         try:
             yield
         finally:

@@ -57,6 +57,8 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     #: Rollouts (`gateway.control.rollouts`): how often each replica looks at the active
     #: rollouts, and how long the lease of the replica driving one lasts without renewal
     #: (another replica takes over within it after the holder dies).
+    #: False: this replica serves and counts, but never drives a rollout (no lease taken).
+    rollout_controller: bool = True
     rollout_tick_s: float = Field(default=0.5, gt=0)
     rollout_lease_ttl_s: float = Field(default=5.0, gt=0, le=3600)
     #: Per-attempt counters: how often they are pushed to Redis, and how far back a

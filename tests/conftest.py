@@ -144,7 +144,10 @@ async def app(registry_settings: RegistrySettings) -> AsyncIterator[Litestar]:
     # event loop in a thread, so each test gets a fresh app with an engine without a pool:
     # pooled asyncpg connections must not cross event loops.
     app_engine = make_engine(registry_settings.database_url, poolclass=NullPool)
-    yield create_app(registry_settings, GatewaySettings(), engine=app_engine)
+    # NOTE: no rollout controller: the registry's rollout tests drive rollouts themselves,
+    # under a clock of their own (tests/gateway/test_rollout_controller.py tests it).
+    settings = GatewaySettings(rollout_controller=False)
+    yield create_app(registry_settings, settings, engine=app_engine)
     await app_engine.dispose()
 
 
