@@ -281,14 +281,16 @@ def list_(ctx: click.Context, model: str) -> None:
         console.print(list_table(model, rollouts))
 
 
-def _operator_verb(verb: str, summary: str) -> None:
-    @rollout.command(verb, help=f"{summary} (default: MODEL's active rollout).")
+def _operator_verb(verb: str, summary: str, force: str | None = None) -> None:
+    """Register ``rollout VERB MODEL [ID]``; ``force`` (its help) adds ``--force``."""
+
     @click.argument("model")
     @click.argument("rollout_id", type=int, required=False)
     @click.pass_context
-    def command(ctx: click.Context, model: str, rollout_id: int | None) -> None:
+    def command(ctx: click.Context, /, model: str, rollout_id: int | None, **flags: bool) -> None:
         target = rollout_id if rollout_id is not None else _active_id(ctx, model)
-        out = api_call(ctx, "POST", _path(model, target, verb))
+        params = {"force": "true"} if flags.get("force") else None
+        out = api_call(ctx, "POST", _path(model, target, verb), params=params)
         if wants_json(ctx):
             emit_json(out)
             return
@@ -297,8 +299,16 @@ def _operator_verb(verb: str, summary: str) -> None:
             highlight=False,
         )
 
+    if force is not None:
+        command = click.option("--force", is_flag=True, help=force)(command)
+    rollout.command(verb, help=f"{summary} (default: MODEL's active rollout).")(command)
+
 
 _operator_verb("pause", "Hold the rollout at its step")
 _operator_verb("resume", "Continue a paused rollout")
-_operator_verb("promote", "Skip to 100% now: one arm on the candidate, the alias moved")
+_operator_verb(
+    "promote",
+    "Skip to 100% now: one arm on the candidate, the alias moved",
+    force="even if the candidate has no ready worker on the gateway (else a 409)",
+)
 _operator_verb("abort", "Stop now and send all traffic back to the baseline")

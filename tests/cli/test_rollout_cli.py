@@ -321,3 +321,12 @@ def test_a_run_of_waits_on_one_step_is_one_row() -> None:
     shown = console.file.getvalue()  # type: ignore[attr-defined]
     assert "wait x3" in shown
     assert "judgements (6)" in shown
+
+
+def test_promote_force_is_passed_on(api: Callable[..., FakeApi]) -> None:
+    fake = api(listing=[doc(id=8, state="waiting")])
+    assert cli("rollout", "promote", "resnet", "--force").exit_code == 0
+    assert fake.seen[-1].url.path == "/admin/v1/models/resnet/rollouts/8/promote"
+    assert fake.seen[-1].url.params["force"] == "true"
+    assert cli("rollout", "promote", "resnet", "8").exit_code == 0
+    assert "force" not in fake.seen[-1].url.params
