@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 from modelgate.cli.main import main
 from tests.support.fleet import Fleet, infer_json
 from tests.support.models import onnx_bytes
-from tests.support.net import ROOT
+from tests.support.net import ROOT, poll_until_async
 from tests.support.traffic import Loop
 
 MODEL = "canary"
@@ -138,6 +138,39 @@ async def test_script_exits_non_zero_when_a_gate_rolls_back(
     (newest, *_) = admin.get(f"/admin/v1/models/{MODEL}/rollouts").json()
     assert newest["state"] == "rolled_back"
     assert newest["reason"] in out
+
+
+@pytest.mark.parametrize("script", [SHELL, PYTHON], ids=["rollout.sh", "rollout.py"])
+async def test_a_stopped_script_aborts_its_rollout(
+    fleet: Fleet, admin: httpx.Client, script: list[str]
+) -> None:
+    """SIGTERM (a cancelled pipeline job) mid-rollout: the script aborts the rollout, so
+    the traffic goes back to the baseline instead of staying split, and exits 130."""
+    env = fleet.env | {"MODELGATE_URL": fleet.gateway_url, "MODELGATE_TOKEN": fleet.token,
+                       "MODELGATE_CLI": f"{sys.executable} -m modelgate"}  # fmt: skip
+    command = [*script, MODEL, GOOD, "--steps", "30,100", "--interval", "600"]
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+
+    def running() -> dict[str, Any] | None:
+        rollouts = admin.get(f"/admin/v1/models/{MODEL}/rollouts").json()
+        return rollouts[0] if rollouts and rollouts[0]["state"] == "running" else None
+
+    async def started() -> bool:
+        return running() is not None
+
+    await poll_until_async(started, "the rollout's first step", 60.0)
+    rollout = running()
+    assert rollout is not None
+    assert arms(admin) == [{"version": GOOD, "weight": 30}, {"version": BASELINE, "weight": 70}]
+    process.terminate()
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 130, out.decode()
+    after = admin.get(f"/admin/v1/models/{MODEL}/rollouts/{rollout['id']}").json()
+    assert after["state"] == "aborted"
+    assert arms(admin) == [{"version": BASELINE, "weight": 100}]
 
 
 def test_cli_pauses_resumes_promotes_and_aborts(fleet: Fleet, admin: httpx.Client) -> None:
