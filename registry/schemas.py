@@ -250,7 +250,8 @@ class WindowFigures(msgspec.Struct):
     requests: int
     errors: int
     error_rate: float
-    p99_ms: float | None
+    #: None when the window has no attempts of this version.
+    p99_ms: float | None = None
 
 
 class Judgement(msgspec.Struct):
@@ -262,7 +263,7 @@ class Judgement(msgspec.Struct):
     at: datetime
     candidate: WindowFigures
     baseline: WindowFigures
-    reason: str
+    reason: str = ""
 
 
 class RolloutOut(msgspec.Struct):
