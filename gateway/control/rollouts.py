@@ -39,7 +39,7 @@ from gateway.control.rollout_gates import at_step, judge, next_judgement_at
 from gateway.control.rollout_stats import OutcomeCounters
 from gateway.metrics import GatewayMetrics
 from registry.errors import RegistryError, RolloutLeaseLost
-from registry.models import RolloutState
+from registry.models import ACTIVE_ROLLOUT_STATES, RolloutState
 from registry.rollouts import RolloutService
 from registry.schemas import RolloutGates, RolloutOut
 
@@ -48,6 +48,7 @@ __all__ = ["RolloutController"]
 log = logging.getLogger("modelgate.gateway.rollouts")
 
 STATES = tuple(str(s) for s in RolloutState)
+ACTIVE = frozenset(str(s) for s in ACTIVE_ROLLOUT_STATES)
 
 
 def _utcnow() -> datetime:
@@ -83,6 +84,8 @@ class RolloutController:
         #: Model → the id of the rollout its metrics show.
         self._shown: dict[str, int] = {}
         self._ended: set[int] = set()
+        #: Rollouts as this tick's transitions left them.
+        self._fresh: dict[int, RolloutOut] = {}
         self._wake = asyncio.Event()
         self._tasks = Tasks()
 
@@ -99,6 +102,7 @@ class RolloutController:
         except Exception as exc:
             self.health.fail("database", f"cannot read the rollouts: {exc}")
             return
+        self._fresh = {}
         for rollout in active:
             try:
                 await self._drive(rollout)
@@ -113,7 +117,7 @@ class RolloutController:
                 log.warning("rollout %d of %s: %s", rollout.id, rollout.model, exc)
             except Exception as exc:
                 self.health.fail("database", f"cannot drive rollout {rollout.id}: {exc}")
-        await self._export(active)
+        await self._export([self._fresh.get(r.id, r) for r in active])
 
     async def _drive(self, seen: RolloutOut) -> None:
         rollout = await self.service.acquire(seen.id, self.holder, self.lease_ttl_s)
@@ -144,12 +148,12 @@ class RolloutController:
                 f"version {version} of {model} had no ready worker within "
                 f"{gates.waiting_timeout_s:g} s"
             )
-            await self.service.abort_waiting(self.holder, rollout.id, reason)
+            self._moved(await self.service.abort_waiting(self.holder, rollout.id, reason))
             log.warning("rollout %d of %s aborted: %s", rollout.id, model, reason)
             return
         reason = f"waiting for a ready worker of version {version}"
         if rollout.reason != reason:
-            await self.service.set_waiting(self.holder, rollout.id, reason)
+            self._moved(await self.service.set_waiting(self.holder, rollout.id, reason))
             log.info("rollout %d of %s: %s", rollout.id, model, reason)
 
     async def _running(self, rollout: RolloutOut) -> None:
@@ -178,10 +182,12 @@ class RolloutController:
             judgement = {**judgement, "verdict": "wait", "reason": reason}
         self.metrics.rollout_judgements.labels(model, judgement["verdict"]).inc()
         if judgement["verdict"] == "wait":
-            await self.service.record(self.holder, rollout.id, rollout.step, judgement)
+            self._moved(await self.service.record(self.holder, rollout.id, rollout.step, judgement))
             log.info("rollout %d of %s waits: %s", rollout.id, model, judgement["reason"])
         elif judgement["verdict"] == "fail":
-            await self.service.roll_back(self.holder, rollout.id, judgement, verdict.reason)
+            self._moved(
+                await self.service.roll_back(self.holder, rollout.id, judgement, verdict.reason)
+            )
             log.warning(
                 "rollout %d of %s rolled back to %s: %s",
                 rollout.id,
@@ -195,6 +201,7 @@ class RolloutController:
 
     async def _advance(self, rollout: RolloutOut, judgement: dict[str, Any] | None) -> None:
         after = await self.service.advance(self.holder, rollout.id, rollout.step, judgement)
+        self._moved(after)
         if after.state == RolloutState.PROMOTED:
             log.info(
                 "rollout %d of %s promoted: version %s takes all traffic%s",
@@ -213,10 +220,15 @@ class RolloutController:
                 after.baseline,
             )
 
-    async def _export(self, active: list[RolloutOut]) -> None:
-        """Gauges of each model's latest rollout: the active ones as read now, and, once,
-        the final state of one that left the active set."""
-        current = {r.model: r for r in active}
+    def _moved(self, after: RolloutOut) -> None:
+        """A transition this replica made: its metrics show the state it left."""
+        self._fresh[after.id] = after
+
+    async def _export(self, latest: list[RolloutOut]) -> None:
+        """Gauges of each model's latest rollout: the active ones as read (or moved) in this
+        tick, and, once, the final state of one another replica ended."""
+        current = {r.model: r for r in latest}
+        self._ended.update(r.id for r in latest if r.state not in ACTIVE)
         for model, rollout_id in list(self._shown.items()):
             now = current.get(model)
             if now is not None and now.id == rollout_id:
@@ -234,7 +246,7 @@ class RolloutController:
                 continue  # the database: the next tick asks again
             self._ended.add(rollout_id)
             self._show(final)
-        for rollout in active:
+        for rollout in latest:
             self._show(rollout)
 
     def _show(self, rollout: RolloutOut) -> None:

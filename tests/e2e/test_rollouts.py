@@ -303,7 +303,12 @@ async def test_the_survivor_of_a_killed_lease_holder_resumes_and_promotes(fleet:
             final = await until_state(client, out["id"], {"promoted", "rolled_back", "aborted"})
             assert final["state"] == "promoted", final
             entries = step_entries(client, out["id"])
-            metrics = client.get("/metrics").text
+            shown = f'{{model="{MODEL}",rollout="{out["id"]}",state="promoted"}} 1.0'
+            wait_until(
+                lambda: f"modelgate_rollout_state{shown}" in client.get("/metrics").text,
+                "the survivor's metrics to show the promotion",
+                10,
+            )
         applied = [e["after"]["step"] for e in entries if e["action"] == "rollout.step"]
         assert applied == [0, 1, 2, 3, 4]  # none skipped, none applied twice
         assert [e["action"] for e in entries].count("rollout.promote") == 1
@@ -318,10 +323,6 @@ async def test_the_survivor_of_a_killed_lease_holder_resumes_and_promotes(fleet:
         assert resumed_at >= killed_at
         passed = [h["step"] for h in final["history"] if h["verdict"] == "pass"]
         assert passed == [0, 1, 2, 3, 4]
-        state = (
-            f'modelgate_rollout_state{{model="{MODEL}",rollout="{out["id"]}",state="promoted"}} 1.0'
-        )
-        assert state in metrics
         assert failures(loads[survivor_pid]) == []
     finally:
         for load in loads.values():

@@ -5,6 +5,7 @@ verdict and what it does to the policy, and two replicas sharing a rollout under
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -174,7 +175,10 @@ async def test_a_good_candidate_steps_through_every_gate_and_is_promoted(rig: Ri
     assert metrics.get_sample_value("modelgate_rollout_weight", labels) == 100
 
 
-async def test_a_failing_candidate_is_rolled_back_at_its_first_step(rig: Rig) -> None:
+async def test_a_failing_candidate_is_rolled_back_at_its_first_step(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="modelgate.gateway.rollouts")
     rollout_id = await rig.start()
     gateway = rig.controller("g1")
     rig.ready.add("1.1.0")
@@ -188,6 +192,12 @@ async def test_a_failing_candidate_is_rolled_back_at_its_first_step(rig: Rig) ->
     assert out["reason"] == "error rate 50.0% > 5.0% over 100 requests at step 1 (10%)"
     assert out["history"][-1]["verdict"] == "fail"
     assert await rig.arms() == [("1.0.0", 100)]
+    lines = [r.getMessage() for r in caplog.records if r.name == "modelgate.gateway.rollouts"]
+    assert lines == [
+        f"rollout {rollout_id} of {rig.model}: g1 drives it now, from the start",
+        f"rollout {rollout_id} of {rig.model}: step 1 (10%) applied, 1.1.0 against 1.0.0",
+        f"rollout {rollout_id} of {rig.model} rolled back to 1.0.0: {out['reason']}",
+    ]
 
 
 async def test_a_slow_candidate_is_rolled_back_by_the_latency_gate(rig: Rig) -> None:
