@@ -192,8 +192,10 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
             f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/admin/v1/audit'
             " | python -m json.tool\n"
             f"  modelgate --url {url} --token $TOKEN rollout list resnet-demo\n"
+            f"  while :; do curl -s -o /dev/null {url}/v2/models/resnet-demo/infer -d '{infer}';"
+            " done &   # traffic, so that rollout steps can be judged\n"
             f"  MODELGATE_URL={url} MODELGATE_TOKEN=$TOKEN examples/rollout.sh resnet-demo"
-            " 1.1.0 --steps 25,100 --interval 5 --min-requests 20   # with traffic flowing\n"
+            " 1.1.0 --steps 25,100 --interval 5 --min-requests 20   # back to 1.1.0, stepwise\n"
             f"  open {url}/schema for the OpenAPI document\n",
             soft_wrap=True,
             highlight=False,
