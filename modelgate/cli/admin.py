@@ -1,63 +1,87 @@
 """Admin subcommands of ``modelgate``: talk to a gateway's admin API with httpx.
 
 The gateway and token come from ``--url``/``--token`` or ``MODELGATE_URL``/``MODELGATE_TOKEN``.
-Errors from the API are printed as they came (``{"error": ...}``) with a non-zero exit.
+Errors from the API are printed as they came (``{"error": ...}``) with a non-zero exit;
+``-o json`` prints the API's answers instead of tables. Alias and traffic edits send
+``If-Match`` (``--if-match ETAG``, else the ETag read just before the edit), so an edit made
+meanwhile by someone else fails with a 412 instead of being overwritten.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["ClientSettings", "client_settings", "register"]
+from modelgate.cli.http import ApiError, api_call, api_request, emit_json, wants_json
+from modelgate.cli.rollout import rollout
+
+__all__ = ["register"]
 
 console = Console()
 
-
-class ClientSettings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore")
-
-    url: str = Field(
-        default="http://127.0.0.1:8000", validation_alias=AliasChoices("MODELGATE_URL", "url")
-    )
-    token: str | None = Field(
-        default=None, validation_alias=AliasChoices("MODELGATE_TOKEN", "token")
-    )
-
-
-def client_settings(url: str | None, token: str | None) -> ClientSettings:
-    """``--url``/``--token`` of the top-level command over the environment's values."""
-    overrides = {k: v for k, v in {"url": url, "token": token}.items() if v is not None}
-    return ClientSettings().model_copy(update=overrides)
-
-
-def _client(ctx: click.Context) -> httpx.Client:
-    settings: ClientSettings = ctx.find_root().obj
-    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
-    return httpx.Client(base_url=settings.url, headers=headers, timeout=60)
+_IF_MATCH = click.option(
+    "--if-match",
+    default=None,
+    metavar="ETAG",
+    help="only if the object's ETag is still this one (from `show`); default: the ETag read "
+    "just before the edit",
+)
 
 
 def _call(ctx: click.Context, method: str, path: str, **kwargs: Any) -> Any:
-    with _client(ctx) as client:
-        try:
-            response = client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach {ctx.find_root().obj.url}: {exc}") from None
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("error", response.text)
-        except ValueError:
-            message = response.text
-        raise click.ClickException(f"[{response.status_code}] {message}")
-    return response.json() if response.content else None
+    return api_call(ctx, method, path, **kwargs)
+
+
+def _done(ctx: click.Context, out: Any, message: str) -> None:
+    """Print the API's answer with ``-o json``, else the one-line ``message``."""
+    if wants_json(ctx):
+        emit_json(out)
+    else:
+        console.print(message)
+
+
+def _current_etag(ctx: click.Context, path: str, if_match: str | None) -> str | None:
+    """The ``If-Match`` for an edit of ``path``: ``--if-match`` as given, else the ETag of a
+    GET just before (``None`` when there is nothing yet, so a create stays a create)."""
+    if if_match is not None:
+        return if_match
+    try:
+        tag = api_request(ctx, "GET", path).headers.get("ETag")
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return None if tag is None else str(tag)
+
+
+def _guarded(
+    ctx: click.Context,
+    method: str,
+    path: str,
+    what: str,
+    show: str,
+    *,
+    if_match: str | None,
+    **kwargs: Any,
+) -> Any:
+    """``method`` on ``path`` with ``If-Match``; a 412 says that ``what`` changed meanwhile
+    and that nothing was overwritten."""
+    tag = _current_etag(ctx, path, if_match)
+    headers = {"If-Match": tag} if tag else {}
+    try:
+        return _call(ctx, method, path, headers=headers, **kwargs)
+    except ApiError as exc:
+        if exc.status != 412:
+            raise
+        raise click.ClickException(
+            f"[412] {what} was changed by someone else since it was read, so this edit was "
+            f"refused and nothing was overwritten ({exc.api_message}). Look at `{show}` "
+            "and retry."
+        ) from None
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -78,6 +102,9 @@ def register(main: click.Group) -> None:
     @click.pass_context
     def models_list(ctx: click.Context) -> None:
         page = _call(ctx, "GET", "/admin/v1/models", params={"limit": 500})
+        if wants_json(ctx):
+            emit_json(page)
+            return
         rows = [
             [m["name"], m["versions"], m["description"], m["created_by"]] for m in page["items"]
         ]
@@ -88,8 +115,10 @@ def register(main: click.Group) -> None:
     @click.option("--description", default="")
     @click.pass_context
     def models_create(ctx: click.Context, name: str, description: str) -> None:
-        _call(ctx, "POST", "/admin/v1/models", json={"name": name, "description": description})
-        console.print(f"created model {name}")
+        out = _call(
+            ctx, "POST", "/admin/v1/models", json={"name": name, "description": description}
+        )
+        _done(ctx, out, f"created model {name}")
 
     @main.group()
     def versions() -> None:
@@ -102,6 +131,9 @@ def register(main: click.Group) -> None:
     def versions_list(ctx: click.Context, model: str, constraint: str | None) -> None:
         params = {"limit": 500, **({"constraint": constraint} if constraint else {})}
         page = _call(ctx, "GET", f"/admin/v1/models/{model}/versions", params=params)
+        if wants_json(ctx):
+            emit_json(page)
+            return
         rows = [
             [v["version"], v["status"], v["priority"], v["sha256"][:12], v["created_at"]]
             for v in page["items"]
@@ -129,25 +161,29 @@ def register(main: click.Group) -> None:
                 data={"version": version, "priority": str(priority)},
                 files={"file": (file.name, handle, "application/octet-stream")},
             )
-        console.print(f"published {model}@{out['version']} sha256={out['sha256']}")
+        _done(ctx, out, f"published {model}@{out['version']} sha256={out['sha256']}")
 
     def _status(name: str, status: str) -> None:
         @versions.command(name)
         @click.argument("model")
         @click.argument("version")
-        @click.option("--force", is_flag=True, help="Even while a policy arm or in a rollout.")
+        @click.option(
+            "--force",
+            is_flag=True,
+            help="even when the version is an arm of the traffic policy or in a rollout",
+        )
         @click.pass_context
         def change(ctx: click.Context, model: str, version: str, force: bool) -> None:
-            _call(
+            out = _call(
                 ctx,
                 "PATCH",
                 f"/admin/v1/models/{model}/versions/{version}",
                 json={"status": status},
                 params={"force": "true"} if force else None,
             )
-            console.print(f"{model}@{version} is now {status}")
+            _done(ctx, out, f"{model}@{version} is now {status}")
 
-        change.help = f"Mark a version {status}."
+        change.help = f"Mark a version {status} (409 while it serves, unless --force)."
 
     _status("deprecate", "deprecated")
     _status("undeprecate", "active")
@@ -155,24 +191,47 @@ def register(main: click.Group) -> None:
 
     @main.group()
     def alias() -> None:
-        """Aliases: set, drop."""
+        """Aliases: set, show, drop."""
 
     @alias.command("set")
     @click.argument("model")
     @click.argument("name")
     @click.argument("version")
+    @_IF_MATCH
     @click.pass_context
-    def alias_set(ctx: click.Context, model: str, name: str, version: str) -> None:
-        _call(ctx, "PUT", f"/admin/v1/models/{model}/aliases/{name}", json={"version": version})
-        console.print(f"{model}:{name} → {version}")
+    def alias_set(
+        ctx: click.Context, model: str, name: str, version: str, if_match: str | None
+    ) -> None:
+        """Point alias NAME at VERSION (If-Match: --if-match, else the ETag read just before)."""
+        path = f"/admin/v1/models/{model}/aliases/{name}"
+        what, show = f"alias {model}:{name}", f"modelgate alias show {model} {name}"
+        out = _guarded(ctx, "PUT", path, what, show, if_match=if_match, json={"version": version})
+        _done(ctx, out, f"{model}:{name} → {version}")
+
+    @alias.command("show")
+    @click.argument("model")
+    @click.argument("name")
+    @click.pass_context
+    def alias_show(ctx: click.Context, model: str, name: str) -> None:
+        """The alias's version, ETag (for --if-match) and history."""
+        out = _call(ctx, "GET", f"/admin/v1/models/{model}/aliases/{name}")
+        if wants_json(ctx):
+            emit_json(out)
+            return
+        console.print(f"{model}:{name} → [bold]{out['version']}[/bold]  etag {out['etag']}")
+        for h in out["history"]:
+            console.print(f"  {h['at']}  {h['from']} → {h['to']}  by {h['by']}", highlight=False)
 
     @alias.command("drop")
     @click.argument("model")
     @click.argument("name")
+    @_IF_MATCH
     @click.pass_context
-    def alias_drop(ctx: click.Context, model: str, name: str) -> None:
-        _call(ctx, "DELETE", f"/admin/v1/models/{model}/aliases/{name}")
-        console.print(f"dropped {model}:{name}")
+    def alias_drop(ctx: click.Context, model: str, name: str, if_match: str | None) -> None:
+        path = f"/admin/v1/models/{model}/aliases/{name}"
+        what, show = f"alias {model}:{name}", f"modelgate alias show {model} {name}"
+        _guarded(ctx, "DELETE", path, what, show, if_match=if_match)
+        _done(ctx, {"dropped": f"{model}:{name}"}, f"dropped {model}:{name}")
 
     @main.group()
     def traffic() -> None:
@@ -182,13 +241,28 @@ def register(main: click.Group) -> None:
     @click.argument("model")
     @click.pass_context
     def traffic_show(ctx: click.Context, model: str) -> None:
-        console.print_json(json.dumps(_call(ctx, "GET", f"/admin/v1/models/{model}/traffic")))
+        """The policy's arms, each marked when it cannot serve (and why), and its ETag."""
+        out = _call(ctx, "GET", f"/admin/v1/models/{model}/traffic")
+        if wants_json(ctx):
+            emit_json(out)
+            return
+        rows = [[a["version"], a["weight"], _serving(a)] for a in out["arms"]]
+        if out.get("shadow"):
+            shadow = out["shadow"]
+            rows.append([f"{shadow['version']} (shadow)", f"{shadow['fraction']:.0%} copied", ""])
+        _table(f"{model}: traffic policy", ["version", "weight", "serving"], rows)
+        console.print(
+            f"sticky header {out['sticky_header']} · etag {out['etag']} · updated"
+            f" {out['updated_at']} by {out['updated_by']}",
+            highlight=False,
+        )
 
     @traffic.command("set")
     @click.argument("model")
     @click.argument("arms", nargs=-1, required=True)
     @click.option("--shadow", default=None, metavar="VERSION=FRACTION")
     @click.option("--sticky-header", default="X-Route-Key")
+    @_IF_MATCH
     @click.pass_context
     def traffic_set(
         ctx: click.Context,
@@ -196,8 +270,10 @@ def register(main: click.Group) -> None:
         arms: tuple[str, ...],
         shadow: str | None,
         sticky_header: str,
+        if_match: str | None,
     ) -> None:
-        """ARMS are VERSION=WEIGHT, e.g. 1.1.0=90 2.0.0=10."""
+        """ARMS are VERSION=WEIGHT, e.g. 1.1.0=90 2.0.0=10; the policy is replaced whole
+        (If-Match: --if-match, else the ETag read just before)."""
         body: dict[str, Any] = {
             "arms": [_pair(a, int) for a in arms],
             "sticky_header": sticky_header,
@@ -205,15 +281,21 @@ def register(main: click.Group) -> None:
         if shadow:
             version, fraction = _pair(shadow, float).values()
             body["shadow"] = {"version": version, "fraction": fraction}
-        _call(ctx, "PUT", f"/admin/v1/models/{model}/traffic", json=body)
-        console.print(f"{model}: " + ", ".join(arms) + (f", shadow {shadow}" if shadow else ""))
+        path = f"/admin/v1/models/{model}/traffic"
+        what, show = f"the traffic policy of {model}", f"modelgate traffic show {model}"
+        out = _guarded(ctx, "PUT", path, what, show, if_match=if_match, json=body)
+        message = f"{model}: " + ", ".join(arms) + (f", shadow {shadow}" if shadow else "")
+        _done(ctx, out, message)
 
     @traffic.command("clear")
     @click.argument("model")
+    @_IF_MATCH
     @click.pass_context
-    def traffic_clear(ctx: click.Context, model: str) -> None:
-        _call(ctx, "DELETE", f"/admin/v1/models/{model}/traffic")
-        console.print(f"{model}: traffic policy removed")
+    def traffic_clear(ctx: click.Context, model: str, if_match: str | None) -> None:
+        path = f"/admin/v1/models/{model}/traffic"
+        what, show = f"the traffic policy of {model}", f"modelgate traffic show {model}"
+        _guarded(ctx, "DELETE", path, what, show, if_match=if_match)
+        _done(ctx, {"cleared": model}, f"{model}: traffic policy removed")
 
     @main.command()
     @click.argument("model")
@@ -224,19 +306,29 @@ def register(main: click.Group) -> None:
         """Explain which version and worker would serve MODEL at VERSION."""
         params = {k: v for k, v in {"version": version, "key": key}.items() if v is not None}
         out = _call(ctx, "GET", f"/admin/v1/models/{model}/resolve", params=params)
+        if wants_json(ctx):
+            emit_json(out)
+            return
         console.print(
             f"[bold]{model}[/bold] {version or '(no version)'} → [bold]{out['version']}[/bold]"
             f" via {out['arm']} on {out['worker'] or 'no worker'}"
         )
         for line in out["trace"]:
             console.print(f"  {line}", highlight=False)
+        if out.get("arms"):
+            arms = ", ".join(f"{a['version']}={a['weight']} ({_serving(a)})" for a in out["arms"])
+            console.print(f"  arms: {arms}", highlight=False)
 
     @main.command()
     @click.pass_context
     def workers(ctx: click.Context) -> None:
         """Workers with their loaded versions, load and ejection state."""
         rows = []
-        for w in _call(ctx, "GET", "/admin/v1/workers"):
+        announced = _call(ctx, "GET", "/admin/v1/workers")
+        if wants_json(ctx):
+            emit_json(announced)
+            return
+        for w in announced:
             loaded = ", ".join(
                 f"{i['model']}@{i['version']}{'' if i['ready'] else '*'}" for i in w["loaded"]
             )
@@ -257,6 +349,15 @@ def register(main: click.Group) -> None:
             ["id", "state", "loaded (* = warming)", "in flight", "ewma ms", "ejected", "seen"],
             rows,
         )
+
+    main.add_command(rollout)
+
+
+def _serving(arm: dict[str, Any]) -> str:
+    """``yes``, or ``NOT SERVING: <reason>`` for an arm the gateway cannot route to."""
+    if arm.get("serving", True):
+        return "yes"
+    return f"NOT SERVING: {arm.get('reason') or 'unknown'}"
 
 
 def _pair(text: str, kind: type) -> dict[str, Any]:

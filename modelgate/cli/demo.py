@@ -3,7 +3,9 @@
 It starts a gateway process on a fresh SQLite file under ``./var/demo``, makes an admin
 token, publishes a generated ONNX model in several versions, starts two local workers,
 shows how constraints resolve, sends traffic through the gateway under a 90/10 canary
-split, and keeps serving (unless ``--no-keep``) with commands to try printed.
+split, rolls a good version out step by step to promotion and watches a faulty one roll
+back by itself (modelgate/cli/demo_rollouts.py), and keeps serving (unless ``--no-keep``)
+with commands to try printed.
 
 A busy port (the gateway's or a worker's) is refused before anything starts. The children
 run in sessions of their own, so Ctrl-C reaches only the demo, which stops them with
@@ -30,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backends.synthetic import scale_model
+from modelgate.cli.demo_rollouts import publish_candidates, rollout_story
 
 __all__ = ["DemoError", "run_demo"]
 
@@ -109,25 +112,24 @@ def _tour(client: httpx.Client, model: str) -> None:
     _resolutions(client, model, "after deprecating 2.0.0 and pointing alias canary at 1.2.0-rc.1")
 
 
-def _start_workers(env: dict[str, str], port: int, model: str) -> list[subprocess.Popen[bytes]]:
+def _start_workers(
+    env: dict[str, str], port: int, loads: list[str]
+) -> list[subprocess.Popen[bytes]]:
     workers = []
     for n in (1, 2):
         args = [sys.executable, "-m", "modelgate", "worker", "--port", str(port + n), "--id",
                 f"demo-worker-{n}", "--log-level", "warning"]  # fmt: skip
-        for version in ("1.0.0", "1.1.0", "2.0.0"):
-            args += ["--load", f"{model}@{version}"]
+        for ref in loads:
+            args += ["--load", ref]
         workers.append(subprocess.Popen(args, env=env, start_new_session=True))
     return workers
 
 
-def _wait_workers(client: httpx.Client, model: str, timeout_s: float = 60.0) -> None:
+def _wait_workers(client: httpx.Client, loads: list[str], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         rows = client.get("/admin/v1/workers").json()
-        if (
-            sum(1 for r in rows if r["balancer"] and f"{model}@2.0.0" in r["balancer"]["ready"])
-            >= 2
-        ):
+        if sum(1 for r in rows if r["balancer"] and set(loads) <= set(r["balancer"]["ready"])) >= 2:
             return
         time.sleep(0.2)
     raise SystemExit("the demo workers did not become ready within a minute")
@@ -216,20 +218,30 @@ def _run(port: int, keep: bool, processes: list[subprocess.Popen[bytes]]) -> Non
     _cli("db", "upgrade", env=env)
     token = _cli("tokens", "create", "--name", "demo-admin", "--scope", "admin", env=env)
     url = f"http://127.0.0.1:{port}"
-    console.print(f"[bold]modelgate demo[/bold]: gateway on {url}, SQLite at {ROOT}/registry.db")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "modelgate", "serve", "--port", str(port)],
-        env=env,
-        start_new_session=True,
+    console.print(
+        f"[bold]modelgate demo[/bold]: gateway on {url}, SQLite at {ROOT}/registry.db,"
+        f" gateway log (access lines, rollout steps) in {ROOT}/gateway.log"
     )
+    # NOTE: the gateway logs to a file, so that its access lines do not tear the live views.
+    with (ROOT / "gateway.log").open("ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "modelgate", "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     processes.append(server)
     _wait_ready(url, server)
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
         _tour(client, "resnet-demo")
-        processes.extend(_start_workers(env, port, "resnet-demo"))
-        _wait_workers(client, "resnet-demo")
+        loads = [f"resnet-demo@{v}" for v in ("1.0.0", "1.1.0", "2.0.0")]
+        loads += publish_candidates(client, "resnet-demo")
+        processes.extend(_start_workers(env, port, loads))
+        _wait_workers(client, loads)
         _traffic(client, "resnet-demo")
+        rollout_story(client, url, "resnet-demo", console)
     console.print("\n[bold]Try it[/bold] (admin token below):\n", soft_wrap=True)
     infer = '{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
     console.print(
@@ -239,6 +251,11 @@ def _run(port: int, keep: bool, processes: list[subprocess.Popen[bytes]]) -> Non
         "resolve?version=%5E1.0' | python -m json.tool\n"
         f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/admin/v1/audit'
         " | python -m json.tool\n"
+        f"  modelgate --url {url} --token $TOKEN rollout list resnet-demo\n"
+        f"  while :; do curl -s -o /dev/null {url}/v2/models/resnet-demo/infer -d '{infer}';"
+        " done &   # traffic, so that rollout steps can be judged\n"
+        f"  MODELGATE_URL={url} MODELGATE_TOKEN=$TOKEN examples/rollout.sh resnet-demo"
+        " 1.1.0 --steps 25,100 --interval 5 --min-requests 20   # back to 1.1.0, stepwise\n"
         f"  open {url}/schema for the OpenAPI document\n",
         soft_wrap=True,
         highlight=False,

@@ -10,8 +10,9 @@ import sys
 
 import click
 
-from modelgate.cli.admin import client_settings, register
+from modelgate.cli.admin import register
 from modelgate.cli.artifacts import artifacts
+from modelgate.cli.http import client_settings
 from modelgate.cli.worker import worker
 from registry.errors import DatabaseUnavailable, InvalidDatabaseUrl, InvalidInput
 from registry.limits import TOKEN_NAME_MAX, check_text
@@ -32,8 +33,51 @@ class UsageProblem(click.ClickException):
     exit_code = 2
 
 
-class _Commands(click.Group):
-    """Every command's database errors leave as one line (`DatabaseProblem`), no traceback."""
+#: Options of the top-level command that may also be written after the subcommand.
+_GLOBAL_OPTIONS = ("--url", "--token", "-o", "--output")
+
+
+def hoist_global_options(args: list[str], keep: frozenset[str] = frozenset()) -> list[str]:
+    """Move ``--url``, ``--token`` and ``-o/--output`` (with their values, in any of the
+    forms ``--url U``, ``--url=U``, ``-oU``) to the front, so they work anywhere on the line;
+    names in ``keep`` (a subcommand's own option of that name) and anything after ``--``
+    stay where they are."""
+    hoisted = tuple(o for o in _GLOBAL_OPTIONS if o not in keep)
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name, eq, value = arg.partition("=")
+        if name in hoisted and eq:
+            front += [name, value]
+        elif arg in hoisted and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 1
+        elif "-o" in hoisted and arg.startswith("-o") and not arg.startswith("--") and len(arg) > 2:
+            front += ["-o", arg[2:]]
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def _declared(command: click.Command) -> set[str]:
+    """Every option name ``command`` (and, for a group, each command below it) declares."""
+    names = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            names |= _declared(sub)
+    return names
+
+
+class _Main(click.Group):
+    """The top-level group: its global options are accepted after the subcommand too,
+    except where that subcommand has an option of the same name (``worker --url``); every
+    command's database errors leave as one line (`DatabaseProblem`), no traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -41,14 +85,38 @@ class _Commands(click.Group):
         except (DatabaseUnavailable, InvalidDatabaseUrl) as exc:
             raise DatabaseProblem(exc.message) from None
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = hoist_global_options(args)
+        name = next((a for a in _after_global(rest)), None)
+        command = self.commands.get(name) if name else None
+        keep = frozenset(_declared(command) & set(_GLOBAL_OPTIONS)) if command else frozenset()
+        return super().parse_args(ctx, hoist_global_options(args, keep))
 
-@click.group(cls=_Commands)
+
+def _after_global(args: list[str]) -> list[str]:
+    """``args`` (global options first) without the global options and their values."""
+    i = 0
+    while i < len(args) and args[i] in _GLOBAL_OPTIONS:
+        i += 2
+    return args[i:]
+
+
+@click.group(cls=_Main)
+@click.version_option(package_name="modelgate")
 @click.option("--url", default=None, help="admin commands: gateway URL (MODELGATE_URL)")
 @click.option("--token", default=None, help="admin commands: bearer token (MODELGATE_TOKEN)")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="admin commands: rich tables (text) or JSON for scripts; anywhere on the line",
+)
 @click.pass_context
-def main(ctx: click.Context, url: str | None, token: str | None) -> None:
+def main(ctx: click.Context, url: str | None, token: str | None, output: str) -> None:
     """modelgate: route inference by model name and semantic-version constraint."""
     ctx.obj = client_settings(url, token)
+    ctx.meta["output"] = output
 
 
 @main.command()

@@ -1,6 +1,8 @@
 """``modelgate demo`` (what ``make demo`` runs): it completes its tour on a clean directory,
-serves on until Ctrl-C, which ends it quietly with no process left; a busy port is refused
-before anything starts (issue 8, finding 14)."""
+rollout chapter included (the good candidate promoted, the faulty one rolled back by its
+error-rate gate, the clients seeing (almost) none of its failures), serves on until Ctrl-C,
+which ends it quietly with no process left; a busy port is refused before anything starts
+(issue 8, finding 14)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,15 @@ def _assert_tour(out: str) -> None:
     assert canary is not None
     assert 15 <= int(canary.group(1)) <= 90  # about 10% of 500
     assert "always 1.1.0" in out
+    assert "resnet-demo rollout #1 1.2.0: promoted at step 3/3 (100%)" in out
+    back = re.search(r"resnet-demo rollout #2 1\.3\.0: ROLLED BACK at step 1/3 \(10%\): (.*)", out)
+    assert back is not None, out[-3000:]
+    assert back.group(1).startswith("error rate")
+    assert "traffic policy now: 1.2.0=100; alias prod → 1.2.0" in out
+    seen = re.findall(r"failed, as the clients saw it\s+│ (\d+) of (\d+)", out)
+    assert len(seen) == 2, out[-3000:]
+    failed, total = map(int, seen[1])
+    assert failed <= 0.01 * total  # the faulty candidate's 500s are retried on the baseline
 
 
 #: When to press Ctrl-C: what the demo has printed, and how long after. ``starting`` lands
