@@ -21,6 +21,17 @@ model=$1 version=$2
 shift 2
 read -r -a cli <<<"${MODELGATE_CLI:-modelgate}"
 
+id="" watcher=""
+abort() {
+    echo "interrupted: aborting rollout ${id:+#$id }of $model" >&2
+    [[ -n $watcher ]] && kill "$watcher" 2>/dev/null
+    # Before the id is known: the model's active rollout, the one just started if any.
+    "${cli[@]}" rollout abort "$model" ${id:+"$id"} >&2 || true
+    exit 130
+}
+# NOTE: set before the start, so that a signal while it is answered still aborts it.
+trap abort INT TERM
+
 started=$("${cli[@]}" rollout start "$model" "$version" "$@" -o json)
 # The rollout's own "id" is the only "id" key of the document.
 id=$(grep -oE '"id": *[0-9]+' <<<"$started" | head -n 1 | grep -oE '[0-9]+' || true)
@@ -29,15 +40,6 @@ if [[ -z $id ]]; then
     exit 1
 fi
 echo "rollout #$id: $model -> $version started" >&2
-
-watcher=""
-abort() {
-    echo "interrupted: aborting rollout #$id" >&2
-    [[ -n $watcher ]] && kill "$watcher" 2>/dev/null
-    "${cli[@]}" rollout abort "$model" "$id" >&2 || true
-    exit 130
-}
-trap abort INT TERM
 
 # In the background so that a signal reaches the trap at once, not when the watch ends.
 "${cli[@]}" rollout status "$model" "$id" --watch &
