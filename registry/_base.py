@@ -17,13 +17,9 @@ from registry.errors import PreconditionFailed, VersionNotFound
 from registry.models import AuditEvent, Model, ModelVersion, RegistryState
 from registry.resolution import unknown_model
 
-__all__ = ["MAX_ROW_ID", "Clock", "ServiceBase", "as_utc", "check_if_match", "etag", "utcnow"]
+__all__ = ["Clock", "ServiceBase", "as_utc", "check_if_match", "etag", "utcnow"]
 
 Clock = Callable[[], datetime]
-
-#: Integer primary keys are 32-bit in PostgreSQL: a larger id names no row, and must not
-#: reach the driver (asyncpg refuses it, which would be a 500).
-MAX_ROW_ID = 2**31 - 1
 
 
 def utcnow() -> datetime:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from registry._base import MAX_ROW_ID, ServiceBase
+from registry._base import ServiceBase
 from registry._policy_writes import replace_arms
 from registry._rollout_plan import check_plan, judgement_doc
 from registry._rollout_rows import (
@@ -47,6 +47,7 @@ from registry.errors import (
     RolloutNotFound,
     VersionNotFound,
 )
+from registry.limits import ROW_ID_MAX
 from registry.models import (
     ACTIVE_ROLLOUT_STATES,
     Model,
@@ -212,7 +213,7 @@ class RolloutService(ServiceBase):
         taken = False
         async with self.sessions() as session, session.begin():
             await session.connection(execution_options={WRITE_INTENT: True})
-            if not 0 < rollout_id <= MAX_ROW_ID:
+            if not 0 < rollout_id <= ROW_ID_MAX:
                 return None
             row = await session.scalar(
                 select(Rollout).where(Rollout.id == rollout_id).with_for_update()
@@ -356,7 +357,7 @@ class RolloutService(ServiceBase):
     async def _row(
         self, session: AsyncSession, owner: Model, rollout_id: int, *, lock: bool = False
     ) -> Rollout:
-        if not 0 < rollout_id <= MAX_ROW_ID:
+        if not 0 < rollout_id <= ROW_ID_MAX:
             raise RolloutNotFound(owner.name, rollout_id)
         query = select(Rollout).where(Rollout.id == rollout_id, Rollout.model_id == owner.id)
         if lock:
@@ -406,7 +407,7 @@ class RolloutService(ServiceBase):
         """Lock the model, then the rollout, and check the caller still drives it at
         ``step`` (None: any step) in one of ``states``; else `RolloutLeaseLost`."""
         model_id = None
-        if 0 < rollout_id <= MAX_ROW_ID:
+        if 0 < rollout_id <= ROW_ID_MAX:
             query = select(Rollout.model_id).where(Rollout.id == rollout_id)
             model_id = await session.scalar(query)
         if model_id is None:

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from registry._base import MAX_ROW_ID, ServiceBase
+from registry._base import ServiceBase
 from registry.errors import NotFound, Unauthorized
+from registry.limits import ROW_ID_MAX
 from registry.models import ApiToken
 from registry.schemas import TokenOut
 
@@ -159,7 +160,7 @@ class TokenService(ServiceBase):
 
     async def revoke(self, actor: str, token_id: int) -> None:
         async with self.write() as session:
-            row = await session.get(ApiToken, token_id) if token_id <= MAX_ROW_ID else None
+            row = await session.get(ApiToken, token_id) if token_id <= ROW_ID_MAX else None
             if row is None or row.revoked_at is not None:
                 raise NotFound(f"token {token_id} not found or already revoked")
             row.revoked_at = self.clock()

@@ -179,12 +179,15 @@ class OutcomeCounters:
                             pipe.hincrby(key, name, value)
                     pipe.expire(key, ttl)
                 await pipe.execute()
+            self.health.ok("redis", check="rollout-counters-push")
         except asyncio.CancelledError:
             self._merge(pending)
             raise
         except Exception as exc:
             self._merge(pending)
-            self.health.fail("redis", f"rollout counters not shared: {exc}")
+            self.health.fail(
+                "redis", f"rollout counters not shared: {exc}", check="rollout-counters-push"
+            )
 
     def _merge(self, pending: dict[SlotKey, Cell]) -> None:
         oldest = self.clock() - self.retention_s

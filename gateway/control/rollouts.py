@@ -100,8 +100,9 @@ class RolloutController:
         try:
             active = await self.service.active()
         except Exception as exc:
-            self.health.fail("database", f"cannot read the rollouts: {exc}")
+            self.health.fail("database", f"cannot read the rollouts: {exc}", check="rollouts")
             return
+        self.health.ok("database", check="rollouts")
         self._fresh = {}
         for rollout in active:
             try:
@@ -112,7 +113,9 @@ class RolloutController:
             except RegistryError as exc:
                 log.warning("rollout %d of %s: %s", rollout.id, rollout.model, exc)
             except Exception as exc:
-                self.health.fail("database", f"cannot drive rollout {rollout.id}: {exc}")
+                self.health.fail(
+                    "database", f"cannot drive rollout {rollout.id}: {exc}", check="rollouts"
+                )
         await self._export([self._fresh.get(r.id, r) for r in active])
 
     async def _drive(self, seen: RolloutOut) -> None:
@@ -163,8 +166,11 @@ class RolloutController:
             candidate = await self.counters.window(model, rollout.version, since, until)
             baseline = await self.counters.window(model, rollout.baseline, since, until)
         except Exception as exc:
-            self.health.fail("redis", f"cannot read the rollout counters: {exc}")
+            self.health.fail(
+                "redis", f"cannot read the rollout counters: {exc}", check="rollout-counters"
+            )
             return
+        self.health.ok("redis", check="rollout-counters")
         gates = msgspec.convert(rollout.gates, RolloutGates)
         verdict = judge(
             gates, rollout.step, rollout.weight, candidate, baseline, rollout.history, now

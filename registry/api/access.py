@@ -10,11 +10,10 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from registry.api.deps import actor, registry_of
 from registry.api.models import Limit, Offset
-from registry.limits import ROW_ID_MAX
 from registry.schemas import Page, TokenIn, TokenOut, WorkerOut
 
 #: Token ids are ``integer`` (int32 in PostgreSQL); a larger number names no token (400).
-TokenId = Annotated[int, PathParameter(ge=1, le=ROW_ID_MAX, description="the token's id")]
+TokenId = Annotated[int, PathParameter(ge=1, description="the token's id")]
 
 __all__ = ["AccessController"]
 

@@ -81,6 +81,7 @@ class FakeApi:
 @pytest.fixture
 def api(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeApi]:
     monkeypatch.setattr(rollout.time, "sleep", lambda _s: None)  # NOTE: the CLI's poll pause
+    monkeypatch.setattr(rollout, "_now", lambda: NOW)  # the documents' times are from NOW
     monkeypatch.setattr(rollout, "console", Console(width=200))  # tables unwrapped
 
     def install(
@@ -154,7 +155,7 @@ def test_status_shows_step_weight_figures_verdicts_and_next_judgement(
     assert "resnet rollout #7: 1.3.0 (candidate) vs 1.2.0 (baseline), alias prod" in text
     assert "state running · step 2/4 (25%) · weight 25%" in text
     assert "gates: error rate ≤ 1.0% · p99 ≤ 2x baseline · ≥ 100 requests" in text
-    assert "next judgement in 18s" in text or "next judgement in 17s" in text
+    assert "next judgement in 18s" in text
     assert "candidate 1.3.0" in text
     assert "baseline 1.2.0" in text
     assert "0.1%" in text  # the baseline's error rate
