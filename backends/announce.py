@@ -153,8 +153,10 @@ class Announcer:
             self.plane.changed.clear()
             for wake in wakes.values():
                 wake.set()
+            # NOTE: not wait_for, which can swallow a cancellation on 3.11 (gh-86296).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.plane.changed.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self.plane.changed.wait()
         for wake in wakes.values():
             wake.set()
         await asyncio.gather(*loops)

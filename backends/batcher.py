@@ -156,7 +156,9 @@ class Batcher:
                 return
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+                # NOTE: not wait_for, which can swallow a cancellation on 3.11 (gh-86296).
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
             except TimeoutError:
                 return
 

@@ -33,9 +33,13 @@ class Tasks:
 
 async def poll(wake: asyncio.Event, interval_s: float, work: Callable[[], Awaitable[Any]]) -> None:
     """Run ``work`` every ``interval_s``, or at once when ``wake`` is set."""
+    # NOTE: asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when a
+    # cancellation meets a wake that has just been set (gh-86296), so the loop ran on and
+    # stop() waited for it forever (seen as a hung shutdown after a commit's poke).
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval_s)
+            async with asyncio.timeout(interval_s):
+                await wake.wait()
         wake.clear()
         await work()
 
