@@ -23,6 +23,10 @@ from tests.support.net import free_ports, listening, poll_until
 DEMO = [sys.executable, "-m", "modelgate", "demo"]
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _assert_tour(out: str) -> None:
     assert re.search(r"│ \^1\.0\s+│ 1\.1\.0", out)
     canary = re.search(r"version 2\.0\.0\s+│ (\d+)", out)
@@ -60,6 +64,9 @@ def test_demo_ctrl_c_is_quiet(tmp_path: Path, moment: str) -> None:
         text=True,
         env=os.environ | {"PYTHONUNBUFFERED": "1"},
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # NOTE: and SIGINT handled, as in a terminal: a suite started in the background
+        # (`make test &`) inherits SIGINT ignored, and so would the demo.
+        preexec_fn=_sigint_default,
     )
     lines: list[str] = []
 
@@ -67,7 +74,7 @@ def test_demo_ctrl_c_is_quiet(tmp_path: Path, moment: str) -> None:
         for line in demo.stdout:  # type: ignore[union-attr]
             lines.append(line)
 
-    reader = threading.Thread(target=read)
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
         poll_until(
@@ -85,7 +92,10 @@ def test_demo_ctrl_c_is_quiet(tmp_path: Path, moment: str) -> None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
         reader.join(timeout=10)
-        demo.stdout.close()  # type: ignore[union-attr]
+        # NOTE: children left behind would hold the pipe open; closing it under a blocked
+        # reader would hang the test instead of failing it.
+        if not reader.is_alive():
+            demo.stdout.close()  # type: ignore[union-attr]
         errors.close()
     stderr = (tmp_path / "stderr.log").read_text()
     out = "".join(lines)
