@@ -20,14 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from sqlalchemy.engine import make_url
 
-from modelgate.core.announce import decode
 from tests.support.fleet import Fleet, infer_json, wait_until
-from tests.support.isolation import KEYS
 from tests.support.net import free_port
-from tests.support.services import Service, redis_server, tcp_proxy
+from tests.support.services import Service, redis_heartbeats, redis_server, tcp_proxy
 from tests.support.traffic import Loop
 
 STALE_S = 6.0
@@ -90,22 +87,6 @@ def deployment(
 def fleet(deployment: Deployment) -> Fleet:
     """The module's fleet (the e2e conftest restores it around each test)."""
     return deployment.fleet
-
-
-def redis_heartbeats(port: int) -> dict[str, datetime]:
-    """Each worker's last heartbeat in the Redis on ``port`` (none when it is down)."""
-    client = redis.Redis(port=port, socket_timeout=2)
-    try:
-        found = {}
-        for worker in WORKERS:
-            data = client.get(KEYS.worker(worker))
-            if data is not None:
-                found[worker] = decode(data).last_seen
-        return found
-    except redis.ConnectionError:
-        return {}
-    finally:
-        client.close()
 
 
 def served_by(answers: list[httpx.Response | str]) -> collections.Counter[str]:
@@ -184,7 +165,7 @@ async def test_redis_restarted_empty_with_the_database_cut_keeps_the_fleet(
         def outlasted() -> bool:
             """Past the staleness window of every heartbeat from before the cut, with both
             workers re-announced in the new Redis."""
-            beats = redis_heartbeats(deployment.redis.port)
+            beats = redis_heartbeats(deployment.redis.port, WORKERS)
             now = datetime.now(UTC)
             return (
                 now > cut + timedelta(seconds=STALE_S * 1.5)

@@ -22,14 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
-from sqlalchemy.engine import make_url
 
-from modelgate.core.announce import decode
 from tests.support.fleet import Fleet, infer_json, wait_until
-from tests.support.isolation import KEYS
 from tests.support.models import onnx_bytes
-from tests.support.services import Service, redis_server, tcp_proxy
+from tests.support.services import (
+    Service,
+    redis_and_proxied_postgres,
+    redis_heartbeats,
+)
 
 STALE_S = 3.0
 PUBLISHED = {"1.0.0": 1.0, "1.1.0": 2.0}
@@ -43,17 +43,8 @@ INFER = "/v2/models/resnet/infer"
 @pytest.fixture(scope="module")
 def services(pg_database_factory: Any) -> Iterator[tuple[Service, Service, str]]:
     """A private Redis, a proxy to PostgreSQL and a database URL through that proxy."""
-    database = make_url(pg_database_factory())
-    redis_service = redis_server()
-    proxy = tcp_proxy(database.host or "127.0.0.1", database.port or 5432)
-    redis_service.start()
-    proxy.start()
-    try:
-        proxied = database.set(host="127.0.0.1", port=proxy.port)
-        yield redis_service, proxy, proxied.render_as_string(hide_password=False)
-    finally:
-        redis_service.stop()
-        proxy.stop()
+    with redis_and_proxied_postgres(pg_database_factory()) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +78,7 @@ def announced_and_serving(fleet: Fleet, services: tuple[Service, Service, str]) 
     moment = datetime.now(UTC)
     wait_until(
         lambda: (
-            heard_since(redis_heartbeats(services[0].port), moment)
+            heard_since(redis_heartbeats(services[0].port, WORKERS), moment)
             and heard_since(sql_heartbeats(fleet), moment)
         ),
         "both workers to announce in Redis and in SQL",
@@ -107,21 +98,6 @@ def sql_heartbeats(fleet: Fleet) -> dict[str, datetime]:
     with fleet.admin() as admin:
         rows = admin.get("/admin/v1/workers").json()
     return {r["id"]: datetime.fromisoformat(r["last_seen"]) for r in rows}
-
-
-def redis_heartbeats(port: int) -> dict[str, datetime]:
-    client = redis.Redis(port=port, socket_timeout=2)
-    try:
-        found = {}
-        for worker in WORKERS:
-            data = client.get(KEYS.worker(worker))
-            if data is not None:
-                found[worker] = decode(data).last_seen
-        return found
-    except redis.ConnectionError:
-        return {}
-    finally:
-        client.close()
 
 
 def ejections(fleet: Fleet, worker: str) -> float:
@@ -311,7 +287,8 @@ async def test_redis_stopped_keeps_serving_and_reports_degraded(
     await asyncio.to_thread(
         wait_until,
         lambda: (
-            fleet.degraded() == [] and heard_since(redis_heartbeats(redis_service.port), moment)
+            fleet.degraded() == []
+            and heard_since(redis_heartbeats(redis_service.port, WORKERS), moment)
         ),
         "the gateway to recover and both workers to announce in Redis again",
     )
@@ -331,7 +308,7 @@ async def test_postgres_stopped_keeps_serving(
     # Until every SQL heartbeat would be stale, and then some: Redis carries on.
     outage = await load_until(
         fleet,
-        lambda: heard_since(redis_heartbeats(redis_service.port), stale_from),
+        lambda: heard_since(redis_heartbeats(redis_service.port, WORKERS), stale_from),
         "Redis heartbeats",
     )
     # Past the window, the gateway still has both: a worker it had dropped would get none.

@@ -6,11 +6,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
+import redis
 from sqlalchemy.engine import make_url
 
+from modelgate.core.announce import decode
+from tests.support.isolation import KEYS
 from tests.support.net import ROOT, free_port, listening, poll_until
 
 
@@ -85,3 +89,19 @@ def redis_and_proxied_postgres(database_url: str) -> Iterator[tuple[Service, Pro
     finally:
         redis_service.stop()
         proxy.stop()
+
+
+def redis_heartbeats(port: int, workers: Iterable[str]) -> dict[str, datetime]:
+    """Each of ``workers``' last heartbeat in the Redis on ``port`` (none when it is down)."""
+    client = redis.Redis(port=port, socket_timeout=2)
+    try:
+        found = {}
+        for worker in workers:
+            data = client.get(KEYS.worker(worker))
+            if data is not None:
+                found[worker] = decode(data).last_seen
+        return found
+    except redis.ConnectionError:
+        return {}
+    finally:
+        client.close()
