@@ -30,6 +30,7 @@ from tests.support.services import (
     redis_and_proxied_postgres,
     redis_heartbeats,
 )
+from tests.support.traffic import Loop
 
 STALE_S = 3.0
 PUBLISHED = {"1.0.0": 1.0, "1.1.0": 2.0}
@@ -199,45 +200,6 @@ async def load_until(
     return responses
 
 
-class Traffic:
-    """Requests at a fixed concurrency from entering until leaving the block; each answer is
-    kept with the index it was sent under, so a test can tell what was sent after a step."""
-
-    def __init__(self, fleet: Fleet, path: str, concurrency: int = 8) -> None:
-        self.fleet, self.path, self.concurrency = fleet, path, concurrency
-        self.sent = 0
-        self.answers: list[tuple[int, httpx.Response]] = []
-        self._answered = asyncio.Condition()
-        self._stop = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self._client = httpx.AsyncClient(base_url=fleet.gateway_url, timeout=30)
-
-    async def __aenter__(self) -> Traffic:
-        self._tasks = [asyncio.create_task(self._run()) for _ in range(self.concurrency)]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop = True
-        await asyncio.gather(*self._tasks)
-        await self._client.aclose()
-
-    async def _run(self) -> None:
-        while not self._stop:
-            index = self.sent
-            self.sent += 1
-            response = await self._client.post(self.path, json=infer_json(INPUT))
-            async with self._answered:
-                self.answers.append((index, response))
-                self._answered.notify_all()
-
-    async def until(self, count: int, timeout_s: float = 60.0) -> None:
-        """Until at least ``count`` answers are in (bounded)."""
-        async with self._answered:
-            await asyncio.wait_for(
-                self._answered.wait_for(lambda: len(self.answers) >= count), timeout_s
-            )
-
-
 # -- the tests -------------------------------------------------------------------------
 
 
@@ -351,7 +313,8 @@ async def test_hot_swap_under_load_fails_nothing(fleet: Fleet) -> None:
         ).raise_for_status()
     await asyncio.to_thread(fleet.wait_registry_synced)
 
-    async with Traffic(fleet, "/v2/models/resnet/versions/prod/infer") as traffic:
+    path = "/v2/models/resnet/versions/prod/infer"
+    async with Loop(fleet.gateway_url, path, lambda: infer_json(INPUT), concurrency=8) as traffic:
         await traffic.until(100)
         await worker_call(fleet, "load", "1.2.0")
         await asyncio.to_thread(
@@ -371,9 +334,11 @@ async def test_hot_swap_under_load_fails_nothing(fleet: Fleet) -> None:
         await asyncio.to_thread(
             wait_until, lambda: routed(fleet, "resnet@1.0.0") == set(), "1.0.0 to leave routing"
         )
-        await traffic.until(len(traffic.answers) + 300)
+        await traffic.more(300)
 
-    responses = [response for _, response in sorted(traffic.answers, key=lambda a: a[0])]
+    answers = traffic.ordered()
+    assert [a for a in answers if isinstance(a, str)] == []  # no request raised
+    responses = [a for a in answers if not isinstance(a, str)]
     served_correctly(responses, versions={"1.0.0", "1.2.0"})
     assert {r.headers["x-model-version"] for r in responses[:100]} == {"1.0.0"}
     assert {r.headers["x-model-version"] for r in responses[moved:]} == {"1.2.0"}
