@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench services clean
+.PHONY: demo test lint fuzz bench services proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.gateway_balancing
 	$(BIN)/python -m bench.gateway_overload
 	$(BIN)/python -m bench.publish_under_load
+
+# The gRPC messages, generated from modelgate/core/proto/inference.proto (committed).
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. modelgate/core/proto/inference.proto
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

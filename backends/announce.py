@@ -199,6 +199,7 @@ class Announcer:
                 Worker(
                     id=payload.id,
                     url=payload.url,
+                    grpc_url=payload.grpc_url,
                     loaded=[msgspec.structs.asdict(e) for e in payload.loaded],
                     state=payload.state,
                     in_flight=payload.in_flight,

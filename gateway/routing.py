@@ -38,8 +38,13 @@ class RoutingTable:
         self.balancer = balancer
         self.snapshot: RegistrySnapshot | None = None
         self.rng = rng
-        #: Worker id → base URL, replaced with the worker set.
+        #: Worker id → OIP REST base URL, replaced with the worker set ("" for a worker
+        #: that serves only gRPC).
         self.urls: dict[str, str] = {}
+        #: Worker id → gRPC target (``host:port``), for the workers that serve gRPC.
+        self.grpc_urls: dict[str, str] = {}
+        #: Worker id → its (model, version) → (model, version) name map (`WorkerInfo.remote`).
+        self._remote: dict[str, Mapping[tuple[str, str], tuple[str, str]]] = {}
         #: (model, candidate) → baseline, for each active rollout of the snapshot: where the
         #: data plane retries a candidate attempt that failed.
         self.baselines: dict[tuple[str, str], str] = {}
@@ -57,7 +62,17 @@ class RoutingTable:
 
     def workers_changed(self, workers: Mapping[str, WorkerInfo]) -> None:
         self.urls = {worker_id: info.url for worker_id, info in workers.items()}
+        self.grpc_urls = {w: info.grpc_url for w, info in workers.items() if info.grpc_url}
+        self._remote = {w: info.remote for w, info in workers.items() if info.remote}
         self.balancer.update(workers)
+
+    def remote(self, worker: str, model: str, version: str) -> tuple[str, str]:
+        """The names ``worker`` knows ``model``@``version`` by (itself unless it is an
+        external server registered with other names)."""
+        names = self._remote.get(worker)
+        if names is None:
+            return model, version
+        return names.get((model, version), (model, version))
 
     @property
     def ready(self) -> bool:

@@ -102,7 +102,7 @@ def _scan(data: memoryview) -> Any:
 def scan_model(path: Path) -> Any:
     """A small `onnx.ModelProto`: ``ir_version``, ``opset_import`` and a graph with its
     inputs, outputs and initializer names; 400 when the file is not a framed model."""
-    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+    from google.protobuf.message import DecodeError
 
     try:
         with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as m:

@@ -195,6 +195,8 @@ class Worker(Base):
     __tablename__ = "workers"
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     url: Mapped[str] = mapped_column(String(512), nullable=False)
+    #: ``host:port`` of its gRPC endpoint, when it serves one.
+    grpc_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
     #: ``[{"model": m, "version": v, "ready": bool}]``
     loaded: Mapped[list[dict[str, Any]]] = mapped_column(Json, nullable=False, default=list)
     state: Mapped[str] = mapped_column(String(16), nullable=False)

@@ -15,7 +15,7 @@ import enum
 import random
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -69,13 +69,22 @@ class BalancerSettings(BaseModel):
 class WorkerInfo:
     """A worker as discovery announces it. ``ready`` holds the (model, version) pairs loaded
     and warm; ``started_at`` is the monotonic time it was first seen (slow start begins
-    there); ``capacity`` is the concurrency it announces (0: unknown)."""
+    there); ``capacity`` is the concurrency it announces (0: unknown).
+
+    ``url`` is its OIP REST base URL ("" when it serves only gRPC); ``grpc_url`` its gRPC
+    target (``host:port``) when it serves gRPC. ``remote`` maps a (model, version) to the
+    names the worker itself knows them by (an external OIP server registered with
+    ``remote_model`` / ``remote_version``); absent pairs keep their own names. ``external``:
+    registered by the admin API (not announced by a modelgate worker)."""
 
     id: str
     url: str
     ready: frozenset[tuple[str, str]]
     started_at: float
     capacity: int = 0
+    grpc_url: str | None = None
+    remote: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+    external: bool = False
 
 
 class Outcome(enum.Enum):

@@ -185,7 +185,9 @@ class WorkerDirectory:
                 continue
             first = self._first_seen.setdefault(worker_id, now)
             ready = doc.ready_versions()
-            live[worker_id] = WorkerInfo(worker_id, doc.url, ready, first, doc.capacity)
+            live[worker_id] = WorkerInfo(
+                worker_id, doc.url, ready, first, doc.capacity, grpc_url=doc.grpc_url
+            )
         for gone in set(self._first_seen) - set(live):
             del self._first_seen[gone]
         self._announced = {k: v for k, v in announced.items() if k in live}
@@ -198,6 +200,7 @@ def _from_row(row: Worker) -> Announcement:
     return Announcement(
         id=row.id,
         url=row.url,
+        grpc_url=row.grpc_url,
         state=row.state,
         loaded=[LoadedEntry(e["model"], e["version"], bool(e.get("ready"))) for e in row.loaded],
         in_flight=row.in_flight,

@@ -31,7 +31,10 @@ class Announcement(msgspec.Struct, frozen=True, kw_only=True):
     """A worker's state at ``last_seen`` (timestamps are timezone-aware, UTC)."""
 
     id: str
+    #: The OIP REST base URL.
     url: str
+    #: The gRPC target (``host:port``) when the worker serves gRPC too.
+    grpc_url: str | None = None
     state: str
     loaded: list[LoadedEntry] = []
     in_flight: int = 0
