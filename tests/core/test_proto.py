@@ -57,3 +57,16 @@ def test_every_call_has_tritons_path() -> None:
         assert theirs.input_type.name == method.request.DESCRIPTOR.name
         assert theirs.output_type.name == method.response.DESCRIPTOR.name
         assert theirs.server_streaming == method.streaming
+
+
+def test_status_codes_map_both_ways() -> None:
+    import grpc
+
+    from modelgate.core.proto.status import grpc_code, http_status
+
+    for status in (400, 401, 403, 404, 429, 503, 504):
+        assert http_status(grpc_code(status)) == status
+    assert grpc_code(418) is grpc.StatusCode.INVALID_ARGUMENT
+    assert grpc_code(500) is grpc.StatusCode.INTERNAL
+    assert http_status(grpc.StatusCode.INTERNAL) == 500
+    assert http_status(grpc.StatusCode.UNKNOWN) == 500
