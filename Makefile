@@ -33,7 +33,7 @@ fuzz: $(STAMP) services
 	MODELGATE_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q -m fuzz tests/registry/test_schema_fuzz.py
 
 # Each prints its ratios last; see docs/BENCHMARKS.md for the recorded runs.
-bench: $(STAMP)
+bench: $(STAMP) interop-env
 	$(BIN)/python -m bench.bench_resolve
 	$(BIN)/python -m bench.bench_balancer
 	$(BIN)/python -m bench.bench_worker
@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.gateway_balancing
 	$(BIN)/python -m bench.gateway_overload
 	$(BIN)/python -m bench.publish_under_load
+	$(BIN)/python -m bench.perf_analyzer
 
 # Third-party tools against a live stack (docs/INTEROP.md): each tool in its own virtualenv
 # under .interop/, pinned in bench/interop/requirements/; perf_analyzer's loader needs

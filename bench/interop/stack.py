@@ -18,7 +18,7 @@ import httpx
 
 from bench.harness import CLI, ROOT, Deployment, free_port, wait_until
 
-__all__ = ["MODEL", "VERSIONS", "Stack", "WorkerPorts"]
+__all__ = ["FAST_POLLS", "MODEL", "VERSIONS", "Stack", "WorkerPorts", "has_option", "listening"]
 
 MODEL = "m"
 VERSIONS = ("1.0.0", "1.1.0")
@@ -33,7 +33,7 @@ FAST_POLLS = {
 }
 
 
-def _has_option(command: str, option: str) -> bool:
+def has_option(command: str, option: str) -> bool:
     """Whether ``modelgate COMMAND --help`` lists ``option`` (a feature that has landed)."""
     done = subprocess.run(
         [*CLI, command, "--help"], capture_output=True, text=True, cwd=ROOT, check=False
@@ -59,8 +59,8 @@ class Stack:
         self.root = root
         self.dep = Deployment(root, **FAST_POLLS)
         self.worker_ids = workers
-        self.worker_grpc = _has_option("worker", "--grpc-port")
-        self.gateway_grpc = _has_option("serve", "--grpc-port")
+        self.worker_grpc = has_option("worker", "--grpc-port")
+        self.gateway_grpc = has_option("serve", "--grpc-port")
         self.grpc_port: int | None = None
         self.ports: dict[str, WorkerPorts] = {}
 
