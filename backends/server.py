@@ -84,7 +84,9 @@ def serve(app: WorkerApp, plane: DataPlane, *, host: str, port: int, **uvicorn_k
     server = WorkerServer(config, plane)
     app.state.server = server
     server.run()
-    return server.exit_code
+    # NOTE: a service that fails to start (a gRPC port in use) fails the lifespan start-up,
+    # after which uvicorn returns without having served: that is a failed start.
+    return server.exit_code if server.started else 1
 
 
 def run_worker(
@@ -109,13 +111,19 @@ def run_worker(
         services.append(registry)
 
     plane = DataPlane(options, source=ChainSource(sources), metrics=PrometheusMetrics())
+    control = settings.control_access()
+    (log.warning if control.open and not control.token else log.info)("%s", control.describe())
+    if settings.grpc_port:
+        from backends.grpc_server import GrpcServer
+
+        services.append(
+            GrpcServer(plane, host=settings.host, port=settings.grpc_port, control=control)
+        )
     announce_db = settings.announce if settings.announce is not None else bool(loads)
     if announce_db or settings.redis_url:
         from backends.announce import Announcer
 
         services.append(Announcer.from_settings(settings, plane, database=announce_db))
-    control = settings.control_access()
-    (log.warning if control.open and not control.token else log.info)("%s", control.describe())
     app = create_worker_app(
         plane,
         startup_loads=[*files, *loads],
