@@ -84,9 +84,7 @@ def serve(app: WorkerApp, plane: DataPlane, *, host: str, port: int, **uvicorn_k
     server = WorkerServer(config, plane)
     app.state.server = server
     server.run()
-    # NOTE: a service that fails to start (a gRPC port in use) fails the lifespan start-up,
-    # after which uvicorn returns without having served: that is a failed start.
-    return server.exit_code if server.started else 1
+    return server.exit_code
 
 
 def run_worker(
