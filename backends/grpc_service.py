@@ -44,6 +44,12 @@ def metadata(context: Any, key: str) -> str | None:
     return None
 
 
+def _version(named: str, context: Any) -> str | None:
+    """The version a call names in its message and ``x-model-version`` metadata (400 if
+    they differ), as REST's path and header (`DataPlane.requested_version`)."""
+    return DataPlane.requested_version(named or None, metadata(context, "x-model-version"))
+
+
 def _encode(target: LoadedVersion, request: Any, outputs: Outputs) -> pb.ModelInferResponse:
     return encode_infer(target.model, target.version, request.id, outputs)
 
@@ -56,13 +62,6 @@ def _string_param(params: Any, key: str) -> str | None:
         raise InvalidRequest(f'parameter "{key}" must be a string, not {shown(repr(param))}')
     value: str = param.string_param
     return value
-
-
-class _NotYet(BackendError):
-    status_code = 501
-
-    def __init__(self, call: str) -> None:
-        super().__init__(f"{call} is not served by this worker yet (use the REST route)")
 
 
 class InferenceService:
@@ -81,11 +80,13 @@ class InferenceService:
     async def server_ready(self, _: pb.ServerReadyRequest, __: Any) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.plane.ready)
 
-    async def model_ready(self, request: pb.ModelReadyRequest, _: Any) -> pb.ModelReadyResponse:
+    async def model_ready(
+        self, request: pb.ModelReadyRequest, context: Any
+    ) -> pb.ModelReadyResponse:
         """``ready: false`` for anything the REST route refuses (not loaded, not ready,
         a version the worker does not serve), as tritonclient.http reports it."""
         try:
-            self.plane.model_ready(request.name, request.version or None)
+            self.plane.model_ready(request.name, _version(request.version, context))
         except BackendError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
@@ -99,9 +100,9 @@ class InferenceService:
         )
 
     async def model_metadata(
-        self, request: pb.ModelMetadataRequest, _: Any
+        self, request: pb.ModelMetadataRequest, context: Any
     ) -> pb.ModelMetadataResponse:
-        meta = self.plane.model_metadata(request.name, request.version or None)
+        meta = self.plane.model_metadata(request.name, _version(request.version, context))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=meta.name,
@@ -126,9 +127,9 @@ class InferenceService:
         return await self._infer(self._parse(raw), context)
 
     async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        """``model_version`` (else the ``x-model-version`` metadata) names the version;
-        the data plane applies the worker's version rule to it."""
-        version = request.model_version or metadata(context, "x-model-version") or None
+        """``model_version`` and/or the ``x-model-version`` metadata name the version; the
+        data plane applies the worker's version rule to it."""
+        version = _version(request.model_version, context)
         return await self.plane.run(
             request.model_name, version, lambda limits: decode_infer(request, limits), _encode
         )
@@ -196,13 +197,20 @@ class InferenceService:
 
     # -- configuration and statistics --------------------------------------------------
 
-    async def model_config(self, request: pb.ModelConfigRequest, _: Any) -> pb.ModelConfigResponse:
-        raise _NotYet("ModelConfig")
+    async def model_config(
+        self, request: pb.ModelConfigRequest, context: Any
+    ) -> pb.ModelConfigResponse:
+        config = self.plane.model_config(request.name, _version(request.version, context))
+        return pb.ModelConfigResponse(config=config)
 
     async def model_statistics(
-        self, request: pb.ModelStatisticsRequest, _: Any
+        self, request: pb.ModelStatisticsRequest, context: Any
     ) -> pb.ModelStatisticsResponse:
-        raise _NotYet("ModelStatistics")
+        """Every loaded version without ``name``; every version of ``name`` without a
+        ``version``; else that exact loaded version."""
+        if not request.name:
+            return self.plane.model_statistics(None, None)
+        return self.plane.model_statistics(request.name, _version(request.version, context))
 
     # -- repository --------------------------------------------------------------------
 

@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.grpc.aio as tgrpc_aio
+from google.protobuf.json_format import ParseDict
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from modelgate.core.proto import inference_pb2 as pb
 from registry.db import upgrade_to_head
 from tests.support.models import model_files
 from tests.support.net import ROOT, free_port, poll_until
@@ -83,6 +85,11 @@ def _collect(done: queue.Queue[tuple[Any, Any]]) -> Any:
         done.put((result, error))
 
     return callback
+
+
+def _ours(message: Any, kind: Any) -> Any:
+    """tritonclient's message as ours (the same wire format)."""
+    return kind.FromString(message.SerializeToString())
 
 
 def _error(call: Any, *args: Any, **kwargs: Any) -> InferenceServerException:
@@ -228,6 +235,47 @@ def test_errors_carry_grpc_codes_and_the_rest_messages(
     assert too_big.status() == "StatusCode.RESOURCE_EXHAUSTED"
     assert "is larger than the limit of 1048576 bytes" in too_big.message()
     assert client.is_server_ready()
+
+
+def test_config_and_statistics_are_the_rest_routes_messages(
+    worker: GrpcWorker, client: tgrpc.InferenceServerClient
+) -> None:
+    """Over gRPC, the same messages the REST routes write as JSON (one core)."""
+    x = np.ones((1, 4), dtype=np.float32)
+    client.infer("scale", [_input("input", x, "FP32")], model_version="1.0.0")
+    http = httpx.Client(base_url=worker.process.url)
+    config = client.get_model_config("scale", "1.0.0").config
+    assert (config.name, config.max_batch_size) == ("scale", 8)
+    rest = http.get("/v2/models/scale/versions/1.0.0/config").json()
+    assert _ours(config, pb.ModelConfig) == ParseDict(rest, pb.ModelConfig())
+    stats = client.get_inference_statistics("scale", "1.0.0")
+    assert [(s.name, s.version) for s in stats.model_stats] == [("scale", "1.0.0")]
+    assert stats.model_stats[0].inference_stats.success.count >= 1
+    rest = http.get("/v2/models/scale/versions/1.0.0/stats").json()
+    assert _ours(stats, pb.ModelStatisticsResponse) == ParseDict(rest, pb.ModelStatisticsResponse())
+    versions = client.get_inference_statistics("scale").model_stats
+    assert [s.version for s in versions] == ["1.0.0", "2.0.0+build.5"]
+    assert len(client.get_inference_statistics().model_stats) == 7
+    missing = _error(client.get_model_config, "nope")
+    assert missing.status() == "StatusCode.NOT_FOUND"
+    http.close()
+
+
+def test_only_exact_loaded_versions_are_served(client: tgrpc.InferenceServerClient) -> None:
+    x = np.ones((1, 4), dtype=np.float32)
+    ranged = _error(client.infer, "scale", [_input("input", x, "FP32")], model_version="^1.0")
+    assert ranged.status() == "StatusCode.INVALID_ARGUMENT"
+    assert ranged.message().startswith('"^1.0" is not an exact version of "scale"')
+    both = _error(client.infer, "scale", [_input("input", x, "FP32")], model_version="1.0.0",
+                  headers={"x-model-version": "2.0.0+build.5"})  # fmt: skip
+    assert both.status() == "StatusCode.INVALID_ARGUMENT"
+    assert 'X-Model-Version says "2.0.0+build.5"' in both.message()
+    by_header = client.infer("scale", [_input("input", x, "FP32")],
+                             headers={"x-model-version": "1.0.0"})  # fmt: skip
+    assert by_header.get_response().model_version == "1.0.0"
+    assert _error(client.get_model_config, "scale", "9.9.9").status() == (
+        "StatusCode.INVALID_ARGUMENT"
+    )
 
 
 def test_repository_control_needs_the_token(
