@@ -243,22 +243,23 @@ def test_config_and_statistics_are_the_rest_routes_messages(
     """Over gRPC, the same messages the REST routes write as JSON (one core)."""
     x = np.ones((1, 4), dtype=np.float32)
     client.infer("scale", [_input("input", x, "FP32")], model_version="1.0.0")
-    http = httpx.Client(base_url=worker.process.url)
-    config = client.get_model_config("scale", "1.0.0").config
-    assert (config.name, config.max_batch_size) == ("scale", 8)
-    rest = http.get("/v2/models/scale/versions/1.0.0/config").json()
-    assert _ours(config, pb.ModelConfig) == ParseDict(rest, pb.ModelConfig())
-    stats = client.get_inference_statistics("scale", "1.0.0")
-    assert [(s.name, s.version) for s in stats.model_stats] == [("scale", "1.0.0")]
-    assert stats.model_stats[0].inference_stats.success.count >= 1
-    rest = http.get("/v2/models/scale/versions/1.0.0/stats").json()
-    assert _ours(stats, pb.ModelStatisticsResponse) == ParseDict(rest, pb.ModelStatisticsResponse())
-    versions = client.get_inference_statistics("scale").model_stats
-    assert [s.version for s in versions] == ["1.0.0", "2.0.0+build.5"]
-    assert len(client.get_inference_statistics().model_stats) == 7
-    missing = _error(client.get_model_config, "nope")
-    assert missing.status() == "StatusCode.NOT_FOUND"
-    http.close()
+    with httpx.Client(base_url=worker.process.url) as http:
+        config = client.get_model_config("scale", "1.0.0").config
+        assert (config.name, config.max_batch_size) == ("scale", 8)
+        rest = http.get("/v2/models/scale/versions/1.0.0/config").json()
+        assert _ours(config, pb.ModelConfig) == ParseDict(rest, pb.ModelConfig())
+        stats = client.get_inference_statistics("scale", "1.0.0")
+        assert [(s.name, s.version) for s in stats.model_stats] == [("scale", "1.0.0")]
+        assert stats.model_stats[0].inference_stats.success.count >= 1
+        rest = http.get("/v2/models/scale/versions/1.0.0/stats").json()
+        assert _ours(stats, pb.ModelStatisticsResponse) == ParseDict(
+            rest, pb.ModelStatisticsResponse()
+        )
+        versions = client.get_inference_statistics("scale").model_stats
+        assert [s.version for s in versions] == ["1.0.0", "2.0.0+build.5"]
+        assert len(client.get_inference_statistics().model_stats) == 7
+        missing = _error(client.get_model_config, "nope")
+        assert missing.status() == "StatusCode.NOT_FOUND"
 
 
 def test_only_exact_loaded_versions_are_served(client: tgrpc.InferenceServerClient) -> None:
