@@ -58,8 +58,10 @@ def _string_param(params: Any, key: str) -> str | None:
     if key not in params:
         return None
     param = params[key]
-    if param.WhichOneof("parameter_choice") != "string_param":
-        raise InvalidRequest(f'parameter "{key}" must be a string, not {shown(repr(param))}')
+    choice = param.WhichOneof("parameter_choice")
+    if choice != "string_param":
+        given = repr(getattr(param, choice)) if choice is not None else "empty"
+        raise InvalidRequest(f'parameter "{key}" must be a string_param, not {shown(given)}')
     value: str = param.string_param
     return value
 

@@ -301,6 +301,14 @@ def test_repository_control_needs_the_token(
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         load = service_pb2.RepositoryModelLoadRequest(model_name="mlp", parameters=version)
         stub.RepositoryModelLoad(load, metadata=tuple(AUTH.items()))
+        number = {"version": service_pb2.ModelRepositoryParameter(int64_param=1)}
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RepositoryModelLoad(
+                service_pb2.RepositoryModelLoadRequest(model_name="mlp", parameters=number),
+                metadata=tuple(AUTH.items()),
+            )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == 'parameter "version" must be a string_param, not 1'
     assert client.is_model_ready("mlp", "1.0.0")
 
 
