@@ -59,3 +59,10 @@ def perf_rows(stack: Stack, rows: Rows) -> None:
     _run(rows, version, "worker HTTP", stack.worker_http("a"), [])
     _run(rows, version, "worker HTTP, exact version", stack.worker_http("a"), ["-x", "1.0.0"])
     _run(rows, version, "worker gRPC", stack.worker_grpc_url("a"), ["-i", "grpc"])
+    _run(
+        rows,
+        version,
+        "worker gRPC, stream",
+        stack.worker_grpc_url("a"),
+        ["-i", "grpc", "--streaming"],
+    )
