@@ -4,7 +4,9 @@ Two MLServer processes (``mlserver-a``, ``mlserver-b``) serve the same scikit-le
 (`mlserver_model`: MLServer's ``iris`` at version ``v1``). The runner publishes ``iris``
 1.0.0 with ``runtime: "external"`` and registers both by ``POST /admin/v1/workers`` with
 ``remote_version: "v1"``; then it checks, one row each: both are routed; JSON inference
-through the gateway names an MLServer in ``X-Backend``; with ``a`` stopped, ``a`` is
+through the gateway names an MLServer in ``X-Backend``; ``a`` registered a second time
+over gRPC (``protocol: "grpc"``, as model ``iris-grpc``) answers a ModelInfer sent to the
+gateway's gRPC port; with ``a`` stopped, ``a`` is
 ejected and requests keep working on ``b``; with both stopped, a request gets a 503; both
 started again on their ports, they are readmitted and ``a`` serves again.
 """
@@ -23,6 +25,7 @@ import httpx
 
 from bench.harness import Proc, free_port, wait_until
 from bench.harness.tools import tool_bin
+from bench.interop.grpc_call import grpc_infer
 from bench.interop.report import Rows
 from bench.interop.stack import Stack
 
@@ -30,7 +33,7 @@ __all__ = ["mlserver_rows"]
 
 TOOL = "MLServer + mlserver-sklearn"
 MODEL, VERSION, REMOTE_VERSION = "iris", "1.0.0", "v1"
-REF = f"{MODEL}@{VERSION}"
+GRPC_MODEL = "iris-grpc"
 SETUP = Path(__file__).with_name("mlserver_model.py")
 BODY = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 
@@ -89,13 +92,13 @@ def _rows_by_id(stack: Stack) -> dict[str, dict[str, Any]]:
         return {r["id"]: r for r in response.json()}
 
 
-def routed(row: dict[str, Any] | None) -> bool:
-    """Whether the gateway routes ``REF`` to this server: probed ready, not ejected."""
+def routed(row: dict[str, Any] | None, model: str = MODEL) -> bool:
+    """Whether the gateway routes ``model`` 1.0.0 to this server: probed ready, not ejected."""
     if row is None or row.get("stale") or row.get("balancer") is None:
         return False
     balancer = row["balancer"]
-    ready = REF in balancer.get("ready", []) or any(
-        i["model"] == MODEL and i["version"] == VERSION and i["ready"] for i in row["loaded"]
+    ready = f"{model}@{VERSION}" in balancer.get("ready", []) or any(
+        i["model"] == model and i["version"] == VERSION and i["ready"] for i in row["loaded"]
     )
     return bool(ready) and balancer.get("ejected_until") is None
 
@@ -152,6 +155,30 @@ def _serve_json(stack: Stack) -> str:
         f"model_version {doc.get('model_version')}, outputs[0] {doc['outputs'][0]['data']}; "
         f"20 more: {dict(served)}"
     )
+
+
+def _serve_grpc(stack: Stack, a: MLServer) -> str:
+    """``iris-grpc`` 1.0.0 on ``a``'s gRPC port (``protocol: "grpc"``, remote ``iris``
+    ``v1``), one ModelInfer through the gateway's gRPC port."""
+    if stack.grpc is None:
+        raise RuntimeError("the gateway has no gRPC port (modelgate serve --grpc-port)")
+    model, server = GRPC_MODEL, f"{a.name}-grpc"
+    with stack.admin() as client:
+        client.post("/admin/v1/models", json={"name": model})
+        r = client.post(
+            f"/admin/v1/models/{model}/versions", json={"version": VERSION, "runtime": "external"}
+        )
+        if r.status_code != 201:
+            raise RuntimeError(f"publish {model} {VERSION} external: {r.status_code} {r.text}")
+        serves = [
+            {"model": model, "version": VERSION, "remote_model": MODEL, "remote_version": "v1"}
+        ]
+        body = {"id": server, "url": f"grpc://127.0.0.1:{a.grpc}", "protocol": "grpc"}
+        r = client.post("/admin/v1/workers", json=body | {"serves": serves})
+        if r.status_code != 201:
+            raise RuntimeError(f"POST /admin/v1/workers {server}: {r.status_code} {r.text}")
+    wait_until(lambda: routed(_rows_by_id(stack).get(server), model), f"{server} routed", 30)
+    return grpc_infer(stack.grpc, model)
 
 
 def _eject_one(stack: Stack, a: MLServer, b: MLServer) -> str:
@@ -216,6 +243,7 @@ def mlserver_rows(stack: Stack, rows: Rows, root: Path) -> None:
         steps = [
             ("registered by POST /admin/v1/workers", lambda: _register(stack, [a, b])),
             ("JSON inference via the gateway", lambda: _serve_json(stack)),
+            ("registered over gRPC: ModelInfer via the gateway", lambda: _serve_grpc(stack, a)),
             ("a stopped: ejected, b serves", lambda: _eject_one(stack, a, b)),
             ("both stopped: 503", lambda: _all_down(stack, b)),
             ("both started again: readmitted", lambda: _readmit(stack, a, b)),
