@@ -189,9 +189,10 @@ def _eject_one(stack: Stack, a: MLServer, b: MLServer) -> str:
     served, failures = _traffic(stack, 20)
     if failures or set(served) != {b.name}:
         raise AssertionError(f"with {a.name} down: served {dict(served)}, failed {failures[:1]}")
-    row = _rows_by_id(stack)[a.name]
+    balancer = _rows_by_id(stack)[a.name]["balancer"] or {}
+    view = {k: balancer.get(k) for k in ("ready", "ejected_until", "consecutive_failures")}
     return (
-        f"{a.name} unroutable {took:.1f} s after SIGTERM (balancer {row['balancer']}); "
+        f"{a.name} unroutable {took:.1f} s after it exited ({view}); "
         f"20 requests: {dict(served)}, 0 failed"
     )
 
