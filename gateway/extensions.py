@@ -50,6 +50,8 @@ INFERENCE_DURATIONS = (
 BATCH_DURATIONS = ("compute_input", "compute_infer", "compute_output")
 #: Fields whose values are a moment, not an amount: the fleet's is the latest one.
 LATEST = frozenset({"last_inference"})
+#: Fields that name what is counted (a batch's size), kept as they are.
+IDENTITY = frozenset({"batch_size"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,8 @@ def zero_stats(model: str, version: str) -> dict[str, Any]:
 
 def merge_stats(total: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any]:
     """Add one worker's `$model_stat` into ``total`` (in place; returned): counts and ``ns``
-    add up, ``last_inference`` is the latest, ``batch_stats`` add up per ``batch_size``.
+    add up, ``last_inference`` is the latest, ``batch_stats`` add up per ``batch_size``
+    (which stays as it is).
 
     NOTE: generic over nested objects, so fields a newer worker adds (Triton's
     ``response_stats`` per key, say) add up too; strings (``name``, ``version``) and lists
@@ -88,7 +91,7 @@ def merge_stats(total: dict[str, Any], part: Mapping[str, Any]) -> dict[str, Any
         current = total.get(key)
         if key == "batch_stats" and isinstance(value, list):
             total[key] = _merge_batches(current if isinstance(current, list) else [], value)
-        elif isinstance(value, bool | str):
+        elif isinstance(value, bool | str) or key in IDENTITY:
             total.setdefault(key, value)
         elif isinstance(value, int | float):
             if not isinstance(current, int | float):
