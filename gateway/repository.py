@@ -147,11 +147,15 @@ class FleetRepository:
         log.info("unload of %s from %s %s", target, ", ".join(workers) or "no worker", actor)
         suffix = f"/versions/{version}/unload" if version else "/unload"
         balancer = self.table.balancer
-        withdrawn: dict[str, list[str]] = {}
-        for worker in workers:
-            ready = self.table.workers[worker].ready
-            withdrawn[worker] = [v for m, v in ready if m == model and version in (None, v)]
-            for v in withdrawn[worker]:
+        # NOTE: the balancer's view, not the announcements: a version loaded a moment ago
+        # through this gateway may be ready here before its worker announced it.
+        versions = (
+            [version] if version else [v.version for v in self._snapshot().view(model).versions]
+        )
+        withdrawn: dict[str, list[str]] = {w: [] for w in workers}
+        for v in versions:
+            for worker in set(balancer.serving(model, v)) & set(workers):
+                withdrawn[worker].append(v)
                 balancer.mark_unready(worker, model, v)
         path = f"/v2/repository/models/{model}{suffix}"
         answers = await asyncio.gather(*(self._control(w, path, missing_ok=True) for w in workers))
