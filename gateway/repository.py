@@ -215,7 +215,8 @@ class FleetRepository:
         """POST a control route on ``worker``: None when it succeeded (or, ``missing_ok``,
         answered 404: it had nothing to unload), else its status and why."""
         token = self.settings.worker_control_token
-        headers = {"authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+        secret = token.get_secret_value().strip() if token is not None else ""
+        headers = {"authorization": f"Bearer {secret}"} if secret else {}
         url = self.table.urls.get(worker)
         if not url:
             return 503, "it serves no HTTP"
@@ -233,5 +234,5 @@ class FleetRepository:
             return None
         why = f"answered {reply.status}: {error_text(reply)}"
         if reply.status in (401, 403):
-            why += f" ({_TOKEN_HINT[token is not None]})"
+            why += f" ({_TOKEN_HINT[bool(secret)]})"
         return reply.status, why

@@ -92,7 +92,7 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     #: remove a version. NOTE: read from ``MODELGATE_GATEWAY_WORKER_CONTROL_TOKEN``, else from
     #: ``MODELGATE_WORKER_CONTROL_TOKEN`` itself, so one setting serves a fleet that shares
     #: an environment. Unset: sent without a token (workers with ``MODELGATE_WORKER_CONTROL=
-    #: open`` accept that; others refuse, and the error says to set it).
+    #: open`` accept that; others refuse, and the error says to set it). Empty is unset.
     worker_control_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices(

@@ -197,3 +197,28 @@ def test_a_version_is_placed_on_the_workers_named(fleet: Fleet) -> None:
     assert (unloaded.status_code, unloaded.json()) == (200, {})
     assert all(worker_index(fleet, w) == set(LOADS) for w in WORKERS)
     assert infer(client(fleet), "resnet", "stable") == ("1.1.0", 2.0)
+
+
+def test_repository_routes_refuse_what_they_cannot_do(fleet: Fleet) -> None:
+    headers = admin_headers(fleet)
+    base = f"{fleet.gateway_url}/v2/repository"
+    cases = [
+        (httpx.get(f"{base}/index", headers=headers), 405, "use POST"),
+        (httpx.post(f"{base}/models/resnet/reload", headers=headers), 404, "no route"),
+        (
+            httpx.post(f"{base}/models/resnet/load", content=b"{", headers=headers),
+            400,
+            "invalid repository request body",
+        ),
+        (
+            httpx.post(f"{base}/models/resnet/load", json={"parameters": {"config": "{}"}},
+                       headers=headers),
+            400,
+            "unsupported repository parameter(s) 'config'",
+        ),
+        (httpx.post(f"{base}/models/nope/load", headers=headers), 404, '"nope"'),
+    ]  # fmt: skip
+    for reply, status, message in cases:
+        assert reply.status_code == status, reply.text
+        assert message in reply.json()["error"]
+    assert all(worker_index(fleet, w) == set(LOADS) for w in WORKERS)
