@@ -35,11 +35,13 @@ from gateway.control.rollout_stats import OutcomeCounters
 from gateway.control.rollouts import RolloutController
 from gateway.control.sync import RegistrySync
 from gateway.dataplane import GatewayDataPlane
+from gateway.extensions import TritonExtensions
 from gateway.forward import Forwarder
 from gateway.identity import Identity
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
 from gateway.ratelimit import RateLimiter
+from gateway.repository import FleetRepository
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from modelgate.core.rendering import exception_handlers
@@ -247,7 +249,11 @@ def create_app(
     )
     app.state.registry = registry
     app.state.plane = plane
-    app.state.oip = OipApp(plane, health, identity)
+    #: The Triton extensions' cores, for the HTTP routes and the gRPC service alike.
+    app.state.extensions = TritonExtensions(table, forwarder, gsettings)
+    app.state.repository = FleetRepository(table, forwarder, gsettings)
+    app.state.identity = identity
+    app.state.oip = OipApp(plane, health, identity, app.state.extensions, app.state.repository)
     app.state.health = health
     app.state.sync = sync
     app.state.directory = directory

@@ -43,6 +43,8 @@ class RoutingTable:
         self.urls: dict[str, str] = {}
         #: Worker id → gRPC target (``host:port``), for the workers that serve gRPC.
         self.grpc_urls: dict[str, str] = {}
+        #: Worker id → its announcement (`WorkerInfo`), replaced with the worker set.
+        self.workers: Mapping[str, WorkerInfo] = {}
         #: Worker id → its (model, version) → (model, version) name map (`WorkerInfo.remote`).
         self._remote: dict[str, Mapping[tuple[str, str], tuple[str, str]]] = {}
         #: (model, candidate) → baseline, for each active rollout of the snapshot: where the
@@ -61,6 +63,7 @@ class RoutingTable:
         self.snapshot = snapshot
 
     def workers_changed(self, workers: Mapping[str, WorkerInfo]) -> None:
+        self.workers = dict(workers)
         self.urls = {worker_id: info.url for worker_id, info in workers.items()}
         self.grpc_urls = {w: info.grpc_url for w, info in workers.items() if info.grpc_url}
         self._remote = {w: info.remote for w, info in workers.items() if info.remote}

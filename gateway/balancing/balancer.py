@@ -247,6 +247,11 @@ class Balancer:
         panic routing still sends them traffic when nothing healthier is left)."""
         return (model, version) in self._index
 
+    def serving(self, model: str, version: str) -> tuple[str, ...]:
+        """The ids of the workers that have this version loaded and warm, sorted (ejected
+        ones included, as in `has_ready`)."""
+        return tuple(worker.id for worker in self._index.get((model, version), ()))
+
     def mark_unready(self, worker_id: str, model: str, version: str) -> None:
         """An active probe found the version not ready on this worker: stop routing it there."""
         self._override(worker_id, (model, version), False)
