@@ -13,10 +13,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from backends.batcher import Batcher, BatchPolicy
-from backends.codec import decode_request, encode_response
+from backends.codec import DecodedRequest, decode_request, encode_response
 from backends.errors import (
     BackendError,
     Draining,
@@ -36,7 +38,16 @@ from backends.versions import LoadedVersion, choose, precedence, requested_versi
 from modelgate.core.proto import inference_pb2 as pb
 from modelgate.core.semver import base_version
 
-__all__ = ["DataPlane", "InferOutcome", "LoadedVersion", "WorkerOptions", "precedence"]
+__all__ = [
+    "DataPlane",
+    "Decode",
+    "Encode",
+    "InferOutcome",
+    "LoadedVersion",
+    "Outputs",
+    "WorkerOptions",
+    "precedence",
+]
 
 log = logging.getLogger("modelgate.worker")
 
@@ -67,6 +78,25 @@ class InferOutcome:
     header_length: int | None
     model: str
     version: str
+
+
+#: A transport's request decoder, given the worker's limits.
+Decode = Callable[[RequestLimits], DecodedRequest]
+#: Named output arrays, each with whether the client asked for it in binary.
+Outputs = list[tuple[str, np.ndarray, bool]]
+T = TypeVar("T")
+#: A transport's response encoder: the version that ran, the request, its outputs.
+Encode = Callable[[LoadedVersion, DecodedRequest, Outputs], T]
+
+
+def _encode_rest(target: LoadedVersion, request: DecodedRequest, outputs: Outputs) -> InferOutcome:
+    encoded, length = encode_response(
+        model_name=target.model,
+        model_version=target.version,
+        request_id=request.id,
+        outputs=outputs,
+    )
+    return InferOutcome(encoded, length, target.model, target.version)
 
 
 class DataPlane:
@@ -186,7 +216,23 @@ class DataPlane:
     async def infer(
         self, model: str, version: str | None, body: bytes, header_length: str | None
     ) -> InferOutcome:
-        """Decode, validate, batch, run and encode one request."""
+        """Decode, validate, batch, run and encode one REST request (`backends.codec`)."""
+
+        def decode(limits: RequestLimits) -> DecodedRequest:
+            if len(body) > self.options.max_body_bytes:
+                raise PayloadTooLarge(len(body), self.options.max_body_bytes)
+            return decode_request(body, header_length, limits)
+
+        return await self.run(model, version, decode, _encode_rest)
+
+    async def run(self, model: str, version: str | None, decode: Decode, encode: Encode[T]) -> T:
+        """One inference request of any transport: ``decode`` it (under this worker's
+        limits), check it against the model's signature, apply faults, batch, run, and
+        ``encode`` the requested outputs.
+
+        Draining, readiness, in-flight accounting and metrics are the same for every
+        transport; any exception from ``decode`` or ``encode`` counts as a failure.
+        """
         if self.draining:
             raise Draining()
         target = self.model_ready(model, version)
@@ -195,7 +241,7 @@ class DataPlane:
         self._idle.clear()
         target.metrics.request()
         try:
-            return await self._infer(target, body, header_length, started)
+            return await self._run(target, decode, encode, started)
         except Exception as exc:
             status = exc.status_code if isinstance(exc, BackendError) else 500
             target.metrics.failed(status, self._clock() - started)
@@ -205,12 +251,10 @@ class DataPlane:
             if self.in_flight == 0:
                 self._idle.set()
 
-    async def _infer(
-        self, target: LoadedVersion, body: bytes, header_length: str | None, started: float
-    ) -> InferOutcome:
-        if len(body) > self.options.max_body_bytes:
-            raise PayloadTooLarge(len(body), self.options.max_body_bytes)
-        request = decode_request(body, header_length, self.limits)
+    async def _run(
+        self, target: LoadedVersion, decode: Decode, encode: Encode[T], started: float
+    ) -> T:
+        request = decode(self.limits)
         target.signature.check(target.model, request.inputs)
         names = request.outputs
         if names is None:
@@ -223,16 +267,11 @@ class DataPlane:
         result = await target.batcher.submit(request.inputs)
         encoding = self._clock()
         outputs = [(n, result.outputs[n], request.wants_binary(n)) for n in names]
-        encoded, length = encode_response(
-            model_name=target.model,
-            model_version=target.version,
-            request_id=request.id,
-            outputs=outputs,
-        )
+        response = encode(target, request, outputs)
         done = self._clock()
         target.metrics.succeeded(done - started, result.inferences, result.queue_s,
                                  decoded - started, result.compute_s, done - encoding)  # fmt: skip
-        return InferOutcome(encoded, length, target.model, target.version)
+        return response
 
     # -- Triton extensions -------------------------------------------------------------
 
