@@ -246,6 +246,9 @@ class DataPlane:
             status = exc.status_code if isinstance(exc, BackendError) else 500
             target.metrics.failed(status, self._clock() - started)
             raise
+        except asyncio.CancelledError:
+            target.metrics.cancelled(self._clock() - started)
+            raise
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
