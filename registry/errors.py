@@ -16,6 +16,7 @@ renders every one as ``{"error": "..."}``.
         │   └── Forbidden           403
         ├── NotFound                404
         │   ├── ModelNotFound, VersionNotFound, AliasNotFound, RolloutNotFound
+        │   ├── ServerNotFound      no external server registered under that id
         │   └── NoVersionSatisfies
         ├── Conflict                409
         │   ├── VersionConflict
@@ -59,6 +60,7 @@ __all__ = [
     "RegistryError",
     "RolloutLeaseLost",
     "RolloutNotFound",
+    "ServerNotFound",
     "StorageError",
     "StorageFull",
     "StorageUnavailable",
@@ -181,6 +183,14 @@ class NoVersionSatisfies(NotFound):
 class RolloutNotFound(NotFound):
     def __init__(self, model: str, rollout_id: int) -> None:
         super().__init__(f'rollout {rollout_id} of "{model}" not found')
+
+
+class ServerNotFound(NotFound):
+    def __init__(self, server_id: str, registered: Iterable[str], why: str = "") -> None:
+        names = ", ".join(sorted(registered)) or "none"
+        super().__init__(
+            f'no external server "{server_id}" is registered{why} (registered: {names})'
+        )
 
 
 class RolloutLeaseLost(Conflict):
