@@ -45,6 +45,9 @@ class RoutingTable:
         self.grpc_urls: dict[str, str] = {}
         #: Worker id → its (model, version) → (model, version) name map (`WorkerInfo.remote`).
         self._remote: dict[str, Mapping[tuple[str, str], tuple[str, str]]] = {}
+        #: Ids of the external OIP servers (`WorkerInfo.external`), whose answers name the
+        #: models by their own names (`gateway.external`).
+        self.external: frozenset[str] = frozenset()
         #: (model, candidate) → baseline, for each active rollout of the snapshot: where the
         #: data plane retries a candidate attempt that failed.
         self.baselines: dict[tuple[str, str], str] = {}
@@ -64,6 +67,7 @@ class RoutingTable:
         self.urls = {worker_id: info.url for worker_id, info in workers.items()}
         self.grpc_urls = {w: info.grpc_url for w, info in workers.items() if info.grpc_url}
         self._remote = {w: info.remote for w, info in workers.items() if info.remote}
+        self.external = frozenset(w for w, info in workers.items() if info.external)
         self.balancer.update(workers)
 
     def remote(self, worker: str, model: str, version: str) -> tuple[str, str]:
@@ -73,6 +77,14 @@ class RoutingTable:
         if names is None:
             return model, version
         return names.get((model, version), (model, version))
+
+    def model_path(self, worker: str, model: str, version: str) -> str:
+        """``/v2/models/{m}/versions/{v}`` under the names ``worker`` knows them by (`remote`);
+        without ``/versions/{v}`` when an external server's remote version is empty."""
+        model, version = self.remote(worker, model, version)
+        if not version:
+            return f"/v2/models/{model}"
+        return f"/v2/models/{model}/versions/{version}"
 
     @property
     def ready(self) -> bool:
