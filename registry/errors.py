@@ -9,6 +9,7 @@ renders every one as ``{"error": "..."}``.
         │   ├── InvalidInput            a field over its bound (registry.limits): NUL, length, int64
         │   ├── ArtifactError           the artifact could not be read, fetched or understood
         │   │   └── ChecksumMismatch
+        │   ├── InvalidServerUrl        an external server's URL the gateway cannot use
         │   ├── InvalidConstraint       (registry.constraints)
         │   └── InvalidVersion          (registry.constraints)
         ├── AuthError               401
@@ -52,6 +53,7 @@ __all__ = [
     "Forbidden",
     "InvalidDatabaseUrl",
     "InvalidInput",
+    "InvalidServerUrl",
     "ModelNotFound",
     "NoReadyVersion",
     "NoVersionSatisfies",
@@ -120,6 +122,11 @@ class InvalidInput(BadRequest):
         super().__init__(f"invalid {field} {_shown(value)}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class InvalidServerUrl(BadRequest):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"invalid url {_shown(url)}: {reason}")
 
 
 class ArtifactError(BadRequest):

@@ -16,7 +16,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from registry._base import ServiceBase, as_utc
-from registry.errors import BadRequest, Conflict, InvalidInput, ServerNotFound, VersionNotFound
+from registry.errors import (
+    BadRequest,
+    Conflict,
+    InvalidServerUrl,
+    ServerNotFound,
+    VersionNotFound,
+)
 from registry.models import ExternalServer, VersionStatus, Worker
 from registry.schemas import ServedIn, ServerIn, ServerOut, WorkerOut
 
@@ -34,21 +40,24 @@ def check_server_url(url: str, protocol: str) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidInput("url", url, f"is not a URL ({exc}); use {form}") from None
+        raise InvalidServerUrl(url, f"is not a URL ({exc}); use {form}") from None
+    if parts.scheme == "https":
+        # NOTE: the gateway's forwarder speaks plain HTTP/1.1 (no TLS), as it does to its
+        # own workers; a TLS-terminating proxy beside the server is the way to reach one.
+        raise InvalidServerUrl(
+            url, "the gateway reaches workers over plain HTTP (no TLS); use http://"
+        )
     if parts.scheme != wanted:
-        # NOTE: no https: the gateway's forwarder speaks plain HTTP/1.1 (no TLS), as it
-        # does to its own workers; put a TLS-terminating proxy beside the server instead.
-        raise InvalidInput(
-            "url",
+        raise InvalidServerUrl(
             url,
             f'has the scheme "{parts.scheme}"; protocol "{protocol}" takes {form}',
         )
     if not parts.hostname:
-        raise InvalidInput("url", url, f"names no host; use {form}")
+        raise InvalidServerUrl(url, f"names no host; use {form}")
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise InvalidInput("url", url, f"may hold no query, fragment or credentials; use {form}")
+        raise InvalidServerUrl(url, f"may hold no query, fragment or credentials; use {form}")
     if protocol == "grpc" and (port is None or parts.path not in ("", "/")):
-        raise InvalidInput("url", url, f"needs a port and no path; use {form}")
+        raise InvalidServerUrl(url, f"needs a port and no path; use {form}")
     return url.rstrip("/")
 
 
