@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gateway.balancing.balancer import Balancer, WorkerInfo
 from gateway.errors import RegistryNotLoaded
+from registry.errors import NoReadyVersion
 from registry.resolution import Resolution
 from registry.snapshot import RegistrySnapshot
 from registry.traffic import Choice, choose
@@ -78,6 +79,17 @@ class RoutingTable:
             return model, version
         return names.get((model, version), (model, version))
 
+    def _unready(self, exc: NoReadyVersion, resolution: Resolution) -> NoReadyVersion:
+        """``exc`` naming the workers that serve a candidate but that probes find unready."""
+        found = [
+            f"{c.version} on {', '.join(ids)}"
+            for c in resolution.candidates
+            if (ids := self.balancer.unready_on(resolution.model, c.version))
+        ]
+        if not found:
+            return exc
+        return NoReadyVersion(f"{exc.message}; probes find it not ready: {'; '.join(found)}")
+
     def model_path(self, worker: str, model: str, version: str) -> str:
         """``/v2/models/{m}/versions/{v}`` under the names ``worker`` knows them by (`remote`);
         without ``/versions/{v}`` when an external server's remote version is empty."""
@@ -111,7 +123,10 @@ class RoutingTable:
         resolution = snapshot.resolve(model, reference)
         policy = snapshot.models[model].policy
         has_ready = self.balancer.has_ready
-        choice = choose(resolution, policy, route_key, lambda v: has_ready(model, v))
+        try:
+            choice = choose(resolution, policy, route_key, lambda v: has_ready(model, v))
+        except NoReadyVersion as exc:
+            raise self._unready(exc, resolution) from None
         shadow = None
         if (
             policy is not None

@@ -307,10 +307,17 @@ class Balancer:
             return candidates[turn % len(candidates)].id
         return self._p2c(candidates, now).id
 
+    def unready_on(self, model: str, version: str) -> list[str]:
+        """Workers that serve ``model``@``version`` (announced, or registered) but that
+        probes find not ready for it: an external server not probed yet, or one gone down.
+        Off the hot path: for error messages."""
+        key = (model, version)
+        return sorted(
+            w.id for w in self._workers.values() if key in w.info.ready and key not in w.ready
+        )
+
     def _why_unready(self, key: Key) -> str:
-        """Why no worker has ``key`` ready: none has it, or probes found it not ready on
-        the ones that do (an external server not probed yet, or one that went down)."""
-        probed = sorted(w.id for w in self._workers.values() if key in w.info.ready)
+        probed = self.unready_on(*key)
         if not probed:
             return "no worker has it loaded and ready"
         return f"probes find it not ready on {', '.join(probed)}"

@@ -27,6 +27,7 @@ from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from modelgate.core.proto import inference_pb2 as pb
 from modelgate.core.proto.service import SERVICE
+from registry.errors import NoReadyVersion
 from registry.resolution import ModelView, VersionInfo
 from registry.snapshot import RegistrySnapshot
 from tests.support.fake_workers import FakeWorker
@@ -106,6 +107,11 @@ def test_an_external_server_joins_unready_and_the_503_names_it() -> None:
         NoReadyWorker, match=r'"m" version 1\.0\.0: probes find it not ready on ext'
     ):
         balancer.pick(*KEY)
+    table = RoutingTable(balancer)
+    info = [VersionInfo("1.0.0", semver.Version.parse("1.0.0"))]
+    table.install(RegistrySnapshot(1, {"m": ModelView.build("m", info)}))
+    with pytest.raises(NoReadyVersion, match=r"probes find it not ready: 1\.0\.0 on ext$"):
+        table.route("m", "1.0.0", None)
     balancer.mark_ready("ext", *KEY)
     assert balancer.pick(*KEY) == "ext"
     # Serving one more version: the verdict on the first stays, the new one waits for a probe.
