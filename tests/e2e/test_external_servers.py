@@ -38,8 +38,9 @@ SCALE = 2.0
 class ThirdParty:
     """An OIP server the gateway does not own: started and stopped on one port."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, grpc: bool = False) -> None:
         self.root = root
+        self.grpc_port = free_port() if grpc else None
         root.mkdir(parents=True, exist_ok=True)
         self.model = root / "iris.onnx"
         self.model.write_bytes(onnx_bytes(SCALE))
@@ -53,6 +54,8 @@ class ThirdParty:
     def start(self) -> None:
         if self.process is None or self.process.process.poll() is not None:
             args = ["--model-file", f"iris@7={self.model}", "--id", "third-party"]
+            if self.grpc_port is not None:
+                args += ["--grpc-port", str(self.grpc_port)]
             self.process = start_worker(args, self.root / f"{self.port}.log", port=self.port)
 
     def kill(self) -> None:
@@ -248,6 +251,30 @@ async def test_stopped_it_is_taken_out_and_started_it_is_readmitted(
 
 def backends(loop: Loop) -> set[str]:
     return {a.headers["x-backend"] for a in loop.ordered() if not isinstance(a, str)}
+
+
+def test_a_grpc_server_is_admitted_by_model_ready(fleet: Fleet, tmp_path: Path) -> None:
+    remote = ThirdParty(tmp_path, grpc=True)
+    remote.start()
+    doc = {"id": "over-grpc", "url": f"grpc://127.0.0.1:{remote.grpc_port}", "protocol": "grpc",
+           "serves": serves("3.0.0")}  # fmt: skip
+    try:
+        with fleet.admin() as client:
+            assert client.post("/admin/v1/workers", json=doc).status_code == 201
+
+        def admitted() -> bool:
+            row = fleet.balancer_rows().get("over-grpc")
+            return row is not None and row["ready"] == [f"{MODEL}@3.0.0"]
+
+        wait_until(admitted, "a ModelReady probe of iris@7 to pass")
+        row = workers(fleet)["over-grpc"]
+        assert (row["protocol"], row["loaded"][0]["ready"]) == ("grpc", True)
+        remote.kill()
+        wait_until(lambda: fleet.balancer_rows()["over-grpc"]["ready"] == [], "it to fail")
+    finally:
+        remote.stop()
+        with fleet.admin() as client:
+            client.delete("/admin/v1/workers/over-grpc")
 
 
 def test_deleted_it_leaves_routing(fleet: Fleet) -> None:
