@@ -53,6 +53,7 @@ from registry.catalog import CatalogService
 from registry.db import make_engine, make_sessionmaker
 from registry.policies import PolicyService
 from registry.rollouts import RolloutService
+from registry.servers import ServerService
 from registry.settings import RegistrySettings
 from registry.tokens import TokenService
 
@@ -75,6 +76,7 @@ def build_registry(
         tokens=TokenService(sessions, on_commit=on_commit),
         audit=AuditService(sessions),
         rollouts=RolloutService(sessions, on_commit=on_commit),
+        servers=ServerService(sessions, on_commit=on_commit),
     )
 
 

@@ -121,12 +121,12 @@ class FakeWorker:
         return True
 
     def _answer(self, path: str, status: int) -> bytes:
-        # /v2/models/{model}/versions/{version}/infer
+        # /v2/models/{model}[/versions/{version}]/infer
         parts = path.split("/")
         if status == 200:
             doc: dict[str, object] = {
                 "model_name": parts[3],
-                "model_version": parts[5],
+                "model_version": parts[5] if len(parts) > 6 else "",
                 "id": self.name,
                 "outputs": [{"name": "y", "datatype": "FP32", "shape": [1], "data": [1.0]}],
             }
