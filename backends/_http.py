@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Request
 
 from backends.dataplane import DataPlane
+from backends.versions import requested_version
 
 __all__ = ["plane_of", "version_of"]
 
@@ -18,4 +19,4 @@ def plane_of(request: Request[Any, Any, Any]) -> DataPlane:
 
 def version_of(request: Request[Any, Any, Any], path: str | None) -> str | None:
     """The version a request names in its path and ``X-Model-Version`` (400 if they differ)."""
-    return DataPlane.requested_version(path, request.headers.get("x-model-version"))
+    return requested_version(path, request.headers.get("x-model-version"))

@@ -1,6 +1,8 @@
-"""The worker's Litestar app: Open Inference Protocol v2 REST, repository load/unload
-(guarded by `backends.control`), Prometheus ``/metrics``. Handlers parse and render;
-``DataPlane`` does the work.
+"""The worker's Litestar app: Open Inference Protocol v2 REST, Triton's config and
+statistics extensions (`backends.extensions`), repository load/unload (guarded by
+`backends.control`), Prometheus ``/metrics``. Handlers parse and render; ``DataPlane``
+does the work. A version comes from the path or ``X-Model-Version`` and must be an exact
+loaded one (`DataPlane.get`).
 
 NOTE: infer reads the raw body and never looks at ``Content-Type`` (tritonclient sends
 none), and answers 200 (tritonclient treats anything else, even 201, as a failure).

@@ -26,18 +26,17 @@ from backends.errors import (
     ModelNotLoaded,
     ModelNotReady,
     PayloadTooLarge,
-    VersionRefused,
 )
 from backends.faults import FaultPolicy
-from backends.limits import RequestLimits, shown
-from backends.metrics import Metrics, VersionMetrics
-from backends.oip import ModelMetadata, ServerMetadata, TensorMetadata
+from backends.limits import RequestLimits
+from backends.metrics import Metrics
+from backends.oip import ModelMetadata, ServerMetadata
 from backends.runtime import OnnxModel, RuntimeOptions, synthetic_inputs
-from backends.signature import Signature
 from backends.source import Artifact, ModelSource
 from backends.triton import model_config, statistics
+from backends.versions import LoadedVersion, choose, precedence, requested_version
 from modelgate.core.proto import inference_pb2 as pb
-from modelgate.core.semver import VersionKey, base_version, precedence_key, split_version
+from modelgate.core.semver import base_version
 
 __all__ = [
     "DataPlane",
@@ -47,6 +46,7 @@ __all__ = [
     "LoadedVersion",
     "Outputs",
     "WorkerOptions",
+    "precedence",
 ]
 
 log = logging.getLogger("modelgate.worker")
@@ -80,35 +80,6 @@ class InferOutcome:
     version: str
 
 
-class LoadedVersion:
-    """One model version in memory: session, batcher, state (loading → ready → unloading)."""
-
-    def __init__(
-        self, artifact: Artifact, model: OnnxModel, batcher: Batcher, faults: FaultPolicy
-    ) -> None:
-        self.model = artifact.model
-        self.version = artifact.version
-        self.artifact = artifact
-        self.session = model
-        self.signature: Signature = model.signature
-        self.batcher = batcher
-        self.faults = faults
-        self.state = "loading"
-        self.metrics: VersionMetrics = VersionMetrics()
-
-    def metadata(self, versions: list[str]) -> ModelMetadata:
-        def tensors(specs: Any) -> list[TensorMetadata]:
-            return [TensorMetadata(t.name, t.datatype, list(t.shape)) for t in specs]
-
-        return ModelMetadata(
-            name=self.model,
-            versions=versions,
-            platform="onnx_onnxv1",
-            inputs=tensors(self.signature.inputs),
-            outputs=tensors(self.signature.outputs),
-        )
-
-
 #: A transport's request decoder, given the worker's limits.
 Decode = Callable[[RequestLimits], DecodedRequest]
 #: Named output arrays, each with whether the client asked for it in binary.
@@ -126,21 +97,6 @@ def _encode_rest(target: LoadedVersion, request: DecodedRequest, outputs: Output
         outputs=outputs,
     )
     return InferOutcome(encoded, length, target.model, target.version)
-
-
-def _prerelease(version: str) -> bool:
-    return "-" in base_version(version)
-
-
-def _listing(versions: dict[str, LoadedVersion]) -> str:
-    shown_ = sorted((v.version for v in versions.values()), key=precedence, reverse=True)
-    return "loaded: " + ", ".join(shown_)
-
-
-def precedence(version: str) -> VersionKey:
-    """SemVer precedence of a loaded version (build ignored), to pick the highest one."""
-    parts = split_version(version)
-    return precedence_key(*parts) if parts is not None else (-1, -1, -1, 0, ())
 
 
 class DataPlane:
@@ -226,57 +182,18 @@ class DataPlane:
     # -- lookup ------------------------------------------------------------------------
 
     def get(self, model: str, version: str | None) -> LoadedVersion:
-        """The loaded version a request names: ``version`` must be an exact loaded version
-        (build metadata ignored); without one, the ``stable`` rule (`stable`).
+        """The loaded version a request names, by the worker's version rule
+        (`backends.versions.choose`): an exact loaded version, else the ``stable`` one.
 
         Raises ``ModelNotLoaded`` (404) for a model with nothing loaded and
-        ``VersionRefused`` (400) for anything but an exact loaded version: a range, an
-        alias, ``stable``, a version not loaded here.
+        ``VersionRefused`` (400) for anything but an exact loaded version.
         """
         versions = self._models.get(model)
         if not versions:
             raise ModelNotLoaded(model, version, self._names())
-        if version is None:
-            return self.stable(model, versions)
-        found = versions.get(base_version(version))
-        if found is None:
-            if split_version(version) is not None:
-                what = f'version "{shown(version)}" of "{model}" is not loaded on this worker'
-            else:
-                what = f'"{shown(version)}" is not an exact version of "{model}"'
-            raise VersionRefused(
-                f"{what}; a worker serves only the exact versions it has loaded "
-                f"({_listing(versions)}): ranges, aliases, stable and latest are resolved "
-                "by the gateway"
-            )
-        return found
+        return choose(model, versions, version)
 
-    @staticmethod
-    def stable(model: str, versions: dict[str, LoadedVersion]) -> LoadedVersion:
-        """The gateway's ``stable``: the highest version without a prerelease tag, ready
-        ones first (a loading one is chosen only when none is ready, and is then refused
-        as not ready). Only prereleases loaded → ``VersionRefused``."""
-        releases = [v for v in versions.values() if not _prerelease(v.version)]
-        if not releases:
-            raise VersionRefused(
-                f'"{model}" has only prereleases loaded on this worker ({_listing(versions)}); '
-                "name one: /versions/{version} or X-Model-Version"
-            )
-        ready = [v for v in releases if v.state == "ready"]
-        return max(ready or releases, key=lambda v: precedence(v.version))
-
-    @staticmethod
-    def requested_version(path: str | None, header: str | None) -> str | None:
-        """The version a request names in its path and/or its ``X-Model-Version`` header
-        (gRPC: ``model_version`` and ``x-model-version``); both given and different → 400."""
-        if header is None or header == "":
-            return path or None
-        if path and path != header:
-            raise VersionRefused(
-                f'the path names version "{shown(path)}" but X-Model-Version says '
-                f'"{shown(header)}"; send one, or the same in both'
-            )
-        return header
+    requested_version = staticmethod(requested_version)
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
@@ -328,6 +245,9 @@ class DataPlane:
         except Exception as exc:
             status = exc.status_code if isinstance(exc, BackendError) else 500
             target.metrics.failed(status, self._clock() - started)
+            raise
+        except asyncio.CancelledError:
+            target.metrics.cancelled(self._clock() - started)
             raise
         finally:
             self.in_flight -= 1

@@ -90,6 +90,13 @@ class VersionMetrics:
         self.failures[failure_reason(status)] += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
 
+    def cancelled(self, total_s: float) -> None:
+        """A request its client gave up on (a cancelled gRPC call): a Triton failure with
+        reason CANCELED; modelgate's own failures count answered errors only."""
+        self.fail.add(total_s)
+        self.failures["CANCELED"] += 1
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
     def batch(self, size: int, seconds: float) -> None:
         """One successful model execution of ``size`` rows (1 without batching)."""
         self.execution_count += 1

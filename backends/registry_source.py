@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from backends.errors import LoadFailed
 from backends.source import Artifact
 from modelgate.core.semver import split_version
 from registry.artifacts import ArtifactStore
@@ -17,11 +18,14 @@ from registry.models import Model, ModelVersion, VersionStatus
 
 __all__ = ["RegistrySource"]
 
+#: ``model_versions.runtime`` of a version only external OIP servers serve.
+EXTERNAL = "external"
+
 
 class RegistrySource:
     """``fetch(model, version)``: the exact published version (build metadata may differ),
-    refused when yanked, its artifact's sha256 checked. Also a service: ``stop`` disposes
-    the engine it owns."""
+    refused when yanked or external (no artifact), its artifact's sha256 checked. Also a
+    service: ``stop`` disposes the engine it owns."""
 
     def __init__(
         self,
@@ -69,6 +73,12 @@ class RegistrySource:
         row = await self._row(model, version)
         if row.status == VersionStatus.YANKED:
             raise VersionNotFound(model, row.version, "is yanked and cannot be loaded")
+        if row.runtime == EXTERNAL:
+            raise LoadFailed(
+                f'{model}@{row.version} was published with runtime "external": it has no '
+                f"artifact, and only the external OIP servers registered for it (POST "
+                f"/admin/v1/workers) serve it"
+            )
         path = await asyncio.to_thread(self._store.verified_path, row.storage_key, row.sha256)
         return Artifact(model, row.version, path, row.sha256, dict(row.labels or {}))
 

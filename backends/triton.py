@@ -148,12 +148,10 @@ def _numbers(descriptor: Any, data: dict[str, Any]) -> None:
         repeated = field.is_repeated
         if field.message_type is not None:
             if field.message_type.GetOptions().map_entry:
-                entry = field.message_type.fields_by_name["value"]
-                if entry.message_type is not None:
-                    for item in value.values():
-                        _numbers(entry.message_type, item)
-                elif entry.type in _INT64:
-                    data[field.name] = {k: int(v) for k, v in value.items()}
+                # NOTE: every map of these protos holds messages (parameters).
+                entry = field.message_type.fields_by_name["value"].message_type
+                for item in value.values():
+                    _numbers(entry, item)
             elif repeated:
                 for item in value:
                     _numbers(field.message_type, item)

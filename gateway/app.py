@@ -35,11 +35,13 @@ from gateway.control.rollout_stats import OutcomeCounters
 from gateway.control.rollouts import RolloutController
 from gateway.control.sync import RegistrySync
 from gateway.dataplane import GatewayDataPlane
+from gateway.extensions import TritonExtensions
 from gateway.forward import Forwarder
 from gateway.identity import Identity
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
 from gateway.ratelimit import RateLimiter
+from gateway.repository import FleetRepository
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from modelgate.core.rendering import exception_handlers
@@ -51,6 +53,7 @@ from registry.catalog import CatalogService
 from registry.db import make_engine, make_sessionmaker
 from registry.policies import PolicyService
 from registry.rollouts import RolloutService
+from registry.servers import ServerService
 from registry.settings import RegistrySettings
 from registry.tokens import TokenService
 
@@ -73,6 +76,7 @@ def build_registry(
         tokens=TokenService(sessions, on_commit=on_commit),
         audit=AuditService(sessions),
         rollouts=RolloutService(sessions, on_commit=on_commit),
+        servers=ServerService(sessions, on_commit=on_commit),
     )
 
 
@@ -247,7 +251,11 @@ def create_app(
     )
     app.state.registry = registry
     app.state.plane = plane
-    app.state.oip = OipApp(plane, health, identity)
+    #: The Triton extensions' cores, for the HTTP routes and the gRPC service alike.
+    app.state.extensions = TritonExtensions(table, forwarder, gsettings)
+    app.state.repository = FleetRepository(table, forwarder, gsettings)
+    app.state.identity = identity
+    app.state.oip = OipApp(plane, health, identity, app.state.extensions, app.state.repository)
     app.state.health = health
     app.state.sync = sync
     app.state.directory = directory

@@ -45,6 +45,7 @@ from gateway.errors import (
     NoReadyWorker,
     Overloaded,
 )
+from gateway.external import rename_infer, rename_metadata
 from gateway.forward import Forwarder, Reply
 from gateway.identity import Caller
 from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics, access_log
@@ -200,6 +201,8 @@ class GatewayDataPlane:
                 reply, worker, route = await self._forward(route, forward_headers, body, deadline)
             finally:
                 gate.release()
+            if worker in self.table.external:
+                reply = rename_infer(reply, model, route.version)
             if route.shadow is not None:
                 self._send_shadow(route, forward_headers, body)
             elapsed = time.monotonic() - started
@@ -254,7 +257,7 @@ class GatewayDataPlane:
                     raise DeadlineExceeded(
                         f"deadline passed after trying {', '.join(sorted(tried))}"
                     )
-                path = f"/v2/models/{route.model}/versions/{version}/infer"
+                path = self.table.model_path(worker, route.model, version) + "/infer"
                 attempt = Attempt(worker, route.model, version, tried)
                 answer: Reply | None = None  # a 5xx answer the client may get as it is
                 try:
@@ -447,7 +450,7 @@ class GatewayDataPlane:
         balancer = self.table.balancer
         try:
             worker = balancer.pick(model, version)
-            url = self.table.urls[worker] + f"/v2/models/{model}/versions/{version}/infer"
+            url = self.table.urls[worker] + self.table.model_path(worker, model, version) + "/infer"
             balancer.started(worker)
             sent = time.monotonic()
             try:
@@ -477,8 +480,10 @@ class GatewayDataPlane:
         route = self.table.route(model, reference, None)
         balancer = self.table.balancer
         worker = balancer.pick(model, route.version)
-        url = self.table.urls[worker] + f"/v2/models/{model}/versions/{route.version}{suffix}"
+        url = self.table.urls[worker] + self.table.model_path(worker, model, route.version) + suffix
         reply = await self.forwarder.send(
             "GET", url, body=None, headers={}, timeout_s=self.settings.request_timeout_s
         )
+        if worker in self.table.external and not suffix:
+            reply = rename_metadata(reply, model, route.version)
         return reply, route, worker

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from gateway.balancing.balancer import Balancer, WorkerInfo
 from gateway.errors import RegistryNotLoaded
+from registry.errors import NoReadyVersion
 from registry.resolution import Resolution
 from registry.snapshot import RegistrySnapshot
 from registry.traffic import Choice, choose
@@ -43,8 +44,13 @@ class RoutingTable:
         self.urls: dict[str, str] = {}
         #: Worker id → gRPC target (``host:port``), for the workers that serve gRPC.
         self.grpc_urls: dict[str, str] = {}
+        #: Worker id → its announcement (`WorkerInfo`), replaced with the worker set.
+        self.workers: Mapping[str, WorkerInfo] = {}
         #: Worker id → its (model, version) → (model, version) name map (`WorkerInfo.remote`).
         self._remote: dict[str, Mapping[tuple[str, str], tuple[str, str]]] = {}
+        #: Ids of the external OIP servers (`WorkerInfo.external`), whose answers name the
+        #: models by their own names (`gateway.external`).
+        self.external: frozenset[str] = frozenset()
         #: (model, candidate) → baseline, for each active rollout of the snapshot: where the
         #: data plane retries a candidate attempt that failed.
         self.baselines: dict[tuple[str, str], str] = {}
@@ -61,9 +67,11 @@ class RoutingTable:
         self.snapshot = snapshot
 
     def workers_changed(self, workers: Mapping[str, WorkerInfo]) -> None:
+        self.workers = dict(workers)
         self.urls = {worker_id: info.url for worker_id, info in workers.items()}
         self.grpc_urls = {w: info.grpc_url for w, info in workers.items() if info.grpc_url}
         self._remote = {w: info.remote for w, info in workers.items() if info.remote}
+        self.external = frozenset(w for w, info in workers.items() if info.external)
         self.balancer.update(workers)
 
     def remote(self, worker: str, model: str, version: str) -> tuple[str, str]:
@@ -73,6 +81,25 @@ class RoutingTable:
         if names is None:
             return model, version
         return names.get((model, version), (model, version))
+
+    def _unready(self, exc: NoReadyVersion, resolution: Resolution) -> NoReadyVersion:
+        """``exc`` naming the workers that serve a candidate but that probes find unready."""
+        found = [
+            f"{c.version} on {', '.join(ids)}"
+            for c in resolution.candidates
+            if (ids := self.balancer.unready_on(resolution.model, c.version))
+        ]
+        if not found:
+            return exc
+        return NoReadyVersion(f"{exc.message}; probes find it not ready: {'; '.join(found)}")
+
+    def model_path(self, worker: str, model: str, version: str) -> str:
+        """``/v2/models/{m}/versions/{v}`` under the names ``worker`` knows them by (`remote`);
+        without ``/versions/{v}`` when an external server's remote version is empty."""
+        model, version = self.remote(worker, model, version)
+        if not version:
+            return f"/v2/models/{model}"
+        return f"/v2/models/{model}/versions/{version}"
 
     @property
     def ready(self) -> bool:
@@ -99,7 +126,10 @@ class RoutingTable:
         resolution = snapshot.resolve(model, reference)
         policy = snapshot.models[model].policy
         has_ready = self.balancer.has_ready
-        choice = choose(resolution, policy, route_key, lambda v: has_ready(model, v))
+        try:
+            choice = choose(resolution, policy, route_key, lambda v: has_ready(model, v))
+        except NoReadyVersion as exc:
+            raise self._unready(exc, resolution) from None
         shadow = None
         if (
             policy is not None

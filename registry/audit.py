@@ -1,4 +1,5 @@
-"""Reading the audit log and the workers table (writes happen inside each mutation)."""
+"""Reading the audit log, the workers table and the registered external servers (writes
+happen inside each mutation)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from registry._base import ServiceBase, as_utc
-from registry.models import AuditEvent, Worker
+from registry.models import AuditEvent, ExternalServer, Worker
 from registry.schemas import AuditOut, Page, WorkerOut
 
 __all__ = ["AuditService"]
@@ -43,10 +44,13 @@ class AuditService(ServiceBase):
         return Page(items=items, total=int(total), offset=offset, limit=limit)
 
     async def workers(self, stale_after: timedelta) -> list[WorkerOut]:
+        """Announced workers and registered external servers, by id. An external server's
+        ``loaded`` entries say ``ready: false``: only a gateway's probes know better."""
         now = self.clock()
         async with self.read() as session:
             rows = (await session.execute(select(Worker).order_by(Worker.id))).scalars()
-            return [
+            servers = (await session.execute(select(ExternalServer))).scalars()
+            announced = [
                 WorkerOut(
                     id=w.id,
                     url=w.url,
@@ -61,3 +65,25 @@ class AuditService(ServiceBase):
                 )
                 for w in rows
             ]
+            external = [_external(s) for s in servers]
+        return sorted([*announced, *external], key=lambda w: w.id)
+
+
+def _external(row: ExternalServer) -> WorkerOut:
+    return WorkerOut(
+        id=row.id,
+        url=row.url,
+        state="registered",
+        loaded=[{"model": s["model"], "version": s["version"], "ready": False} for s in row.serves],
+        in_flight=0,
+        queue_depth=0,
+        capacity=0,
+        device="external",
+        last_seen=None,
+        stale=False,
+        kind="external",
+        protocol=row.protocol,
+        serves=[dict(s) for s in row.serves],
+        created_at=as_utc(row.created_at),
+        created_by=row.created_by,
+    )

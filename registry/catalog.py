@@ -150,14 +150,16 @@ class CatalogService(ServiceBase):
         model: str,
         version: str,
         *,
-        artifact: StoredArtifact,
+        artifact: StoredArtifact | None,
         artifact_uri: str,
         signature: dict[str, Any],
         priority: int = 0,
         labels: dict[str, str] | None = None,
         description: str = "",
+        runtime: str = "onnxruntime",
     ) -> VersionOut:
-        """Record a new immutable version; a precedence-equal one is a 409, even when racing."""
+        """Record a new immutable version; a precedence-equal one is a 409, even when racing.
+        Without an ``artifact`` (runtime ``external``) its artifact fields are empty."""
         parsed = parse_version(version)
         now = self.clock()
         try:
@@ -174,10 +176,10 @@ class CatalogService(ServiceBase):
                     build=parsed.build or "",
                     is_prerelease=bool(parsed.prerelease),
                     artifact_uri=artifact_uri,
-                    storage_key=artifact.storage_key,
-                    sha256=artifact.sha256,
-                    size_bytes=artifact.size_bytes,
-                    runtime="onnxruntime",
+                    storage_key=artifact.storage_key if artifact is not None else "",
+                    sha256=artifact.sha256 if artifact is not None else "",
+                    size_bytes=artifact.size_bytes if artifact is not None else 0,
+                    runtime=runtime,
                     signature=signature,
                     status=VersionStatus.ACTIVE,
                     priority=priority,
@@ -189,7 +191,11 @@ class CatalogService(ServiceBase):
                 )
                 session.add(row)
                 await session.flush()
-                after = _mutable(row) | {"sha256": row.sha256, "artifact_uri": artifact_uri}
+                after = _mutable(row) | {
+                    "sha256": row.sha256,
+                    "artifact_uri": artifact_uri,
+                    "runtime": runtime,
+                }
                 await self.record(
                     session,
                     actor=actor,

@@ -9,6 +9,7 @@ renders every one as ``{"error": "..."}``.
         │   ├── InvalidInput            a field over its bound (registry.limits): NUL, length, int64
         │   ├── ArtifactError           the artifact could not be read, fetched or understood
         │   │   └── ChecksumMismatch
+        │   ├── InvalidServerUrl        an external server's URL the gateway cannot use
         │   ├── InvalidConstraint       (registry.constraints)
         │   └── InvalidVersion          (registry.constraints)
         ├── AuthError               401
@@ -16,6 +17,7 @@ renders every one as ``{"error": "..."}``.
         │   └── Forbidden           403
         ├── NotFound                404
         │   ├── ModelNotFound, VersionNotFound, AliasNotFound, RolloutNotFound
+        │   ├── ServerNotFound      no external server registered under that id
         │   └── NoVersionSatisfies
         ├── Conflict                409
         │   ├── VersionConflict
@@ -51,6 +53,7 @@ __all__ = [
     "Forbidden",
     "InvalidDatabaseUrl",
     "InvalidInput",
+    "InvalidServerUrl",
     "ModelNotFound",
     "NoReadyVersion",
     "NoVersionSatisfies",
@@ -59,6 +62,7 @@ __all__ = [
     "RegistryError",
     "RolloutLeaseLost",
     "RolloutNotFound",
+    "ServerNotFound",
     "StorageError",
     "StorageFull",
     "StorageUnavailable",
@@ -118,6 +122,11 @@ class InvalidInput(BadRequest):
         super().__init__(f"invalid {field} {_shown(value)}: {reason}")
         self.field = field
         self.reason = reason
+
+
+class InvalidServerUrl(BadRequest):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"invalid url {_shown(url)}: {reason}")
 
 
 class ArtifactError(BadRequest):
@@ -181,6 +190,14 @@ class NoVersionSatisfies(NotFound):
 class RolloutNotFound(NotFound):
     def __init__(self, model: str, rollout_id: int) -> None:
         super().__init__(f'rollout {rollout_id} of "{model}" not found')
+
+
+class ServerNotFound(NotFound):
+    def __init__(self, server_id: str, registered: Iterable[str], why: str = "") -> None:
+        names = ", ".join(sorted(registered)) or "none"
+        super().__init__(
+            f'no external server "{server_id}" is registered{why} (registered: {names})'
+        )
 
 
 class RolloutLeaseLost(Conflict):

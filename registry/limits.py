@@ -26,6 +26,7 @@ __all__ = [
     "NAME_MAX",
     "PRERELEASE_MAX",
     "ROW_ID_MAX",
+    "SERVER_URL_MAX",
     "TOKEN_ACTOR_PREFIX",
     "TOKEN_NAME_MAX",
     "URI_MAX",
@@ -59,6 +60,8 @@ LABEL_KEY_MAX = 128
 LABEL_VALUE_MAX = 512
 DESCRIPTION_MAX = 4096
 URI_MAX = 2048
+#: ``external_servers.url`` (and ``workers.url``).
+SERVER_URL_MAX = 512
 #: An uploaded file's name (as most file systems allow).
 FILENAME_MAX = 255
 

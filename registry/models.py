@@ -33,6 +33,7 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Base",
+    "ExternalServer",
     "Model",
     "ModelVersion",
     "RegistryState",
@@ -206,6 +207,28 @@ class Worker(Base):
     device: Mapped[str] = mapped_column(String(64), nullable=False, default="cpu")
     started_at: Mapped[datetime] = mapped_column(TS, nullable=False)
     last_seen: Mapped[datetime] = mapped_column(TS, nullable=False)
+
+
+class ExternalServer(Base):
+    """An OIP v2 server that is not a modelgate worker (Triton, MLServer, KServe), registered
+    by an operator. Configuration, not a heartbeat: it stays until deleted, and the gateway's
+    probes, not announcements, say whether it is ready.
+
+    NOTE: a table apart from ``workers``, whose rows each worker rewrites on every heartbeat
+    and whose readers age them out by ``last_seen``: a registered server has no heartbeat to
+    age by, and a worker's upsert must never overwrite an operator's registration.
+    """
+
+    __tablename__ = "external_servers"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: ``http://host:port`` (protocol ``http``) or ``grpc://host:port`` (protocol ``grpc``).
+    url: Mapped[str] = mapped_column(String(512), nullable=False)
+    protocol: Mapped[str] = mapped_column(String(16), nullable=False)
+    #: ``[{"model", "version", "remote_model", "remote_version"}]``, every field filled in
+    #: (``remote_version`` "" addresses the remote model without a version).
+    serves: Mapped[list[dict[str, str]]] = mapped_column(Json, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
 
 
 class ApiToken(Base):

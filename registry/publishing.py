@@ -23,7 +23,7 @@ import httpx
 from registry.artifacts import CHUNK, ArtifactStore, StagedArtifact
 from registry.catalog import CatalogService
 from registry.errors import ArtifactError, BadRequest
-from registry.schemas import PublishByUri, VersionOut
+from registry.schemas import PublishByUri, PublishExternal, VersionOut
 from registry.settings import RegistrySettings
 from registry.signature import read_signature
 
@@ -110,6 +110,21 @@ class Publisher:
             priority=data.priority,
             labels=data.labels,
             description=data.description,
+        )
+
+    async def external(self, actor: str, model: str, data: PublishExternal) -> VersionOut:
+        """A version with no artifact, served by external OIP servers only."""
+        return await self.catalog.publish(
+            actor,
+            model,
+            data.version,
+            artifact=None,
+            artifact_uri="",
+            signature={},
+            priority=data.priority,
+            labels=data.labels,
+            description=data.description,
+            runtime=data.runtime,
         )
 
     def _fetch(self, uri: str) -> AsyncIterator[bytes]:

@@ -20,10 +20,14 @@ __all__ = [
     "ModelOut",
     "Page",
     "PublishByUri",
+    "PublishExternal",
     "ResolveOut",
     "RolloutGates",
     "RolloutIn",
     "RolloutOut",
+    "ServedIn",
+    "ServerIn",
+    "ServerOut",
     "ShadowIn",
     "TokenIn",
     "TokenOut",
@@ -96,6 +100,17 @@ class PublishByUri(_Input):
     def __post_init__(self) -> None:
         super().__post_init__()
         limits.check_uri("artifact_uri", self.artifact_uri)
+
+
+class PublishExternal(_Input):
+    """A version served only by external OIP servers (``POST /admin/v1/workers``): no
+    artifact is stored, and a modelgate worker refuses to load it."""
+
+    version: VersionText
+    runtime: Literal["external"]
+    priority: Priority = 0
+    labels: Labels = msgspec.field(default_factory=dict)
+    description: Description = ""
 
 
 class UploadFields(_Input):
@@ -220,7 +235,70 @@ class TokenOut(msgspec.Struct):
     rate_limit_burst: float | None = None
 
 
+ServerId = Annotated[
+    str,
+    Meta(
+        pattern=rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{limits.NAME_MAX - 1}}}$",
+        description=f"1-{limits.NAME_MAX} characters: letters, digits, '.', '_', '-'",
+    ),
+]
+#: A name as an external server knows it: one URL path segment (no '/', '?', '#', '%',
+#: whitespace).
+RemoteName = Annotated[
+    str,
+    Meta(
+        pattern=rf"^[^/?#%\s]{{1,{limits.NAME_MAX}}}$",
+        description="one URL path segment: no '/', '?', '#', '%' or whitespace",
+    ),
+]
+
+RemoteVersion = Annotated[
+    str,
+    Meta(
+        pattern=rf"^[^/?#%\s]{{0,{limits.VERSION_MAX}}}$",
+        description="one URL path segment, or empty for none",
+    ),
+]
+
+
+class ServedIn(_Input):
+    """One published version an external server serves, and the names it knows it by:
+    ``remote_model`` defaults to ``model``, ``remote_version`` to ``version``; an empty
+    ``remote_version`` addresses the model without a version (``/v2/models/{m}/...``)."""
+
+    model: ModelName
+    version: VersionText
+    remote_model: RemoteName | None = None
+    remote_version: RemoteVersion | None = None
+
+
+class ServerIn(_Input):
+    """``POST /admin/v1/workers``: an OIP v2 server that is not a modelgate worker."""
+
+    id: ServerId
+    url: Annotated[str, Meta(min_length=1, max_length=limits.SERVER_URL_MAX)]
+    serves: Annotated[list[ServedIn], Meta(min_length=1, max_length=256)]
+    protocol: Literal["http", "grpc"] = "http"
+
+
+class ServerOut(msgspec.Struct):
+    """A registered external server, every ``serves`` entry with its remote names filled in."""
+
+    id: str
+    url: str
+    protocol: str
+    serves: list[dict[str, str]]
+    created_at: datetime
+    created_by: str
+    kind: str = "external"
+
+
 class WorkerOut(msgspec.Struct):
+    """A row of ``GET /admin/v1/workers``: an announced modelgate worker (``kind``
+    "announced") or a registered external server (``kind`` "external", with ``protocol``
+    and ``serves``; its ``loaded`` entries are ready when the gateway's probes say so, and
+    it is never ``stale``: it has no heartbeat)."""
+
     id: str
     url: str
     state: str
@@ -229,10 +307,16 @@ class WorkerOut(msgspec.Struct):
     queue_depth: int
     capacity: int
     device: str
-    last_seen: datetime
+    #: The latest heartbeat; None for an external server.
+    last_seen: datetime | None
     stale: bool
     #: The gateway balancer's view: in flight, EWMA latency, ejection (None off a gateway).
     balancer: dict[str, Any] | None = None
+    kind: Literal["announced", "external"] = "announced"
+    protocol: str | None = None
+    serves: list[dict[str, str]] | None = None
+    created_at: datetime | None = None
+    created_by: str | None = None
 
 
 class AuditOut(msgspec.Struct):

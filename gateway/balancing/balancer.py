@@ -122,8 +122,9 @@ class _Worker:
     def __init__(self, worker_id: str, info: WorkerInfo, slow_start_s: float) -> None:
         self.id = worker_id
         self.info = info
-        self.ready = info.ready
         self.overrides: dict[Key, bool] = {}
+        self.announce(info)
+        self.ready = self.effective_ready()
         self.in_flight = 0
         self.ewma_s: float | None = None
         self.ewma_at = 0.0
@@ -133,6 +134,17 @@ class _Worker:
         self.back_at: float | None = None
         self.ramp_from = info.started_at
         self.ramp_until = info.started_at + slow_start_s
+
+    def announce(self, info: WorkerInfo) -> None:
+        """Take ``info`` as the worker's new ready set. A modelgate worker's announcement
+        clears the probes' verdicts; an external server's registration claims nothing, so
+        each of its versions stays unready until a probe passes (verdicts already given on
+        versions it still serves are kept)."""
+        self.info = info
+        if info.external:
+            self.overrides = {key: self.overrides.get(key, False) for key in info.ready}
+        else:
+            self.overrides.clear()
 
     def effective_ready(self) -> frozenset[Key]:
         if not self.overrides:
@@ -209,7 +221,9 @@ class Balancer:
 
         Ids that stay keep their load, latency and ejection state; new ids start slow start
         at ``WorkerInfo.started_at``. Probe verdicts (``mark_ready``/``mark_unready``) on a
-        worker last until an update announces a different ready set for it.
+        worker last until an update announces a different ready set for it. An external
+        server (``WorkerInfo.external``) joins with every version unready: it is routed to
+        only once a probe passes (`_Worker.announce`).
         NOTE: not until any update: discovery republishes the whole set when any worker
         changes, which would otherwise wipe probe results of workers that did not.
         """
@@ -221,8 +235,8 @@ class Balancer:
                 worker = _Worker(worker_id, info, self.settings.slow_start_s)
                 joined.append(worker)
             elif worker.info != info:
-                if worker.info.ready != info.ready:
-                    worker.overrides.clear()
+                if worker.info.ready != info.ready or worker.info.external != info.external:
+                    worker.announce(info)
                 worker.info = info
             worker.ready = worker.effective_ready()
             fresh[worker_id] = worker
@@ -246,6 +260,11 @@ class Balancer:
         """Whether any known worker has this version loaded and warm (ejected ones count:
         panic routing still sends them traffic when nothing healthier is left)."""
         return (model, version) in self._index
+
+    def serving(self, model: str, version: str) -> tuple[str, ...]:
+        """The ids of the workers that have this version loaded and warm, sorted (ejected
+        ones included, as in `has_ready`)."""
+        return tuple(worker.id for worker in self._index.get((model, version), ()))
 
     def mark_unready(self, worker_id: str, model: str, version: str) -> None:
         """An active probe found the version not ready on this worker: stop routing it there."""
@@ -279,7 +298,7 @@ class Balancer:
         key = (model, version)
         workers = self._index.get(key)
         if workers is None:
-            raise NoReadyWorker(model, version, "no worker has it loaded and ready")
+            raise NoReadyWorker(model, version, self._why_unready(key))
         now = self._clock()
         candidates, panic = self._eligible(key, workers, now, exclude)
         self.last_pick_panic = panic
@@ -292,6 +311,21 @@ class Balancer:
             self._turn[key] = turn + 1
             return candidates[turn % len(candidates)].id
         return self._p2c(candidates, now).id
+
+    def unready_on(self, model: str, version: str) -> list[str]:
+        """Workers that serve ``model``@``version`` (announced, or registered) but that
+        probes find not ready for it: an external server not probed yet, or one gone down.
+        Off the hot path: for error messages."""
+        key = (model, version)
+        return sorted(
+            w.id for w in self._workers.values() if key in w.info.ready and key not in w.ready
+        )
+
+    def _why_unready(self, key: Key) -> str:
+        probed = self.unready_on(*key)
+        if not probed:
+            return "no worker has it loaded and ready"
+        return f"probes find it not ready on {', '.join(probed)}"
 
     def least_loaded(self, model: str, version: str) -> str | None:
         """The eligible worker that wins P2C's comparison against every other one, or None;

@@ -10,6 +10,11 @@ incomplete view (Redis restarted empty, its workers not yet re-announced), drops
 that is still fresh by its last heartbeat. A failing source marks the gateway degraded; when
 every source fails, the last installed set stays as it is (nothing to age it by but time,
 and the probes still watch each worker).
+
+External OIP servers registered by the admin API (the ``external_servers`` table) are read
+with the database's poll and installed beside the announced workers, ``external`` and with
+their remote names. They are configuration, not heartbeats: they never age out, they leave
+when their registration is deleted, and a failed read keeps the last set read.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +37,8 @@ from gateway.control.health import Health
 from modelgate.core.announce import Announcement, LoadedEntry, decode
 from modelgate.core.keys import DEFAULT_KEYS, RedisKeys
 from registry._base import as_utc
-from registry.models import Worker
+from registry.models import ExternalServer, Worker
+from registry.servers import grpc_target
 
 __all__ = ["WorkerDirectory"]
 
@@ -71,6 +78,10 @@ class WorkerDirectory:
         self._known: dict[str, Announcement] = {}
         self._first_seen: dict[str, float] = {}
         self._published: dict[str, WorkerInfo] = {}
+        #: The registered external servers as last read (``started_at`` not yet set).
+        self._servers: dict[str, WorkerInfo] = {}
+        #: Server ids a modelgate worker also announced itself under (warned once).
+        self._servers_clashing: set[str] = set()
         self._wake = asyncio.Event()
         self._wake_redis = asyncio.Event()
         self._tasks = Tasks()
@@ -144,10 +155,12 @@ class WorkerDirectory:
         try:
             async with self.sessions() as session:
                 rows = (await session.execute(select(Worker))).scalars().all()
+                servers = (await session.execute(select(ExternalServer))).scalars().all()
         except Exception as exc:
             self.health.fail("database", f"cannot read workers: {exc}", check="workers")
             return False
         self.health.ok("database", check="workers")
+        self._servers = {row.id: _server_info(row) for row in servers}
         for row in rows:
             self._merge(into, _from_row(row))
         return True
@@ -188,9 +201,22 @@ class WorkerDirectory:
             live[worker_id] = WorkerInfo(
                 worker_id, doc.url, ready, first, doc.capacity, grpc_url=doc.grpc_url
             )
+        for server_id, info in self._servers.items():
+            if server_id in live and server_id not in self._servers_clashing:
+                self._servers_clashing.add(server_id)
+                log.warning(
+                    "worker %s announced itself under the id of a registered external "
+                    "server; routing to the registered server",
+                    server_id,
+                )
+            first = self._first_seen.setdefault(server_id, now)
+            live[server_id] = replace(info, started_at=first)
+        self._servers_clashing &= set(self._servers)
         for gone in set(self._first_seen) - set(live):
             del self._first_seen[gone]
-        self._announced = {k: v for k, v in announced.items() if k in live}
+        self._announced = {
+            k: v for k, v in announced.items() if k in live and k not in self._servers
+        }
         if live != self._published:
             self._published = live
             self.on_workers(live)
@@ -209,4 +235,22 @@ def _from_row(row: Worker) -> Announcement:
         device=row.device,
         started_at=as_utc(row.started_at),
         last_seen=as_utc(row.last_seen),
+    )
+
+
+def _server_info(row: ExternalServer) -> WorkerInfo:
+    """A registered server as the balancer sees it: ready for what it serves (until probes
+    say otherwise), reached over REST or, for protocol ``grpc``, at its ``host:port``."""
+    served = [
+        (s["model"], s["version"], s["remote_model"], s["remote_version"]) for s in row.serves
+    ]
+    grpc = row.protocol == "grpc"
+    return WorkerInfo(
+        row.id,
+        "" if grpc else row.url,
+        frozenset((m, v) for m, v, _, _ in served),
+        0.0,
+        grpc_url=grpc_target(row.url) if grpc else None,
+        remote={(m, v): (rm, rv) for m, v, rm, rv in served},
+        external=True,
     )

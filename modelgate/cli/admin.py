@@ -18,6 +18,7 @@ from rich.table import Table
 
 from modelgate.cli.http import ApiError, api_call, api_request, emit_json, wants_json
 from modelgate.cli.rollout import rollout
+from modelgate.cli.workers import workers
 
 __all__ = ["register"]
 
@@ -319,37 +320,7 @@ def register(main: click.Group) -> None:
             arms = ", ".join(f"{a['version']}={a['weight']} ({_serving(a)})" for a in out["arms"])
             console.print(f"  arms: {arms}", highlight=False)
 
-    @main.command()
-    @click.pass_context
-    def workers(ctx: click.Context) -> None:
-        """Workers with their loaded versions, load and ejection state."""
-        rows = []
-        announced = _call(ctx, "GET", "/admin/v1/workers")
-        if wants_json(ctx):
-            emit_json(announced)
-            return
-        for w in announced:
-            loaded = ", ".join(
-                f"{i['model']}@{i['version']}{'' if i['ready'] else '*'}" for i in w["loaded"]
-            )
-            b = w["balancer"] or {}
-            rows.append(
-                [
-                    w["id"],
-                    w["state"],
-                    loaded,
-                    w["in_flight"],
-                    b.get("ewma_ms"),
-                    "yes" if b.get("ejected_until") else "",
-                    "stale" if w["stale"] else "fresh",
-                ]
-            )
-        _table(
-            "workers",
-            ["id", "state", "loaded (* = warming)", "in flight", "ewma ms", "ejected", "seen"],
-            rows,
-        )
-
+    main.add_command(workers)
     main.add_command(rollout)
 
 

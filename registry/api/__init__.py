@@ -12,6 +12,7 @@ from registry.api.models import ModelController
 from registry.api.policy import PolicyController
 from registry.api.rollouts import RolloutController
 from registry.api.versions import VersionController
+from registry.api.workers import WorkerController
 from registry.limits import check_params
 
 __all__ = ["Registry", "admin_router"]
@@ -41,6 +42,7 @@ def admin_router(max_upload_bytes: int) -> Router:
             PolicyController,
             RolloutController,
             AccessController,
+            WorkerController,
         ],
         guards=[require_scope],
         before_request=_check_params,

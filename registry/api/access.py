@@ -11,6 +11,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from registry.api.deps import actor, registry_of
 from registry.api.models import Limit, Offset
 from registry.schemas import Page, TokenIn, TokenOut, WorkerOut
+from registry.servers import probed
 
 #: Token ids are ``integer`` (int32 in PostgreSQL); a larger number names no token (400).
 TokenId = Annotated[int, PathParameter(ge=1, description="the token's id")]
@@ -55,11 +56,13 @@ class AccessController(Controller):
 
     @get("/workers")
     async def workers(self, request: Request[Any, Any, Any]) -> list[WorkerOut]:
-        """Announced workers; on a gateway, with its balancer's view (load, ejection)."""
+        """Announced workers and registered external servers; on a gateway, with its
+        balancer's view (load, ejection, what its probes find ready)."""
         registry = registry_of(request)
         workers = await registry.audit.workers(stale_after=timedelta(seconds=15))
         if registry.live is not None:
             health = registry.live.worker_health()
             for worker in workers:
                 worker.balancer = health.get(worker.id)
+                probed(worker)
         return workers

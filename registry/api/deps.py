@@ -16,6 +16,7 @@ from registry.errors import Forbidden, Unauthorized
 from registry.limits import actor_for
 from registry.policies import LiveView, PolicyService
 from registry.rollouts import RolloutService
+from registry.servers import ServerService
 from registry.settings import RegistrySettings
 from registry.tokens import Principal, TokenService
 
@@ -33,6 +34,7 @@ class Registry:
     tokens: TokenService
     audit: AuditService
     rollouts: RolloutService
+    servers: ServerService
     live: LiveView | None = None
 
 

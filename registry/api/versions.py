@@ -13,7 +13,14 @@ from registry.api.deps import actor, registry_of, with_etag
 from registry.api.models import Limit, Offset
 from registry.errors import BadRequest
 from registry.publishing import Publisher
-from registry.schemas import Page, PublishByUri, UploadFields, VersionOut, VersionPatch
+from registry.schemas import (
+    Page,
+    PublishByUri,
+    PublishExternal,
+    UploadFields,
+    VersionOut,
+    VersionPatch,
+)
 
 __all__ = ["VersionController"]
 
@@ -22,7 +29,9 @@ PUBLISH_DOC = """Publish a version. Either `multipart/form-data` with `file` (th
 `version`, and optional `priority`, `labels` (a JSON object) and `description`; or JSON
 `{version, artifact_uri, sha256, priority?, labels?, description?}` (file:// under the
 configured import roots, or http(s):// from allowed hosts). The sha256 is computed (upload)
-or verified (URI). 201 with the version; 409 if it exists; 413 if the artifact is too large;
+or verified (URI). JSON `{version, runtime: "external", priority?, labels?, description?}`
+publishes a version with no artifact, served by external OIP servers (`POST
+/admin/v1/workers`). 201 with the version; 409 if it exists; 413 if the artifact is too large;
 507 when the artifact store has no space, 503 when it cannot be written."""
 
 
@@ -41,6 +50,23 @@ def _form_labels(value: Any) -> dict[str, str]:
         return msgspec.json.decode(str(value), type=dict[str, str])
     except msgspec.DecodeError as exc:
         raise BadRequest(f'form field "labels" must be a JSON object of strings: {exc}') from None
+
+
+class _Runtime(msgspec.Struct):
+    runtime: str | None = None
+
+
+def _json_publish(raw: bytes) -> PublishByUri | PublishExternal:
+    """A JSON publish: ``runtime: "external"`` (no artifact), or an ONNX model by URI."""
+    runtime = msgspec.json.decode(raw, type=_Runtime).runtime
+    if runtime == "external":
+        return msgspec.json.decode(raw, type=PublishExternal, strict=True)
+    if runtime is not None:
+        raise BadRequest(
+            f'unknown runtime "{runtime}": send "external" for a version served by external '
+            f"OIP servers (no artifact), or no runtime with artifact_uri and sha256"
+        )
+    return msgspec.json.decode(raw, type=PublishByUri, strict=True)
 
 
 def _form_fields(**fields: Any) -> UploadFields:
@@ -63,8 +89,11 @@ class VersionController(Controller):
         publisher = Publisher(registry.settings, registry.store, registry.catalog)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
-            data = msgspec.json.decode(await request.body(), type=PublishByUri, strict=True)
-            out = await publisher.from_uri(actor(request), model, data)
+            data = _json_publish(await request.body())
+            if isinstance(data, PublishExternal):
+                out = await publisher.external(actor(request), model, data)
+            else:
+                out = await publisher.from_uri(actor(request), model, data)
         elif kind == "multipart/form-data":
             out = await self._upload(request, publisher, model)
         else:

@@ -189,6 +189,30 @@ async def test_worker_wide_delay_injection(model_dir: Path) -> None:
         assert (await client.post(INFER, content=scale_body([[1] * 4]))).status_code == 200
 
 
+async def test_a_cancelled_request_is_a_triton_failure_with_reason_canceled(
+    model_dir: Path,
+) -> None:
+    from backends.faults import FaultPolicy
+
+    app, plane = make_app(model_dir, faults=FaultPolicy(delay_rate=1.0, delay_ms=60_000))
+    async with AsyncTestClient(app=app) as client:
+        await until_ready(client)
+        call = asyncio.create_task(plane.infer("scale", "1.0.0", scale_body([[1] * 4]), None))
+        for _ in range(1000):
+            if plane.in_flight:
+                break
+            await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        text = (await client.get("/metrics")).text
+        stats = (await client.get("/v2/models/scale/versions/1.0.0/stats")).json()
+    labels = 'model="scale",version="1.0.0"'
+    assert f'nv_inference_request_failure{{{labels},reason="CANCELED"}} 1' in text
+    assert stats["model_stats"][0]["inference_stats"]["fail"]["count"] == 1
+    assert plane.in_flight == 0
+
+
 async def test_draining_refuses_new_requests_with_503(model_dir: Path) -> None:
     app, plane = make_app(model_dir)
     async with AsyncTestClient(app=app) as client:

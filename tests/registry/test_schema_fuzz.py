@@ -83,13 +83,29 @@ def seeded(live_admin: tuple[str, str]) -> dict[str, Any]:
             )["id"]
             for n in range(SACRIFICES)
         ]
+        servers = [
+            _created(client.post("/admin/v1/workers", json=_server(f"victim-{n}", "1.0.0")))["id"]
+            for n in range(SACRIFICES)
+        ]
         listing = client.get("/admin/v1/tokens")
         assert listing.status_code == 200, listing.text
         rows = listing.json()
         rows = rows.get("items", rows) if isinstance(rows, dict) else rows
     own = [row["id"] for row in rows if row["name"] == "live-admin"]
     assert len(own) == 1, rows
-    return {"base": base, "token": token, "own_id": own[0], "sacrificial": sacrificial}
+    return {
+        "base": base,
+        "token": token,
+        "own_id": own[0],
+        "sacrificial": sacrificial,
+        "servers": servers,
+    }
+
+
+def _server(server_id: str, version: str) -> dict[str, Any]:
+    """A valid external server registration (nothing listens at its URL)."""
+    serves = [{"model": MODEL, "version": version, "remote_model": "iris"}]
+    return {"id": server_id, "url": "http://127.0.0.1:9", "serves": serves}
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +176,14 @@ def _pin(case: schemathesis.Case, seeded: dict[str, Any], data: st.DataObject) -
         params["alias"] = data.draw(st.sampled_from(ALIASES))
     if "token_id" in params:
         params["token_id"] = data.draw(st.sampled_from(seeded["sacrificial"]))
+    if "server_id" in params:
+        params["server_id"] = data.draw(st.sampled_from(seeded["servers"]))
     if case.headers:
         case.headers.pop("If-Match", None)
+    if case.path == "/admin/v1/workers" and case.method.upper() == "POST":
+        server_id = data.draw(st.from_regex(r"\Afz-[a-z0-9]{12}\Z"))
+        case.body = _server(server_id, data.draw(st.sampled_from(VERSIONS)))
+        return
     body = case.body
     if isinstance(body, dict):
         # NOTE: the documents do not say ``additionalProperties: false``, but every body

@@ -44,17 +44,21 @@ class WorkerProcess:
 
 
 def start_worker(
-    args: list[str], log: Path, env: dict[str, str] | None = None, timeout_s: float = 60.0
+    args: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60.0,
+    port: int | None = None,
 ) -> WorkerProcess:
-    """Start ``python -m modelgate worker`` with ``args`` on a port reserved for the run
-    and wait (bounded) until it is ready; without ``MODELGATE_REDIS_URL`` in ``env`` it
-    runs without Redis."""
+    """Start ``python -m modelgate worker`` with ``args`` on ``port`` (default: one reserved
+    for the run) and wait (bounded) until it is ready; without ``MODELGATE_REDIS_URL`` in
+    ``env`` it runs without Redis."""
     full_env = {**os.environ, **(env or {})}
     if "MODELGATE_REDIS_URL" not in (env or {}):
         full_env.pop("MODELGATE_REDIS_URL", None)
     full_env.setdefault("MODELGATE_WORKER_INTRA_OP_THREADS", "1")
-    port = free_port()
-    with log.open("wb") as handle:
+    port = port or free_port()
+    with log.open("ab") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "modelgate", "worker", "--port", str(port), *args],
             cwd=ROOT,
