@@ -11,7 +11,7 @@ One ``modelgate serve`` (SQLite, embedded mode, gRPC on when the CLI has it) and
 * ``gateway_range``: through the gateway with ``-x ^1.0`` (a range resolved per request).
 
 Each measurement is perf_analyzer's own: ``-p`` windows (2 s, 1 s with ``--quick``), the
-first three taken as stable (``-s 100 -r 3``), so a run is bounded. Rounds interleave the
+first three taken as stable (``-s 1000 -r 3``), so a run is bounded. Rounds interleave the
 paths (reversed every other round) and the median is reported; each run waits for the
 rest of the (shared) machine to be quiet first. Printed last: per protocol and level,
 throughput gateway / direct and the p50 and p99 the gateway adds, and the gateway's CPU
@@ -85,7 +85,7 @@ class Bench:
         """One perf_analyzer measurement; its figures and the CPU per request."""
         args = ["-m", "m", "-u", self.targets[(proto, path)], "-i", proto]
         args += ["-x", VERSION_FLAG[path], "--concurrency-range", str(level)]
-        args += ["-p", str(window_ms), "-s", "100", "-r", "3"]
+        args += ["-p", str(window_ms), "-s", "1000", "-r", "3"]
         with CpuMeter(self.meters[(proto, path)]) as cpu:
             result = perf_analyzer(args, timeout_s=120)
         if not result.ok:
@@ -108,8 +108,8 @@ class Bench:
 def _ratios(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for key, paths in summary.items():
-        direct = paths["direct"]
-        for path in ("gateway", "gateway_range"):
+        direct = paths.get("direct")
+        for path in [p for p in ("gateway", "gateway_range") if p in paths and direct]:
             g = paths[path]
             out[f"{key} {path}"] = {
                 "throughput_over_direct": round(g["rps"] / direct["rps"], 3),
@@ -121,22 +121,45 @@ def _ratios(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def measure(bench: Bench, rounds: int, window_ms: int, quiet: Quiet) -> dict[str, Any]:
+    """Warm every path up, then the interleaved rounds. A path whose perf_analyzer run
+    fails is reported under ``failed`` with its reason and left out from then on."""
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    failed: dict[str, str] = {}
     protos = sorted({proto for proto, _ in bench.targets})
     for proto in protos:
         for path in PATHS:
-            bench.run(proto, path, 16, 500)  # warm-up, not recorded
-    order = [(proto, level, path) for proto in protos for level in LEVELS for path in PATHS]
+            try:
+                bench.run(proto, path, 16, 500)  # warm-up, not recorded
+            except RuntimeError as exc:
+                failed[f"{proto} {path}"] = str(exc)
+                say(f"{proto} {path} left out: {exc}")
+    order = [
+        (proto, level, path)
+        for proto in protos
+        for level in LEVELS
+        for path in PATHS
+        if f"{proto} {path}" not in failed
+    ]
     for rnd in range(rounds):
         for proto, level, path in order if rnd % 2 == 0 else list(reversed(order)):
+            if f"{proto} {path}" in failed:
+                continue
             quiet.wait()
-            r = bench.run(proto, path, level, window_ms)
+            try:
+                r = bench.run(proto, path, level, window_ms)
+            except RuntimeError as exc:
+                failed[f"{proto} {path}"] = str(exc)
+                say(f"{proto} {path} left out: {exc}")
+                continue
             runs.setdefault(f"{proto} c{level}", {}).setdefault(path, []).append(r)
             say(
                 f"{proto} c{level:<2} {path:13} {r['rps']:7.0f} infer/s p50 {r['p50_ms']:.3f} "
                 f"p99 {r['p99_ms']:.3f} ms cpu/req {r['cpu_us_per_request']} "
                 f"other {r['other_load_percent']:.0f}%"
             )
+    for key, paths in runs.items():
+        for path in [p for p in paths if f"{key.split()[0]} {p}" in failed]:
+            del paths[path]
     summary = {
         key: {
             path: {
@@ -153,7 +176,7 @@ def measure(bench: Bench, rounds: int, window_ms: int, quiet: Quiet) -> dict[str
         }
         for key, paths in runs.items()
     }
-    return {"runs": runs, "summary": summary, "ratios": _ratios(summary)}
+    return {"runs": runs, "summary": summary, "ratios": _ratios(summary), "failed": failed}
 
 
 def report(results: dict[str, Any]) -> None:
@@ -175,6 +198,8 @@ def report(results: dict[str, Any]) -> None:
                 f"{s['cpu_us_per_request'].get('gateway', 0.0):13.0f} "
                 f"{s['other_load_percent']:7.0f}"
             )
+    for path, why in results["failed"].items():
+        print(f"# {path}: not measured: {why}")
     print(f"\n{'ratio':30} {'gw/direct':>9} {'+p50 ms':>8} {'+p99 ms':>8}")
     for key, r in results["ratios"].items():
         print(
