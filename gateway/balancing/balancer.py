@@ -247,6 +247,10 @@ class Balancer:
         panic routing still sends them traffic when nothing healthier is left)."""
         return (model, version) in self._index
 
+    def ready_on(self, model: str, version: str) -> tuple[str, ...]:
+        """The ids of the workers with this version loaded and warm (ejected ones too)."""
+        return tuple(worker.id for worker in self._index.get((model, version), ()))
+
     def mark_unready(self, worker_id: str, model: str, version: str) -> None:
         """An active probe found the version not ready on this worker: stop routing it there."""
         self._override(worker_id, (model, version), False)
