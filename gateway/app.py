@@ -4,7 +4,8 @@
 runs the gateway's background work: registry sync, worker discovery, probes, shared
 ejections, the rollout controller and its counters' flushes. `create_gateway` wraps it in
 `GatewayApp`, which sends ``/v2`` straight to the bare-ASGI data plane so the hot path skips
-the framework.
+the framework. With ``grpc_port`` set, the lifespan also serves the gRPC data plane
+(`gateway.grpc`) on the same loop, over the same data plane.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from gateway.control.rollouts import RolloutController
 from gateway.control.sync import RegistrySync
 from gateway.dataplane import GatewayDataPlane
 from gateway.forward import Forwarder
+from gateway.grpc.channels import WorkerChannels
+from gateway.grpc.server import GrpcServer
+from gateway.grpc.service import InferenceService
+from gateway.grpc.transport import GrpcTransport
 from gateway.identity import Identity
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
@@ -160,6 +165,19 @@ def create_app(
         limiter,
         outcomes=counters,
     )
+    channels = WorkerChannels(lambda: table.grpc_urls.values())
+    grpc_server = None
+    if gsettings.grpc_port is not None:
+        service = InferenceService(
+            plane,
+            GrpcTransport(table, channels),
+            health,
+            identity,
+            stream_max_in_flight=gsettings.grpc_stream_max_in_flight,
+        )
+        grpc_server = GrpcServer(
+            service, gsettings.host, gsettings.grpc_port, gsettings.max_body_bytes
+        )
     shared = None
     if redis is not None:
         shared = SharedEjections(
@@ -197,9 +215,14 @@ def create_app(
         await counters.start(gsettings.rollout_stats_flush_s)
         if gsettings.rollout_controller:
             await controller.start()
+        if grpc_server is not None:
+            await grpc_server.start()
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
+            await channels.close()
             await controller.stop()
             await counters.stop()
             await collector.stop()
@@ -248,6 +271,7 @@ def create_app(
     app.state.registry = registry
     app.state.plane = plane
     app.state.oip = OipApp(plane, health, identity)
+    app.state.grpc = grpc_server
     app.state.health = health
     app.state.sync = sync
     app.state.directory = directory

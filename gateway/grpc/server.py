@@ -1,0 +1,107 @@
+"""The gateway's gRPC server: grpcio's asyncio server on the app's own event loop, serving
+`modelgate.core.proto.service.METHODS` under Triton's service name with generic handlers.
+
+``ModelInfer``, ``ModelStreamInfer``, ``ModelMetadata`` and ``ModelConfig`` take and give
+raw bytes (no deserializer: the gateway decodes no tensors); the other calls get their
+messages. A call the gateway does not serve answers UNIMPLEMENTED saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from gateway.grpc.models import ModelCalls
+from gateway.grpc.service import Context, InferenceService
+from modelgate.core.proto.service import METHODS, SERVICE
+
+__all__ = ["GrpcServer"]
+
+#: Calls served elsewhere for now, with where to go instead.
+NOT_SERVED = {
+    "ModelStatistics": "GET /v2/models/{m}/stats",
+    "RepositoryIndex": "POST /v2/repository/index",
+    "RepositoryModelLoad": "POST /v2/repository/models/{m}/load",
+    "RepositoryModelUnload": "POST /v2/repository/models/{m}/unload",
+}
+
+
+def _unary(method: str, behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    spec = METHODS[method]
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour,
+        request_deserializer=spec.request.FromString,
+        response_serializer=spec.response.SerializeToString,
+    )
+
+
+def _not_served(method: str, instead: str) -> grpc.RpcMethodHandler:
+    async def refuse(request: Any, context: Context) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{method} is not served over gRPC by this gateway yet; use {instead} over HTTP",
+        )
+
+    return _unary(method, refuse)
+
+
+def handlers(service: InferenceService) -> grpc.GenericRpcHandler:
+    """Every call of `METHODS`, bound to ``service``."""
+    models = ModelCalls(service)
+    calls: dict[str, grpc.RpcMethodHandler] = {
+        "ServerLive": _unary("ServerLive", service.server_live),
+        "ServerReady": _unary("ServerReady", service.server_ready),
+        "ServerMetadata": _unary("ServerMetadata", service.server_metadata),
+        "ModelReady": _unary("ModelReady", models.model_ready),
+        "ModelMetadata": grpc.unary_unary_rpc_method_handler(models.model_metadata),
+        "ModelConfig": grpc.unary_unary_rpc_method_handler(models.model_config),
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(service.model_infer),
+        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(service.model_stream_infer),
+    }
+    calls.update({m: _not_served(m, instead) for m, instead in NOT_SERVED.items()})
+    assert set(calls) == set(METHODS), set(METHODS) ^ set(calls)
+    return grpc.method_handlers_generic_handler(SERVICE, calls)
+
+
+class GrpcServer:
+    """``start`` binds ``host:port`` (0: any free port, then `port` says which) and serves
+    until ``stop``; both run on the loop that serves the gateway's HTTP."""
+
+    def __init__(
+        self, service: InferenceService, host: str, port: int, max_message_bytes: int
+    ) -> None:
+        self.service = service
+        self.host = host
+        self.port = port
+        self.max_message_bytes = max_message_bytes
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        # NOTE: no SO_REUSEPORT (gRPC's default on Linux): a port another process holds
+        # must fail the start, not split the traffic with it.
+        server = grpc.aio.server(
+            options=(
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", -1),
+            )
+        )
+        server.add_generic_rpc_handlers((handlers(self.service),))
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        try:
+            bound = server.add_insecure_port(f"{host}:{self.port}")
+        except RuntimeError as exc:
+            raise OSError(f"cannot serve gRPC on {host}:{self.port}: {exc}") from None
+        if bound == 0:
+            raise OSError(f"cannot serve gRPC on {host}:{self.port}: the port is taken")
+        self.port = bound
+        await server.start()
+        self._server = server
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop taking calls; those in flight get ``grace_s`` to finish."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(grace_s)
