@@ -28,6 +28,8 @@ class FakeGrpcWorker:
     log: list[str] = field(default_factory=list)
     #: Every ModelInfer request received, decoded, with its invocation metadata.
     requests: list[tuple[pb.ModelInferRequest, dict[str, str]]] = field(default_factory=list)
+    #: The time each ModelInfer call had left when it arrived (its propagated deadline).
+    remaining: list[float | None] = field(default_factory=list)
     #: Every ModelMetadata / ModelConfig request's (name, version).
     lookups: list[tuple[str, str]] = field(default_factory=list)
     target: str = ""
@@ -74,6 +76,7 @@ class FakeGrpcWorker:
     async def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         self.requests.append((request, metadata))
+        self.remaining.append(context.time_remaining())
         self.log.append(self.name)
         mode = self.mode
         if mode == "hang":
