@@ -292,8 +292,11 @@ class GatewayDataPlane:
                 worker, chosen = chosen, None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    named = ", ".join(sorted(tried - unreachable))
                     raise DeadlineExceeded(
-                        f"deadline passed after trying {', '.join(sorted(tried - unreachable))}"
+                        f"deadline passed after trying {named}"
+                        if named
+                        else "the request's deadline had passed before it was forwarded"
                     )
                 attempt = Attempt(worker, route.model, version, tried)
                 answer: Reply | None = None  # a 5xx answer the client may get as it is
