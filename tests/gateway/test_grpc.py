@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -34,8 +35,8 @@ from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from modelgate.core.proto import inference_pb2 as pb
 from modelgate.core.proto.service import path
-from registry.resolution import Arm, ModelView, Policy, VersionInfo
-from registry.snapshot import RegistrySnapshot
+from registry.resolution import Arm, ModelView, Policy, Shadow, VersionInfo
+from registry.snapshot import ActiveRollout, RegistrySnapshot
 from tests.support.fake_grpc import FakeGrpcWorker, GrpcMode
 from tests.support.fake_workers import FakeWorker, until
 
@@ -327,11 +328,18 @@ async def test_an_attempt_on_a_worker_gone_unready_is_abandoned_and_retried(
 async def test_rate_limits_and_auth_as_over_http(build: Build) -> None:
     limiter = RateLimiter(0.001, 1, breaker=None)
     gateway = await build({"w1": "ok"}, limiter=limiter)
-    await gateway.raw(request("1.0.0"))
+    client = gateway.client()
+    try:
+        await client.infer(MODEL, inputs(), model_version="1.0.0")
+        with pytest.raises(InferenceServerException) as limited:
+            await client.infer(MODEL, inputs(), model_version="1.0.0")
+    finally:
+        await client.close()
+    assert limited.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    assert str(limited.value.message()).startswith("rate limit exceeded for address 127.0.0.1")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.raw(request("1.0.0"))
-    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert (caught.value.details() or "").startswith("rate limit exceeded for address 127.0.0.1")
+    assert dict(caught.value.trailing_metadata() or ())["retry-after"] == "1000"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await gateway.raw(request("1.0.0"), [("authorization", "Bearer nope")])
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -394,3 +402,75 @@ async def test_health_metadata_and_config(build: Build) -> None:
             await client.get_inference_statistics(MODEL)
     finally:
         await client.close()
+
+
+async def test_a_failed_candidate_attempt_is_retried_on_the_baseline(build: Build) -> None:
+    policy = Policy((Arm("1.0.0", 0), Arm("2.0.0", 100)))
+    gateway = await build(
+        {"c": grpc.StatusCode.INTERNAL, "b": "ok"},
+        serves={"c": ["2.0.0"], "b": ["1.0.0"]},
+        policy=policy,
+    )
+    table = gateway.plane.table
+    assert table.snapshot is not None
+    rollouts = {MODEL: ActiveRollout(1, "2.0.0", "1.0.0", "running")}
+    table.install(replace(table.snapshot, rollouts=rollouts))
+    response, trailing = await gateway.raw(request())
+    assert (response.model_version, trailing["x-backend"]) == ("1.0.0", "b")
+    assert trailing["x-route"] == "baseline-retry:1.0.0"
+    now = time.time()
+    stats = await gateway.plane.outcomes.window(MODEL, "2.0.0", now - 60, now)
+    assert (stats.requests, stats.errors) == (1, 1)  # the gate sees what the client did not
+
+
+async def test_a_shadow_copy_goes_over_grpc(build: Build) -> None:
+    policy = Policy((Arm("1.0.0", 1),), shadow=Shadow("2.0.0", 1.0))
+    gateway = await build(
+        {"p": "ok", "s": "ok"}, serves={"p": ["1.0.0"], "s": ["2.0.0"]}, policy=policy
+    )
+    response, _ = await gateway.raw(request())
+    assert response.model_version == "1.0.0"
+    await until(lambda: gateway.fakes["s"].hits == 1, "the shadow copy")
+    assert gateway.fakes["s"].requests[0][0].model_version == "2.0.0"
+
+
+async def test_a_stream_has_a_bounded_number_of_requests_in_flight(build: Build) -> None:
+    gateway = await build({"w1": "hang"})  # the fixture's bound: 4 per stream
+    fake = gateway.fakes["w1"]
+
+    async def requests() -> AsyncIterator[dict[str, Any]]:
+        for n in range(6):
+            yield {"model_name": MODEL, "inputs": inputs(), "request_id": str(n)}
+
+    client = gateway.client()
+    ids = []
+    try:
+        stream = client.stream_infer(requests())
+        first = asyncio.ensure_future(stream.__anext__())
+        await until(lambda: fake.hits == 4, "four requests at the worker")
+        assert not first.done()
+        fake.release()
+        ids.append((await first)[0].get_response().id)
+        async for result, error in stream:
+            assert error is None
+            ids.append(result.get_response().id)
+            if len(ids) == 6:
+                break
+    finally:
+        await client.close()
+    assert sorted(ids) == [str(n) for n in range(6)]
+    assert fake.hits == 6
+
+
+async def test_a_taken_port_fails_the_start(build: Build) -> None:
+    gateway = await build({"w1": "ok"})
+    port = int(gateway.target.rsplit(":", 1)[1])
+    server = GrpcServer(gateway_service(gateway), "127.0.0.1", port, 1024)
+    with pytest.raises(OSError, match=f"cannot serve gRPC on 127.0.0.1:{port}"):
+        await server.start()
+
+
+def gateway_service(gateway: Gateway) -> InferenceService:
+    channels = WorkerChannels(lambda: ())
+    transport = GrpcTransport(gateway.plane.table, channels)
+    return InferenceService(gateway.plane, transport, Health(), Identity(lambda: {}))
