@@ -253,7 +253,7 @@ class GatewayDataPlane:
             return balancer.pick(model, version, exclude=tried)
         except NoReadyWorker:
             unreachable = transport.unreachable
-            ready = balancer.ready_on(model, version)
+            ready = balancer.serving(model, version)
             if unreachable and ready and all(w in unreachable for w in ready):
                 raise NoReadyWorker(
                     model, version, f"none of its ready workers serves {transport.name}"

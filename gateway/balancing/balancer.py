@@ -247,8 +247,9 @@ class Balancer:
         panic routing still sends them traffic when nothing healthier is left)."""
         return (model, version) in self._index
 
-    def ready_on(self, model: str, version: str) -> tuple[str, ...]:
-        """The ids of the workers with this version loaded and warm (ejected ones too)."""
+    def serving(self, model: str, version: str) -> tuple[str, ...]:
+        """The ids of the workers that have this version loaded and warm, sorted (ejected
+        ones included, as in `has_ready`)."""
         return tuple(worker.id for worker in self._index.get((model, version), ()))
 
     def mark_unready(self, worker_id: str, model: str, version: str) -> None:

@@ -42,7 +42,7 @@ class ModelCalls:
                 return pb.ModelReadyResponse(ready=False)
             await abort(context, exc)
         unreachable = self.service.transport.unreachable
-        ready = self.plane.table.balancer.ready_on(request.name, route.version)
+        ready = self.plane.table.balancer.serving(request.name, route.version)
         return pb.ModelReadyResponse(ready=any(w not in unreachable for w in ready))
 
     async def model_metadata(self, request: bytes, context: Context) -> bytes:
