@@ -42,6 +42,7 @@ class Announcer:
         *,
         worker_id: str,
         url: str,
+        grpc_url: str | None = None,
         sessionmaker: async_sessionmaker[AsyncSession] | None = None,
         redis: Any | None = None,
         interval_s: float = 2.0,
@@ -53,6 +54,7 @@ class Announcer:
         self.plane = plane
         self.worker_id = worker_id
         self.url = url
+        self.grpc_url = grpc_url
         self._sessionmaker = sessionmaker
         self._redis = redis
         self._interval = interval_s
@@ -81,6 +83,7 @@ class Announcer:
             plane,
             worker_id=settings.worker_id,
             url=settings.advertised_url,
+            grpc_url=settings.advertised_grpc_url,
             sessionmaker=make_sessionmaker(engine) if engine is not None else None,
             redis=redis,
             interval_s=settings.heartbeat_interval_s,
@@ -95,6 +98,7 @@ class Announcer:
         return Announcement(
             id=self.worker_id,
             url=self.url,
+            grpc_url=self.grpc_url,
             state=snap["state"],
             loaded=[LoadedEntry(v["model"], v["version"], v["ready"]) for v in snap["loaded"]],
             in_flight=snap["in_flight"],

@@ -21,10 +21,13 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from backends._http import plane_of as _plane
+from backends._http import version_of
 from backends.codec import HEADER_LENGTH
 from backends.control import ControlAccess, control_guard
 from backends.dataplane import DataPlane
 from backends.errors import InflatedTooLarge, InvalidRequest
+from backends.extensions import ROUTES as TRITON_ROUTES
 from backends.limits import MAX_JSON_DEPTH, check_json_depth, shown
 from backends.oip import ModelMetadata, ServerMetadata
 from modelgate.core.asgi import read_body
@@ -49,11 +52,6 @@ class Service(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-def _plane(request: Request[Any, Any, Any]) -> DataPlane:
-    plane: DataPlane = request.app.state.plane
-    return plane
 
 
 def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
@@ -107,6 +105,7 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes,
 
 async def _infer(plane: DataPlane, scope: Scope, receive: Receive, send: Send,
                  model: str, version: str | None) -> None:  # fmt: skip
+    version = plane.requested_version(version, _header(scope, b"x-model-version"))
     body = await _read_body(scope, receive, plane.options.max_body_bytes)
     out = await plane.infer(model, version, body, _header(scope, HEADER_LENGTH.encode()))
     headers = [(b"x-model-version", out.version.encode()),
@@ -183,18 +182,18 @@ async def server_ready(request: Request[Any, Any, Any]) -> Response[dict[str, An
 
 @get("/v2/models/{model:str}")
 async def model_metadata(request: Request[Any, Any, Any], model: FromPath[str]) -> ModelMetadata:
-    return _plane(request).model_metadata(model, None)
+    return _plane(request).model_metadata(model, version_of(request, None))
 
 
 @get("/v2/models/{model:str}/versions/{version:str}")
 async def model_version_metadata(
     request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str]
 ) -> ModelMetadata:
-    return _plane(request).model_metadata(model, version)
+    return _plane(request).model_metadata(model, version_of(request, version))
 
 
 def _ready(request: Request[Any, Any, Any], model: str, version: str | None) -> dict[str, Any]:
-    found = _plane(request).model_ready(model, version)
+    found = _plane(request).model_ready(model, version_of(request, version))
     return {"name": found.model, "version": found.version, "ready": True}
 
 
@@ -363,6 +362,7 @@ def create_worker_app(
             repository_unload,
             repository_unload_version,
             metrics,
+            *TRITON_ROUTES,
         ],
         state=State({"plane": plane, "control": control or ControlAccess()}),
         lifespan=[lifespan],

@@ -48,12 +48,17 @@ class BatchPolicy:
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """One request's outputs, with how long it queued and how long its batch computed."""
+    """One request's outputs, with how long it queued and how long its batch computed.
+
+    ``inferences`` and ``batch_size`` count as Triton does: rows when the request ran
+    batched (its own rows, and its batch's), 1 when batching is off.
+    """
 
     outputs: dict[str, np.ndarray]
     queue_s: float
     compute_s: float
     batch_size: int
+    inferences: int = 1
 
 
 @dataclass(slots=True, eq=False)
@@ -80,7 +85,7 @@ class Batcher:
         model: str,
         version: str,
         batchable: bool,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,  # (batch size, seconds)
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._run = run
@@ -208,12 +213,15 @@ class Batcher:
         finally:
             self.running = 0
         compute = self._clock() - start
-        rows = sum(item.rows for item in batch)
+        batched = self.batchable
+        rows = sum(item.rows for item in batch) if batched else 1
         if self._on_batch is not None:
             self._on_batch(rows, compute)
         for item, result in zip(batch, outputs, strict=True):
             if not item.future.done():
-                item.future.set_result(BatchResult(result, start - item.enqueued, compute, rows))
+                queued = start - item.enqueued
+                own = item.rows if batched else 1
+                item.future.set_result(BatchResult(result, queued, compute, rows, own))
 
     def _run_batch(self, batch: list[_Item]) -> list[dict[str, np.ndarray]]:
         """Concatenate, run once, split back; runs on the executor thread."""

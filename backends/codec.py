@@ -26,9 +26,13 @@ from backends.signature import NUMPY_DTYPES, datatype_of, format_shape
 __all__ = [
     "HEADER_LENGTH",
     "DecodedRequest",
+    "check_input",
     "decode_request",
     "encode_response",
+    "from_binary",
+    "from_json",
     "serialize_bytes",
+    "tensor_bytes",
 ]
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -127,21 +131,27 @@ def decode_request(
     return decoded
 
 
-def _decode_input(
-    item: RequestInput, blob: memoryview, offset: int, limits: RequestLimits
-) -> tuple[np.ndarray, int]:
+def check_input(item: RequestInput, limits: RequestLimits) -> tuple[np.dtype[Any], int]:
+    """The numpy dtype and element count of an input whose datatype is known and whose
+    shape is within ``limits``; ``InvalidTensor`` otherwise."""
     dtype = NUMPY_DTYPES.get(item.datatype)
     if dtype is None:
         raise InvalidTensor(
             f'input "{shown(item.name)}" has unknown datatype "{shown(item.datatype)}" '
             f"(use one of {_DATATYPES})"
         )
-    count = limits.check_shape(item.name, item.shape)
+    return dtype, limits.check_shape(item.name, item.shape)
+
+
+def _decode_input(
+    item: RequestInput, blob: memoryview, offset: int, limits: RequestLimits
+) -> tuple[np.ndarray, int]:
+    dtype, count = check_input(item, limits)
     size = item.parameters.get("binary_data_size") if item.parameters else None
     if size is None:
         if item.data is None:
             raise InvalidTensor(f'input "{item.name}" has neither "data" nor binary_data_size')
-        return _from_json(item, dtype, count), 0
+        return from_json(item, dtype, count), 0
     if item.data is not None:
         raise InvalidTensor(f'input "{item.name}" has both "data" and binary_data_size')
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -154,17 +164,25 @@ def _decode_input(
             f'input "{item.name}": binary_data_size {size} runs past the end of the body '
             f"({left} bytes of binary data left)"
         )
-    return _from_binary(item, dtype, count, blob[offset : offset + size]), size
+    return from_binary(item, dtype, count, blob[offset : offset + size]), size
 
 
-def _from_binary(item: RequestInput, dtype: np.dtype[Any], count: int, raw: memoryview) -> Any:
+def from_binary(
+    item: RequestInput,
+    dtype: np.dtype[Any],
+    count: int,
+    raw: memoryview,
+    source: str = "binary_data_size",
+) -> Any:
+    """The tensor in ``raw`` (the binary extension's layout: little-endian elements, BYTES
+    as 4-byte lengths and bytes); ``source`` names where the size came from in errors."""
     shape = tuple(item.shape)
     if item.datatype == "BYTES":
         return _parse_bytes(item.name, raw, count).reshape(shape)
     expected = count * dtype.itemsize
     if len(raw) != expected:
         raise InvalidTensor(
-            f'input "{item.name}": binary_data_size is {len(raw)} bytes but {item.datatype} '
+            f'input "{item.name}": {source} is {len(raw)} bytes but {item.datatype} '
             f"shape {format_shape(shape)} needs {expected}"
         )
     if item.datatype == "BOOL":
@@ -238,7 +256,9 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _from_json(item: RequestInput, dtype: np.dtype[Any], count: int) -> np.ndarray:
+def from_json(item: RequestInput, dtype: np.dtype[Any], count: int) -> np.ndarray:
+    """The tensor in ``item.data`` (a flat or nested list), checked element by element
+    against the datatype: kind, range, count and nesting."""
     shape = tuple(item.shape)
     data = item.data
     if not isinstance(data, list):
@@ -359,6 +379,13 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
+def tensor_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """A tensor in the binary extension's layout (little-endian; BYTES length-prefixed)."""
+    if datatype == "BYTES":
+        return serialize_bytes(array)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
 def _json_data(array: np.ndarray, datatype: str) -> list[Any] | None:
     """Flat JSON data, or ``None`` when the tensor has no JSON form (non-UTF-8 BYTES)."""
     if datatype == "BYTES":
@@ -397,10 +424,7 @@ def encode_response(
         shape = list(array.shape)
         data = None if binary else _json_data(array, datatype)
         if data is None:
-            if datatype == "BYTES":
-                raw = serialize_bytes(array)
-            else:
-                raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            raw = tensor_bytes(array, datatype)
             blobs.append(raw)
             params = {"binary_data_size": len(raw)}
             items.append(

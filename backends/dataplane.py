@@ -13,10 +13,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from backends.batcher import Batcher, BatchPolicy
-from backends.codec import decode_request, encode_response
+from backends.codec import DecodedRequest, decode_request, encode_response
 from backends.errors import (
     BackendError,
     Draining,
@@ -24,23 +26,34 @@ from backends.errors import (
     ModelNotLoaded,
     ModelNotReady,
     PayloadTooLarge,
+    VersionRefused,
 )
 from backends.faults import FaultPolicy
-from backends.limits import RequestLimits
+from backends.limits import RequestLimits, shown
 from backends.metrics import Metrics, VersionMetrics
 from backends.oip import ModelMetadata, ServerMetadata, TensorMetadata
 from backends.runtime import OnnxModel, RuntimeOptions, synthetic_inputs
 from backends.signature import Signature
 from backends.source import Artifact, ModelSource
+from backends.triton import model_config, statistics
+from modelgate.core.proto import inference_pb2 as pb
 from modelgate.core.semver import VersionKey, base_version, precedence_key, split_version
 
-__all__ = ["DataPlane", "InferOutcome", "LoadedVersion", "WorkerOptions"]
+__all__ = [
+    "DataPlane",
+    "Decode",
+    "Encode",
+    "InferOutcome",
+    "LoadedVersion",
+    "Outputs",
+    "WorkerOptions",
+]
 
 log = logging.getLogger("modelgate.worker")
 
 SERVER_NAME = "modelgate-worker"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["binary_tensor_data", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +107,34 @@ class LoadedVersion:
             inputs=tensors(self.signature.inputs),
             outputs=tensors(self.signature.outputs),
         )
+
+
+#: A transport's request decoder, given the worker's limits.
+Decode = Callable[[RequestLimits], DecodedRequest]
+#: Named output arrays, each with whether the client asked for it in binary.
+Outputs = list[tuple[str, np.ndarray, bool]]
+T = TypeVar("T")
+#: A transport's response encoder: the version that ran, the request, its outputs.
+Encode = Callable[[LoadedVersion, DecodedRequest, Outputs], T]
+
+
+def _encode_rest(target: LoadedVersion, request: DecodedRequest, outputs: Outputs) -> InferOutcome:
+    encoded, length = encode_response(
+        model_name=target.model,
+        model_version=target.version,
+        request_id=request.id,
+        outputs=outputs,
+    )
+    return InferOutcome(encoded, length, target.model, target.version)
+
+
+def _prerelease(version: str) -> bool:
+    return "-" in base_version(version)
+
+
+def _listing(versions: dict[str, LoadedVersion]) -> str:
+    shown_ = sorted((v.version for v in versions.values()), key=precedence, reverse=True)
+    return "loaded: " + ", ".join(shown_)
 
 
 def precedence(version: str) -> VersionKey:
@@ -185,18 +226,57 @@ class DataPlane:
     # -- lookup ------------------------------------------------------------------------
 
     def get(self, model: str, version: str | None) -> LoadedVersion:
-        """The loaded version; the highest ready one when ``version`` is ``None``."""
+        """The loaded version a request names: ``version`` must be an exact loaded version
+        (build metadata ignored); without one, the ``stable`` rule (`stable`).
+
+        Raises ``ModelNotLoaded`` (404) for a model with nothing loaded and
+        ``VersionRefused`` (400) for anything but an exact loaded version: a range, an
+        alias, ``stable``, a version not loaded here.
+        """
         versions = self._models.get(model)
         if not versions:
             raise ModelNotLoaded(model, version, self._names())
         if version is None:
-            ready = [v for v in versions.values() if v.state == "ready"]
-            pool = ready or list(versions.values())
-            return max(pool, key=lambda v: precedence(v.version))
+            return self.stable(model, versions)
         found = versions.get(base_version(version))
         if found is None:
-            raise ModelNotLoaded(model, version, self._names())
+            if split_version(version) is not None:
+                what = f'version "{shown(version)}" of "{model}" is not loaded on this worker'
+            else:
+                what = f'"{shown(version)}" is not an exact version of "{model}"'
+            raise VersionRefused(
+                f"{what}; a worker serves only the exact versions it has loaded "
+                f"({_listing(versions)}): ranges, aliases, stable and latest are resolved "
+                "by the gateway"
+            )
         return found
+
+    @staticmethod
+    def stable(model: str, versions: dict[str, LoadedVersion]) -> LoadedVersion:
+        """The gateway's ``stable``: the highest version without a prerelease tag, ready
+        ones first (a loading one is chosen only when none is ready, and is then refused
+        as not ready). Only prereleases loaded → ``VersionRefused``."""
+        releases = [v for v in versions.values() if not _prerelease(v.version)]
+        if not releases:
+            raise VersionRefused(
+                f'"{model}" has only prereleases loaded on this worker ({_listing(versions)}); '
+                "name one: /versions/{version} or X-Model-Version"
+            )
+        ready = [v for v in releases if v.state == "ready"]
+        return max(ready or releases, key=lambda v: precedence(v.version))
+
+    @staticmethod
+    def requested_version(path: str | None, header: str | None) -> str | None:
+        """The version a request names in its path and/or its ``X-Model-Version`` header
+        (gRPC: ``model_version`` and ``x-model-version``); both given and different → 400."""
+        if header is None or header == "":
+            return path or None
+        if path and path != header:
+            raise VersionRefused(
+                f'the path names version "{shown(path)}" but X-Model-Version says '
+                f'"{shown(header)}"; send one, or the same in both'
+            )
+        return header
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
@@ -219,7 +299,23 @@ class DataPlane:
     async def infer(
         self, model: str, version: str | None, body: bytes, header_length: str | None
     ) -> InferOutcome:
-        """Decode, validate, batch, run and encode one request."""
+        """Decode, validate, batch, run and encode one REST request (`backends.codec`)."""
+
+        def decode(limits: RequestLimits) -> DecodedRequest:
+            if len(body) > self.options.max_body_bytes:
+                raise PayloadTooLarge(len(body), self.options.max_body_bytes)
+            return decode_request(body, header_length, limits)
+
+        return await self.run(model, version, decode, _encode_rest)
+
+    async def run(self, model: str, version: str | None, decode: Decode, encode: Encode[T]) -> T:
+        """One inference request of any transport: ``decode`` it (under this worker's
+        limits), check it against the model's signature, apply faults, batch, run, and
+        ``encode`` the requested outputs.
+
+        Draining, readiness, in-flight accounting and metrics are the same for every
+        transport; any exception from ``decode`` or ``encode`` counts as a failure.
+        """
         if self.draining:
             raise Draining()
         target = self.model_ready(model, version)
@@ -228,22 +324,20 @@ class DataPlane:
         self._idle.clear()
         target.metrics.request()
         try:
-            return await self._infer(target, body, header_length)
-        except BackendError as exc:
-            target.metrics.failure(exc.status_code)
+            return await self._run(target, decode, encode, started)
+        except Exception as exc:
+            status = exc.status_code if isinstance(exc, BackendError) else 500
+            target.metrics.failed(status, self._clock() - started)
             raise
         finally:
-            target.metrics.latency(self._clock() - started)
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
 
-    async def _infer(
-        self, target: LoadedVersion, body: bytes, header_length: str | None
-    ) -> InferOutcome:
-        if len(body) > self.options.max_body_bytes:
-            raise PayloadTooLarge(len(body), self.options.max_body_bytes)
-        request = decode_request(body, header_length, self.limits)
+    async def _run(
+        self, target: LoadedVersion, decode: Decode, encode: Encode[T], started: float
+    ) -> T:
+        request = decode(self.limits)
         target.signature.check(target.model, request.inputs)
         names = request.outputs
         if names is None:
@@ -252,16 +346,39 @@ class DataPlane:
             target.signature.check_outputs(target.model, names)
         if target.faults.active:
             await target.faults.apply(self._rng, target.model, target.version)
+        decoded = self._clock()
         result = await target.batcher.submit(request.inputs)
-        target.metrics.queued(result.queue_s)
+        encoding = self._clock()
         outputs = [(n, result.outputs[n], request.wants_binary(n)) for n in names]
-        encoded, length = encode_response(
-            model_name=target.model,
-            model_version=target.version,
-            request_id=request.id,
-            outputs=outputs,
-        )
-        return InferOutcome(encoded, length, target.model, target.version)
+        response = encode(target, request, outputs)
+        done = self._clock()
+        target.metrics.succeeded(done - started, result.inferences, result.queue_s,
+                                 decoded - started, result.compute_s, done - encoding)  # fmt: skip
+        return response
+
+    # -- Triton extensions -------------------------------------------------------------
+
+    def model_config(self, model: str, version: str | None) -> pb.ModelConfig:
+        """Triton's configuration of the version a request names (`get`'s rule)."""
+        found = self.get(model, version)
+        batching = found.batcher.batchable
+        return model_config(found.model, found.signature, self.options.batch, batching=batching)
+
+    def model_statistics(
+        self, model: str | None, version: str | None
+    ) -> pb.ModelStatisticsResponse:
+        """Triton's statistics: of every loaded version (no ``model``), of every version of
+        ``model`` (no ``version``), or of one exact loaded version."""
+        if model is None:
+            targets = self.loaded()
+        elif version is None:
+            targets = list(self._models.get(model, {}).values())
+            if not targets:
+                raise ModelNotLoaded(model, None, self._names())
+        else:
+            targets = [self.get(model, version)]
+        targets.sort(key=lambda v: (v.model, precedence(v.version)))
+        return statistics((v.model, v.version, v.metrics) for v in targets)
 
     # -- load / unload -----------------------------------------------------------------
 
@@ -349,9 +466,10 @@ class DataPlane:
     async def unload(self, model: str, version: str | None = None) -> list[str]:
         """Unload one version (or all of a model's): queued requests finish first."""
         versions = self._models.get(model)
-        if not versions:
+        found = None if version is None or not versions else versions.get(base_version(version))
+        if not versions or (version is not None and found is None):
             raise ModelNotLoaded(model, version, self._names())
-        targets = [self.get(model, version)] if version is not None else list(versions.values())
+        targets = [found] if found is not None else list(versions.values())
         for target in targets:
             target.state = "unloading"
             del versions[base_version(target.version)]

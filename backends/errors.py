@@ -5,7 +5,8 @@
     BackendError
     ├── InvalidRequest          400  malformed JSON, framing, parameters, limits exceeded
     │   ├── InvalidTensor       400  a tensor that does not fit its declaration or the model
-    │   └── Unsupported         400  a protocol feature the worker does not implement
+    │   ├── Unsupported         400  a protocol feature the worker does not implement
+    │   └── VersionRefused      400  a version reference that is not a loaded exact version
     ├── LoadFailed              400  a version that cannot be loaded
     ├── ControlUnauthorized     401  a load/unload without the control token
     ├── ControlForbidden        403  a load/unload with a wrong control token
@@ -48,6 +49,7 @@ __all__ = [
     "PayloadTooLarge",
     "QueueFull",
     "Unsupported",
+    "VersionRefused",
 ]
 
 
@@ -86,6 +88,16 @@ class Unsupported(InvalidRequest):
 
     NOTE: 400, not Triton's 501: it is the request that asks for something unsupported,
     and bad input never answers 5xx.
+    """
+
+
+class VersionRefused(InvalidRequest):
+    """A version the worker will not choose for the client: a range, an alias, ``stable``,
+    a version it has not loaded, a path and a header that disagree, or no version when
+    only prereleases are loaded.
+
+    NOTE: a worker serves exact versions only; resolving references is the gateway's job,
+    and guessing here served ``>=1.0.0 <1.1.0`` with a 2.0.0 prerelease.
     """
 
 

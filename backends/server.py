@@ -109,13 +109,19 @@ def run_worker(
         services.append(registry)
 
     plane = DataPlane(options, source=ChainSource(sources), metrics=PrometheusMetrics())
+    control = settings.control_access()
+    (log.warning if control.open and not control.token else log.info)("%s", control.describe())
+    if settings.grpc_port:
+        from backends.grpc_server import GrpcServer
+
+        services.append(
+            GrpcServer(plane, host=settings.host, port=settings.grpc_port, control=control)
+        )
     announce_db = settings.announce if settings.announce is not None else bool(loads)
     if announce_db or settings.redis_url:
         from backends.announce import Announcer
 
         services.append(Announcer.from_settings(settings, plane, database=announce_db))
-    control = settings.control_access()
-    (log.warning if control.open and not control.token else log.info)("%s", control.describe())
     app = create_worker_app(
         plane,
         startup_loads=[*files, *loads],

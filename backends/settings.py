@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,9 @@ class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
     id: str | None = None
     #: URL the gateway should use; default ``http://<host>:<port>``.
     url: str | None = None
+    #: Port of the gRPC server (Triton's ``GRPCInferenceService``) on ``host``; 0, the
+    #: default, serves no gRPC. Announced as ``grpc_url`` (``advertised_grpc_url``).
+    grpc_port: int = Field(default=0, ge=0, le=65535)
 
     max_batch_size: int = Field(default=32, ge=1)
     max_queue_delay_us: int = Field(default=0, ge=0)
@@ -77,6 +81,14 @@ class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
             return self.url.rstrip("/")
         host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def advertised_grpc_url(self) -> str | None:
+        """``host:grpc_port`` with the host of ``advertised_url``; ``None`` without gRPC."""
+        if not self.grpc_port:
+            return None
+        host = urlsplit(self.advertised_url).hostname or self.host
+        return f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
 
     def control_access(self) -> ControlAccess:
         token = self.control_token.get_secret_value() if self.control_token else None

@@ -43,6 +43,9 @@ def _files(values: tuple[str, ...]) -> dict[tuple[str, str], Path]:
 @click.command()
 @click.option("--host", default=None, help="interface to bind (default 127.0.0.1)")
 @click.option("--port", type=int, default=None, help="port (default 8001)")
+@click.option(
+    "--grpc-port", type=int, default=None, help="serve gRPC too, on this port (default 0: off)"
+)
 @click.option("--id", "worker_id", default=None, help="worker id (default <hostname>-<port>)")
 @click.option("--url", default=None, help="URL the gateway should use to reach this worker")
 @click.option(

@@ -111,7 +111,7 @@ async def test_gzip_request_bodies_are_accepted(client: AsyncTestClient[WorkerAp
         ("GET", "/nope", 404, "no route"),
         ("DELETE", "/v2", 405, "not allowed"),
         ("GET", "/v2/models/nope", 404, 'model "nope" is not loaded on this worker (loaded: '),
-        ("GET", "/v2/models/scale/versions/9.0.0/ready", 404, 'version "9.0.0" of "scale"'),
+        ("GET", "/v2/models/scale/versions/9.0.0/ready", 400, 'version "9.0.0" of "scale"'),
         ("POST", "/v2/models/nope/infer", 404, "faulty@1.0.0, scale@1.0.0"),
         ("POST", "/v2/repository/models/scale/load", 400, "load needs a version"),
         ("POST", "/v2/repository/models/scale/versions/7.0.0/load", 404, "scale@1.0.0"),
@@ -149,7 +149,8 @@ async def test_repository_load_index_unload(client: AsyncTestClient[WorkerApp]) 
                                headers=CONTROL)  # fmt: skip
     assert unload.json() == {"name": "scale", "unloaded": ["2.0.0"]}
     gone = await client.post("/v2/models/scale/versions/2.0.0/infer", content=scale_body([[1] * 4]))
-    assert gone.status_code == 404
+    assert gone.status_code == 400
+    assert 'version "2.0.0" of "scale" is not loaded' in gone.json()["error"]
 
 
 async def test_metrics_are_labelled_by_model_and_version(

@@ -166,6 +166,14 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.redis_url == REDIS_URL
     assert settings.worker_id.endswith("-9100")
     assert settings.advertised_url == "http://127.0.0.1:9100"
+    assert settings.advertised_grpc_url is None
+
+
+def test_the_grpc_target_takes_the_advertised_host() -> None:
+    assert WorkerSettings(grpc_port=9101).advertised_grpc_url == "127.0.0.1:9101"
+    moved = WorkerSettings(url="https://w1.internal:8443/", grpc_port=9101)
+    assert moved.advertised_grpc_url == "w1.internal:9101"
+    assert WorkerSettings(host="::1", grpc_port=9101).advertised_grpc_url == "[::1]:9101"
 
 
 async def _until(check: object, attempts: int = 500) -> None:
