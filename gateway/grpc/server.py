@@ -3,21 +3,26 @@
 
 ``ModelInfer``, ``ModelStreamInfer``, ``ModelMetadata`` and ``ModelConfig`` take and give
 raw bytes (no deserializer: the gateway decodes no tensors); the other calls get their
-messages. A call the gateway does not serve answers UNIMPLEMENTED saying so.
+messages. A call the gateway does not serve answers UNIMPLEMENTED saying so. Every call
+renders its own `ModelgateError`; anything else is logged and answers INTERNAL "internal
+error; see the gateway log" (grpcio would send the exception's text as UNKNOWN).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from gateway.grpc.models import ModelCalls
-from gateway.grpc.service import Context, InferenceService
+from gateway.grpc.service import INTERNAL, Context, InferenceService
 from modelgate.core.proto.service import METHODS, SERVICE
 
 __all__ = ["GrpcServer"]
+
+log = logging.getLogger("modelgate.gateway")
 
 #: Calls served elsewhere for now, with where to go instead.
 NOT_SERVED = {
@@ -28,13 +33,44 @@ NOT_SERVED = {
 }
 
 
+def _guarded(method: str, behaviour: Callable[[Any, Context], Awaitable[Any]]) -> Any:
+    async def call(request: Any, context: Context) -> Any:
+        try:
+            return await behaviour(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error in gRPC %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL)
+
+    return call
+
+
+def _guarded_stream(method: str, behaviour: Callable[[Any, Context], AsyncIterator[Any]]) -> Any:
+    async def call(requests: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for response in behaviour(requests, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unhandled error in gRPC %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL)
+
+    return call
+
+
 def _unary(method: str, behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
     spec = METHODS[method]
     return grpc.unary_unary_rpc_method_handler(
-        behaviour,
+        _guarded(method, behaviour),
         request_deserializer=spec.request.FromString,
         response_serializer=spec.response.SerializeToString,
     )
+
+
+def _raw(method: str, behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(_guarded(method, behaviour))
 
 
 def _not_served(method: str, instead: str) -> grpc.RpcMethodHandler:
@@ -55,10 +91,12 @@ def handlers(service: InferenceService) -> grpc.GenericRpcHandler:
         "ServerReady": _unary("ServerReady", service.server_ready),
         "ServerMetadata": _unary("ServerMetadata", service.server_metadata),
         "ModelReady": _unary("ModelReady", models.model_ready),
-        "ModelMetadata": grpc.unary_unary_rpc_method_handler(models.model_metadata),
-        "ModelConfig": grpc.unary_unary_rpc_method_handler(models.model_config),
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(service.model_infer),
-        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(service.model_stream_infer),
+        "ModelMetadata": _raw("ModelMetadata", models.model_metadata),
+        "ModelConfig": _raw("ModelConfig", models.model_config),
+        "ModelInfer": _raw("ModelInfer", service.model_infer),
+        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+            _guarded_stream("ModelStreamInfer", service.model_stream_infer)
+        ),
     }
     calls.update({m: _not_served(m, instead) for m, instead in NOT_SERVED.items()})
     assert set(calls) == set(METHODS), set(METHODS) ^ set(calls)

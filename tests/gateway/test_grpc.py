@@ -474,3 +474,19 @@ def gateway_service(gateway: Gateway) -> InferenceService:
     channels = WorkerChannels(lambda: ())
     transport = GrpcTransport(gateway.plane.table, channels)
     return InferenceService(gateway.plane, transport, Health(), Identity(lambda: {}))
+
+
+async def test_an_unexpected_error_is_internal_and_logged_not_shown(
+    build: Build, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await build({"w1": "ok"})
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(gateway.plane, "infer", broken)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gateway.raw(request())
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert caught.value.details() == "internal error; see the gateway log"
+    assert "secret detail" in caplog.text
