@@ -86,6 +86,8 @@ def test_tritonclient_grpc_through_the_gateway(fleet: Fleet) -> None:
         metadata = client.get_model_metadata("resnet", "~1.1")
         assert (metadata.name, list(metadata.versions)) == ("resnet", ["1.1.0"])
         assert metadata.inputs[0].name == "input"
+        config = client.get_model_config("resnet", "^1.0").config
+        assert (config.name, config.input[0].name) == ("resnet", "input")
         cases = {
             "1.1.0": "1.1.0",
             "^1.0": "1.1.0",
