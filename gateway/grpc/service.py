@@ -138,7 +138,7 @@ class InferenceService:
             try:
                 client = caller(self.identity, raw, context.peer())
             except ModelgateError as exc:
-                self.plane.refused(wire.routing(request).model or None, exc)
+                self.plane.refused(_model_of(request), exc)
                 raise
             reply, _ = await self.infer(request, metadata, client, context.time_remaining())
         except ModelgateError as exc:
@@ -206,11 +206,8 @@ class InferenceService:
             log.exception("unhandled error on a ModelStreamInfer request")
             message = INTERNAL
         if not model:
-            try:
-                fields = wire.routing(request)
-                model, rid = fields.model, fields.id
-            except ModelgateError:
-                pass
+            fields = _fields_of(request)
+            model, rid = (fields.model, fields.id) if fields is not None else ("", "")
         return wire.stream_error(message or INTERNAL, model, rid)
 
     # -- health and metadata ---------------------------------------------------------------
@@ -223,6 +220,19 @@ class InferenceService:
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Context) -> Any:
         return pb.ServerMetadataResponse(name=NAME, version=VERSION, extensions=EXTENSIONS)
+
+
+def _fields_of(request: bytes) -> wire.Routing | None:
+    try:
+        return wire.routing(request)
+    except ModelgateError:
+        return None
+
+
+def _model_of(request: bytes) -> str | None:
+    """The model a request names, for counting its refusal (None: it names none)."""
+    fields = _fields_of(request)
+    return fields.model or None if fields is not None else None
 
 
 def _code(reply: Reply) -> grpc.StatusCode:
