@@ -206,8 +206,8 @@ class InferenceService:
             log.exception("unhandled error on a ModelStreamInfer request")
             message = INTERNAL
         if not model:
-            fields = _fields_of(request)
-            model, rid = (fields.model, fields.id) if fields is not None else ("", "")
+            parsed = _fields_of(request)
+            model, rid = (parsed.model, parsed.id) if parsed is not None else ("", "")
         return wire.stream_error(message or INTERNAL, model, rid)
 
     # -- health and metadata ---------------------------------------------------------------
