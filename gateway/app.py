@@ -36,6 +36,7 @@ from gateway.control.rollout_stats import OutcomeCounters
 from gateway.control.rollouts import RolloutController
 from gateway.control.sync import RegistrySync
 from gateway.dataplane import GatewayDataPlane
+from gateway.extensions import TritonExtensions
 from gateway.forward import Forwarder
 from gateway.grpc.channels import WorkerChannels
 from gateway.grpc.server import GrpcServer
@@ -45,6 +46,7 @@ from gateway.identity import Identity
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
 from gateway.ratelimit import RateLimiter
+from gateway.repository import FleetRepository
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from modelgate.core.rendering import exception_handlers
@@ -165,6 +167,9 @@ def create_app(
         limiter,
         outcomes=counters,
     )
+    #: The Triton extensions' cores, for the HTTP routes and the gRPC service alike.
+    extensions = TritonExtensions(table, forwarder, gsettings)
+    repository = FleetRepository(table, forwarder, gsettings)
     channels = WorkerChannels(lambda: table.grpc_urls.values())
     grpc_server = None
     if gsettings.grpc_port is not None:
@@ -270,7 +275,10 @@ def create_app(
     )
     app.state.registry = registry
     app.state.plane = plane
-    app.state.oip = OipApp(plane, health, identity)
+    app.state.extensions = extensions
+    app.state.repository = repository
+    app.state.identity = identity
+    app.state.oip = OipApp(plane, health, identity, extensions, repository)
     app.state.grpc = grpc_server
     app.state.health = health
     app.state.sync = sync

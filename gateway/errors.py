@@ -12,6 +12,8 @@
         ├── NoReadyWorker           503  no worker can take this version now
         ├── RegistryNotLoaded       503  no registry snapshot yet (the database is down)
         ├── LimiterUnavailable      503  Redis is down and rate limits fail closed
+        ├── WorkerAnswered          4xx/5xx  a worker's own error answer to a forwarded call
+        ├── RepositoryFailed        4xx/503  a load or unload failed on some of its workers
         └── DeadlineExceeded        504  the request's deadline passed
 
 Registry errors raised while routing (unknown model, no version satisfies, no ready
@@ -35,6 +37,8 @@ __all__ = [
     "Overloaded",
     "RateLimited",
     "RegistryNotLoaded",
+    "RepositoryFailed",
+    "WorkerAnswered",
 ]
 
 
@@ -114,3 +118,30 @@ class LimiterUnavailable(GatewayError):
 
     status_code = 503
     headers = {"Retry-After": "1"}
+
+
+class WorkerAnswered(GatewayError):
+    """A worker answered a forwarded extension call (config, statistics) with an error:
+    its status and its message reach the client as they were."""
+
+    def __init__(self, worker: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status
+        self.worker = worker
+
+
+class RepositoryFailed(GatewayError):
+    """A load or unload did not succeed on every worker it was sent to; ``failures`` maps
+    each such worker to why. The status is the workers' own when every one of them refused
+    with the same 4xx (the request's fault, such as a version without an artifact), else
+    503: a worker-side failure, retryable."""
+
+    def __init__(self, action: str, target: str, failures: dict[str, tuple[int, str]]) -> None:
+        named = "; ".join(f"{worker}: {why}" for worker, (_, why) in sorted(failures.items()))
+        super().__init__(f"{action} of {target} failed on {len(failures)} worker(s): {named}")
+        self.failures = failures
+        statuses = {status for status, _ in failures.values()}
+        only = statuses.pop() if len(statuses) == 1 else 503
+        self.status_code = only if 400 <= only < 500 and only not in (401, 403) else 503
+        if self.status_code == 503:
+            self.headers = {"Retry-After": "1"}

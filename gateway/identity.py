@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from gateway.errors import RegistryNotLoaded
 from registry.errors import Forbidden, Unauthorized
-from registry.tokens import Grant, hash_token
+from registry.tokens import Grant, Principal, hash_token
 
 __all__ = ["Caller", "Identity"]
 
@@ -77,7 +77,36 @@ class Identity:
         address = self.address(peer[0] if peer else None, forwarded)
         return Caller(f"addr:{address}", f"address {address}")
 
+    def admin(self, headers: RawHeaders) -> Grant:
+        """The verified token of an operator's request (the repository calls): it must name
+        a live token with the ``admin`` scope (401 without one, 403 without the scope)."""
+        authorization = [value for name, value in headers if name.lower() == b"authorization"]
+        if not authorization:
+            raise Unauthorized(
+                "this call needs an admin token: send 'Authorization: Bearer <token>' with a "
+                "token that has the admin scope"
+            )
+        grant = self._grant(authorization)
+        if not Principal(grant.token_id, grant.name, grant.scopes).allows("admin"):
+            have = ", ".join(sorted(grant.scopes))
+            raise Forbidden(
+                f'token "{grant.name}" lacks the "admin" scope (it has: {have}); '
+                "create one with --scope admin"
+            )
+        return grant
+
     def _token(self, values: list[bytes]) -> Caller:
+        grant = self._grant(values)
+        if not grant.may_infer:
+            have = ", ".join(sorted(grant.scopes))
+            raise Forbidden(
+                f'token "{grant.name}" lacks the "infer" scope (it has: {have}); '
+                "create one with --scope infer"
+            )
+        return Caller(f"token:{grant.token_id}", f'token "{grant.name}"', grant)
+
+    def _grant(self, values: list[bytes]) -> Grant:
+        """The live token the one ``Authorization`` header names (401 otherwise)."""
         if len(values) > 1:
             raise Unauthorized(f"{len(values)} Authorization headers were sent; send one")
         scheme, _, secret = values[0].decode("latin-1").strip().partition(" ")
@@ -93,13 +122,7 @@ class Identity:
         if grant is None:
             shown = secret[:10] + ("…" if len(secret) > 10 else "")
             raise Unauthorized(f'invalid or revoked bearer token "{shown}"')
-        if not grant.may_infer:
-            have = ", ".join(sorted(grant.scopes))
-            raise Forbidden(
-                f'token "{grant.name}" lacks the "infer" scope (it has: {have}); '
-                "create one with --scope infer"
-            )
-        return Caller(f"token:{grant.token_id}", f'token "{grant.name}"', grant)
+        return grant
 
     def address(self, peer: str | None, forwarded: list[bytes]) -> str:
         """The client's address: the peer, or what trusted proxies say it forwarded."""

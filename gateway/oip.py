@@ -4,6 +4,12 @@ Paths: ``/v2``, ``/v2/health/live|ready``, ``/v2/models/{m}[/versions/{v}][/read
 and ``/v2/infer`` (model and version from ``X-Model`` / ``X-Model-Version``). The version
 segment may be an exact version, an alias, ``stable``, ``latest`` or a one-token constraint;
 ``X-Model-Version`` carries any constraint. Bodies are forwarded as bytes, never decoded.
+
+Triton's extensions (`gateway.extensions`, `gateway.repository`): ``GET .../config``,
+``GET /v2/models[/{m}[/versions/{v}]]/stats``, and, with an admin token, ``POST
+/v2/repository/index`` and ``POST /v2/repository/models/{m}[/versions/{v}]/load|unload``.
+NOTE: as on Triton, ``/v2/models/stats`` is the statistics of every model, so the
+metadata of a model named "stats" is reached only as ``/v2/models/stats/versions/{v}``.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ import msgspec
 from gateway.control.health import Health
 from gateway.dataplane import GatewayDataPlane
 from gateway.errors import BadGatewayRequest
+from gateway.extensions import TritonExtensions
 from gateway.forward import Reply
 from gateway.identity import Identity
+from gateway.repository import FleetRepository
 from modelgate.core.asgi import read_body
 from modelgate.core.errors import ModelgateError
 
@@ -34,8 +42,23 @@ _encode = msgspec.json.encode
 SERVER = {
     "name": "modelgate",
     "version": "0.1.0",
-    "extensions": ["binary_tensor_data", "model_version_constraints"],
+    "extensions": [
+        "binary_tensor_data",
+        "model_version_constraints",
+        "model_configuration",
+        "statistics",
+        "model_repository",
+    ],
 }
+#: The largest repository request body (its parameters) read.
+REPOSITORY_BODY_BYTES = 64 * 1024
+
+
+class _RepositoryRequest(msgspec.Struct):
+    """The body of a repository call: ``{"ready": ...}`` (index) or ``{"parameters": ...}``."""
+
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    ready: bool = False
 
 
 def _json(status: int, doc: Any, extra: list[tuple[bytes, bytes]] | None = None) -> Reply:
@@ -50,11 +73,25 @@ def _error(exc: ModelgateError) -> Reply:
 class OipApp:
     """Parses only what routing needs (path, a few headers), then calls the data plane."""
 
-    def __init__(self, plane: GatewayDataPlane, health: Health, identity: Identity) -> None:
+    def __init__(
+        self,
+        plane: GatewayDataPlane,
+        health: Health,
+        identity: Identity,
+        extensions: TritonExtensions | None = None,
+        repository: FleetRepository | None = None,
+    ) -> None:
         self.plane = plane
         self.health = health
-        #: Every ``/v2/models`` and ``/v2/infer`` request is identified (401/403 first).
+        #: Every ``/v2/models`` and ``/v2/infer`` request is identified (401/403 first);
+        #: ``/v2/repository`` needs an admin token.
         self.identity = identity
+        self.extensions = extensions or TritonExtensions(
+            plane.table, plane.forwarder, plane.settings
+        )
+        self.repository = repository or FleetRepository(
+            plane.table, plane.forwarder, plane.settings
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -87,8 +124,13 @@ class OipApp:
                 self.plane.refused(None, exc)
                 raise exc
             return await self._infer(model, None, headers, receive, scope)
+        if parts == ["v2", "models", "stats"] and method in ("GET", "HEAD"):
+            self.identity.caller(scope["headers"], scope.get("client"))
+            return _json(200, await self.extensions.statistics())
         if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
             return await self._model(method, parts[2:], headers, receive, scope)
+        if len(parts) >= 3 and parts[:2] == ["v2", "repository"]:
+            return await self._repository(method, parts[2:], headers, receive, scope)
         return _json(404, {"error": f"no route for {method} {path}"})
 
     def _health(self, what: str) -> Reply:
@@ -107,7 +149,7 @@ class OipApp:
         tail = rest[1:]
         if len(tail) >= 2 and tail[0] == "versions":
             version, tail = tail[1], tail[2:]
-        if len(tail) == 1 and tail[0] in ("ready", "infer"):
+        if len(tail) == 1 and tail[0] in ("ready", "infer", "config", "stats"):
             action = tail[0]
         elif tail:
             return _json(404, {"error": f"no route for {method} /v2/models/{'/'.join(rest)}"})
@@ -120,17 +162,50 @@ class OipApp:
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": f"method {method} is not allowed here; use GET"})
         self.identity.caller(scope["headers"], scope.get("client"))
-        reference = self._reference(version, headers)
+        return await self._describe(action, model, self._reference(version, headers))
+
+    async def _describe(self, action: str, model: str, reference: str | None) -> Reply:
+        """The GET routes of one model: readiness, statistics, config or metadata."""
         if action == "ready":
             route = self.plane.table.route(model, reference, None)
             return _json(
                 200, {"name": model, "ready": True}, [(b"x-model-version", route.version.encode())]
             )
-        reply, route, worker = await self.plane.get(model, reference, "")
+        if action == "stats":
+            return _json(200, await self.extensions.statistics(model, reference))
+        if action == "config":
+            served = await self.extensions.config(model, reference)
+            reply = _json(200, served.doc)
+            version, worker = served.version, served.worker
+        else:
+            reply, route, worker = await self.plane.get(model, reference, "")
+            version = route.version
         reply.headers.extend(
-            [(b"x-model-version", route.version.encode()), (b"x-backend", worker.encode())]
+            [(b"x-model-version", version.encode()), (b"x-backend", worker.encode())]
         )
         return reply
+
+    async def _repository(
+        self, method: str, rest: list[str], headers: dict[str, str], receive: Receive, scope: Scope
+    ) -> Reply:
+        """``index``, ``models/{m}[/versions/{v}]/load|unload``: POST, with an admin token."""
+        target = _repository_target(rest)
+        if target is None:
+            return _json(404, {"error": f"no route for {method} /v2/repository/{'/'.join(rest)}"})
+        model, version = target
+        if method != "POST":
+            return _json(405, {"error": f"method {method} is not allowed here; use POST"})
+        grant = self.identity.admin(scope["headers"])
+        body = await read_body(receive, REPOSITORY_BODY_BYTES, headers.get("content-length"))
+        request = _repository_request(body)
+        if model is None:
+            return _json(200, self.repository.index(ready_only=request.ready))
+        actor = f'by token "{grant.name}"'
+        if rest[-1] == "load":
+            done = await self.repository.load(model, version, request.parameters, actor=actor)
+        else:
+            done = await self.repository.unload(model, version, request.parameters, actor=actor)
+        return _json(200, done)
 
     @staticmethod
     def _reference(path_version: str | None, headers: dict[str, str]) -> str | None:
@@ -160,3 +235,26 @@ class OipApp:
             self.plane.refused(model, exc)
             raise
         return await self.plane.infer(model, reference, headers, body, caller)
+
+
+def _repository_target(rest: list[str]) -> tuple[str | None, str | None] | None:
+    """(model, version) of ``models/{m}[/versions/{v}]/load|unload``, (None, None) for
+    ``index``, None for any other path under ``/v2/repository``."""
+    if rest == ["index"]:
+        return None, None
+    if len(rest) not in (3, 5) or rest[0] != "models" or rest[-1] not in ("load", "unload"):
+        return None
+    if len(rest) == 5:
+        return (rest[1], rest[3]) if rest[2] == "versions" else None
+    return rest[1], None
+
+
+def _repository_request(body: bytes) -> _RepositoryRequest:
+    if not body.strip():
+        return _RepositoryRequest()
+    try:
+        return msgspec.json.decode(body, type=_RepositoryRequest)
+    except msgspec.MsgspecError as exc:
+        raise BadGatewayRequest(f"invalid repository request body: {exc}") from None
+    except RecursionError:
+        raise BadGatewayRequest("invalid repository request body: nested too deeply") from None

@@ -47,6 +47,8 @@ class RoutingTable:
         #: for a request over that protocol (`gateway.transport.Transport.unreachable`).
         self.without_http: frozenset[str] = frozenset()
         self.without_grpc: frozenset[str] = frozenset()
+        #: Worker id → its announcement (`WorkerInfo`), replaced with the worker set.
+        self.workers: Mapping[str, WorkerInfo] = {}
         #: Worker id → its (model, version) → (model, version) name map (`WorkerInfo.remote`).
         self._remote: dict[str, Mapping[tuple[str, str], tuple[str, str]]] = {}
         #: (model, candidate) → baseline, for each active rollout of the snapshot: where the
@@ -65,6 +67,7 @@ class RoutingTable:
         self.snapshot = snapshot
 
     def workers_changed(self, workers: Mapping[str, WorkerInfo]) -> None:
+        self.workers = dict(workers)
         self.urls = {worker_id: info.url for worker_id, info in workers.items()}
         self.grpc_urls = {w: info.grpc_url for w, info in workers.items() if info.grpc_url}
         self.without_http = frozenset(w for w, info in workers.items() if not info.url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.balancing.balancer import BalancerSettings
@@ -26,7 +26,9 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     """``MODELGATE_GATEWAY_*``, the balancer's settings included; ``MODELGATE_REDIS_URL``
     unset means embedded mode. Read once per process and passed down."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELGATE_GATEWAY_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="MODELGATE_GATEWAY_", extra="ignore", populate_by_name=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -90,6 +92,23 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     #: step's window can reach (the TTL of the Redis hashes).
     rollout_stats_flush_s: float = Field(default=0.5, gt=0)
     rollout_stats_retention_s: float = Field(default=3600.0, gt=0)
+    #: The workers' control token (their ``MODELGATE_WORKER_CONTROL_TOKEN``), which the
+    #: gateway sends when ``POST /v2/repository/models/{m}/load|unload`` asks it to place or
+    #: remove a version. NOTE: read from ``MODELGATE_GATEWAY_WORKER_CONTROL_TOKEN``, else from
+    #: ``MODELGATE_WORKER_CONTROL_TOKEN`` itself, so one setting serves a fleet that shares
+    #: an environment. Unset: sent without a token (workers with ``MODELGATE_WORKER_CONTROL=
+    #: open`` accept that; others refuse, and the error says to set it). Empty is unset.
+    worker_control_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "MODELGATE_GATEWAY_WORKER_CONTROL_TOKEN", "MODELGATE_WORKER_CONTROL_TOKEN"
+        ),
+    )
+    #: Bound of each call to a worker for ``/config`` and ``/stats`` (each worker's share
+    #: of a statistics fan-out included: one that takes longer is left out).
+    extension_timeout_s: float = Field(default=5.0, gt=0)
+    #: Bound of each worker's load or unload (a load fetches the artifact and warms it up).
+    repository_timeout_s: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _lease_outlives_ticks(self) -> GatewaySettings:

@@ -124,3 +124,17 @@ def test_forwarded_for_is_walked_from_a_trusted_peer(forwarded: list[str], clien
     # the same header from an untrusted peer is ignored
     outside = identity(trusted_proxies=NETS).caller(raw, ("172.16.0.1", 1))
     assert outside.key == "addr:172.16.0.1"
+
+
+def test_the_repository_calls_need_a_live_admin_token() -> None:
+    ident = identity(required=False)
+    assert ident.admin(headers(authorization="Bearer mg_admin")).name == "ops"
+    for raw, status, message in [
+        ([], 401, "needs an admin token"),
+        (headers(authorization="Bearer made-up"), 401, "invalid or revoked"),
+        (headers(authorization="Bearer mg_infer"), 403, 'lacks the "admin" scope'),
+        (headers(authorization="Bearer mg_read"), 403, "it has: publish, read"),
+    ]:
+        with pytest.raises(ModelgateError, match=message) as info:
+            ident.admin(raw)
+        assert info.value.status_code == status

@@ -47,6 +47,8 @@ class FakeWorker:
     log: list[str] = field(default_factory=list)
     #: Paths and lower-cased headers of every request this fake received, in order.
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    #: Path → (status, JSON document) this fake answers there, whatever ``mode`` says.
+    answers: dict[str, tuple[int, object]] = field(default_factory=dict)
     url: str = ""
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -103,6 +105,10 @@ class FakeWorker:
         path = first.split(" ")[1]
         self.requests.append((path, headers))
         self.log.append(self.name)
+        if path in self.answers:
+            writer.write(_response(*self.answers[path]))
+            await writer.drain()
+            return True
         mode = self.mode
         if mode == "close":
             return False
@@ -126,9 +132,15 @@ class FakeWorker:
             }
         else:
             doc = {"error": f"{self.name} answers {status}"}
-        body = json.dumps(doc).encode()
-        reason = _REASONS.get(status, b"Status")
-        return (
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-            % (status, reason, len(body), body)
-        )
+        return _response(status, doc)
+
+
+def _response(status: int, doc: object) -> bytes:
+    body = json.dumps(doc).encode()
+    reason = _REASONS.get(status, b"Status")
+    return b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+        status,
+        reason,
+        len(body),
+        body,
+    )
