@@ -178,6 +178,8 @@ def create_app(
             GrpcTransport(table, channels),
             health,
             identity,
+            extensions,
+            repository,
             stream_max_in_flight=gsettings.grpc_stream_max_in_flight,
         )
         grpc_server = GrpcServer(

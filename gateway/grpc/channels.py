@@ -35,13 +35,12 @@ OPTIONS: tuple[tuple[str, Any], ...] = (
 class Calls:
     """The unary calls of one worker's channel that the gateway makes."""
 
-    __slots__ = ("channel", "config", "infer", "metadata")
+    __slots__ = ("channel", "infer", "metadata")
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.channel = channel
         self.infer: grpc.aio.UnaryUnaryMultiCallable = channel.unary_unary(path("ModelInfer"))
         self.metadata: grpc.aio.UnaryUnaryMultiCallable = channel.unary_unary(path("ModelMetadata"))
-        self.config: grpc.aio.UnaryUnaryMultiCallable = channel.unary_unary(path("ModelConfig"))
 
 
 class WorkerChannels:

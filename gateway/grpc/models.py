@@ -1,6 +1,6 @@
 """The gateway's per-model gRPC calls besides inference: ``ModelReady`` (from the routing
-table), ``ModelMetadata`` and ``ModelConfig`` (a worker's answer for the resolved version,
-over gRPC, renamed to the gateway's names).
+table) and ``ModelMetadata`` (a worker's answer for the resolved version, over gRPC,
+renamed to the gateway's names).
 
 Every call is identified first, as HTTP identifies every ``/v2/models`` request.
 """
@@ -46,13 +46,7 @@ class ModelCalls:
         return pb.ModelReadyResponse(ready=any(w not in unreachable for w in ready))
 
     async def model_metadata(self, request: bytes, context: Context) -> bytes:
-        return await self._forward("metadata", request, context)
-
-    async def model_config(self, request: bytes, context: Context) -> bytes:
-        return await self._forward("config", request, context)
-
-    async def _forward(self, method: str, request: bytes, context: Context) -> bytes:
-        """The ``method`` call (`Calls`) to a worker of the resolved version, no retries."""
+        """The ``ModelMetadata`` of a worker of the resolved version, no retries."""
         plane, transport = self.plane, self.service.transport
         try:
             fields = wire.routing(request)
@@ -65,7 +59,7 @@ class ModelCalls:
             if remaining is not None:
                 timeout = min(timeout, remaining)
             reply = await transport.unary(
-                worker, method, wire.renamed(request, fields, *remote), timeout
+                worker, "metadata", wire.renamed(request, fields, *remote), timeout
             )
         except ModelgateError as exc:
             await abort(context, exc)
@@ -73,20 +67,14 @@ class ModelCalls:
             [(b"x-model-version", route.version.encode()), (b"x-backend", worker.encode())]
         )
         if reply.status == 200:
-            reply = _renamed(method, reply, fields.model, route.version)
+            reply = _renamed(reply, fields.model, route.version)
         return await render(reply, None, context)
 
 
-def _renamed(method: str, reply: Reply, model: str, version: str) -> Reply:
-    """The worker's answer naming the gateway's model (and, for metadata, the version)."""
-    if method == "metadata":
-        metadata = pb.ModelMetadataResponse.FromString(reply.body)
-        metadata.name = model
-        del metadata.versions[:]
-        metadata.versions.append(version)
-        body = metadata.SerializeToString()
-    else:
-        config = pb.ModelConfigResponse.FromString(reply.body)
-        config.config.name = model
-        body = config.SerializeToString()
-    return Reply(reply.status, reply.headers, body)
+def _renamed(reply: Reply, model: str, version: str) -> Reply:
+    """The worker's metadata naming the gateway's model and the concrete version."""
+    metadata = pb.ModelMetadataResponse.FromString(reply.body)
+    metadata.name = model
+    del metadata.versions[:]
+    metadata.versions.append(version)
+    return Reply(reply.status, reply.headers, metadata.SerializeToString())

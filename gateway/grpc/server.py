@@ -1,9 +1,8 @@
 """The gateway's gRPC server: grpcio's asyncio server on the app's own event loop, serving
 `modelgate.core.proto.service.METHODS` under Triton's service name with generic handlers.
 
-``ModelInfer``, ``ModelStreamInfer``, ``ModelMetadata`` and ``ModelConfig`` take and give
-raw bytes (no deserializer: the gateway decodes no tensors); the other calls get their
-messages. A call the gateway does not serve answers UNIMPLEMENTED saying so. Every call
+``ModelInfer``, ``ModelStreamInfer`` and ``ModelMetadata`` take and give raw bytes (no
+deserializer: the gateway decodes no tensors); the other calls get their messages. Every call
 renders its own `ModelgateError`; anything else is logged and answers INTERNAL "internal
 error; see the gateway log" (grpcio would send the exception's text as UNKNOWN).
 """
@@ -16,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from gateway.grpc.extensions import ExtensionCalls
 from gateway.grpc.models import ModelCalls
 from gateway.grpc.service import INTERNAL, Context, InferenceService
 from modelgate.core.proto.service import METHODS, SERVICE
@@ -23,14 +23,6 @@ from modelgate.core.proto.service import METHODS, SERVICE
 __all__ = ["GrpcServer"]
 
 log = logging.getLogger("modelgate.gateway")
-
-#: Calls served elsewhere for now, with where to go instead.
-NOT_SERVED = {
-    "ModelStatistics": "GET /v2/models/{m}/stats",
-    "RepositoryIndex": "POST /v2/repository/index",
-    "RepositoryModelLoad": "POST /v2/repository/models/{m}/load",
-    "RepositoryModelUnload": "POST /v2/repository/models/{m}/unload",
-}
 
 
 def _guarded(method: str, behaviour: Callable[[Any, Context], Awaitable[Any]]) -> Any:
@@ -73,32 +65,28 @@ def _raw(method: str, behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(_guarded(method, behaviour))
 
 
-def _not_served(method: str, instead: str) -> grpc.RpcMethodHandler:
-    async def refuse(request: Any, context: Context) -> Any:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            f"{method} is not served over gRPC by this gateway yet; use {instead} over HTTP",
-        )
-
-    return _unary(method, refuse)
-
-
 def handlers(service: InferenceService) -> grpc.GenericRpcHandler:
     """Every call of `METHODS`, bound to ``service``."""
     models = ModelCalls(service)
+    extensions = ExtensionCalls(service, service.extensions, service.repository)
     calls: dict[str, grpc.RpcMethodHandler] = {
         "ServerLive": _unary("ServerLive", service.server_live),
         "ServerReady": _unary("ServerReady", service.server_ready),
         "ServerMetadata": _unary("ServerMetadata", service.server_metadata),
         "ModelReady": _unary("ModelReady", models.model_ready),
         "ModelMetadata": _raw("ModelMetadata", models.model_metadata),
-        "ModelConfig": _raw("ModelConfig", models.model_config),
+        "ModelConfig": _unary("ModelConfig", extensions.model_config),
+        "ModelStatistics": _unary("ModelStatistics", extensions.model_statistics),
+        "RepositoryIndex": _unary("RepositoryIndex", extensions.repository_index),
+        "RepositoryModelLoad": _unary("RepositoryModelLoad", extensions.repository_model_load),
+        "RepositoryModelUnload": _unary(
+            "RepositoryModelUnload", extensions.repository_model_unload
+        ),
         "ModelInfer": _raw("ModelInfer", service.model_infer),
         "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
             _guarded_stream("ModelStreamInfer", service.model_stream_infer)
         ),
     }
-    calls.update({m: _not_served(m, instead) for m, instead in NOT_SERVED.items()})
     assert set(calls) == set(METHODS), set(METHODS) ^ set(calls)
     return grpc.method_handlers_generic_handler(SERVICE, calls)
 

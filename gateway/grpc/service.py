@@ -21,8 +21,9 @@ Contract (DESIGN.md, "gRPC (data plane)"):
   an error is a response with ``error_message`` and the stream goes on. A stream is
   identified once, from its metadata; its deadline bounds every request in it.
 * ``ModelReady`` is true when the reference resolves to a version with a ready worker that
-  serves gRPC; ``ModelMetadata`` and ``ModelConfig`` are a worker's answer for the
-  resolved version, renamed to the gateway's names.
+  serves gRPC; ``ModelMetadata`` is a worker's answer for the resolved version over gRPC,
+  renamed to the gateway's names. ``ModelConfig``, ``ModelStatistics`` and the repository
+  calls are `gateway.grpc.extensions`, over the cores HTTP's routes use.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ import grpc
 from gateway.control.health import Health
 from gateway.dataplane import GatewayDataPlane
 from gateway.errors import BadGatewayRequest
+from gateway.extensions import TritonExtensions
 from gateway.forward import Reply
 from gateway.grpc import wire
 from gateway.grpc.peers import caller
 from gateway.grpc.transport import GrpcTransport
 from gateway.identity import Caller, Identity
 from gateway.oip import SERVER
+from gateway.repository import FleetRepository
 from modelgate.core.errors import ModelgateError
 from modelgate.core.proto import inference_pb2 as pb
 from modelgate.core.proto.status import grpc_code
@@ -103,12 +106,17 @@ class InferenceService:
         transport: GrpcTransport,
         health: Health,
         identity: Identity,
+        extensions: TritonExtensions,
+        repository: FleetRepository,
         stream_max_in_flight: int = 64,
     ) -> None:
         self.plane = plane
         self.transport = transport
         self.health = health
         self.identity = identity
+        #: The cores of Triton's extensions (`gateway.grpc.extensions` serves them).
+        self.extensions = extensions
+        self.repository = repository
         self.stream_max_in_flight = stream_max_in_flight
 
     # -- inference -----------------------------------------------------------------------

@@ -88,8 +88,8 @@ class GrpcTransport:
         return Reply(200, [], response)
 
     async def unary(self, worker: str, method: str, request: bytes, timeout_s: float) -> Reply:
-        """One ``ModelMetadata`` or ``ModelConfig`` call (``method``: ``metadata`` or
-        ``config``, `Calls`) to ``worker``, answered or failed as `send` is."""
+        """One call other than inference (``method``: a `Calls` attribute, ``metadata``) to
+        ``worker``, answered or failed as `send` is."""
         target = self.table.grpc_urls[worker]
         call = getattr(self.channels.calls(target), method)
         try:

@@ -38,6 +38,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, pg_database_factory: Any) ->
     try:
         deployment.start_gateway(grpc=True)
         deployment.publish("resnet", SCALES)
+        deployment.publish("extra", {"1.0.0": 3.0})  # on no worker until a test loads it
         deployment.start_worker("w1", LOADS, grpc=True)
         deployment.start_worker("w2", LOADS, grpc=True)
         for version in ("1.0.0", "1.1.0", "2.0.0"):
@@ -248,3 +249,33 @@ async def test_a_sigkilled_worker_fails_no_grpc_request(fleet: Fleet) -> None:
         assert after
         assert {a.backend for a in after} == {"w2"}
     assert loop.failures() == []
+
+
+def test_statistics_and_the_repository_calls(fleet: Fleet) -> None:
+    client = triton.InferenceServerClient(fleet.gateway_grpc)
+    admin = {"authorization": f"Bearer {fleet.token}"}
+    try:
+        client.infer("resnet", tensors(), model_version="1.0.0")
+        (entry,) = client.get_inference_statistics("resnet", "~1.0").model_stats
+        assert (entry.name, entry.version) == ("resnet", "1.0.0")
+        assert entry.inference_count >= 1
+        assert entry.inference_stats.success.count >= 1
+        every = {(s.name, s.version) for s in client.get_inference_statistics().model_stats}
+        assert {("resnet", v) for v in ("1.0.0", "1.1.0", "2.0.0")} <= every
+
+        index = client.get_model_repository_index(headers=admin).models
+        states = {(m.name, m.version): m.state for m in index}
+        assert states[("resnet", "1.0.0")] == "READY"
+        assert states[("extra", "1.0.0")] == "UNAVAILABLE"
+        with pytest.raises(InferenceServerException) as refused:
+            client.get_model_repository_index()
+        assert code_of(refused.value) == "UNAUTHENTICATED"
+        assert "needs an admin token" in str(refused.value.message())
+
+        client.load_model("extra", headers=admin)
+        result = client.infer("extra", tensors())
+        assert served(result) == ("1.0.0", 3.0)
+        client.unload_model("extra", headers=admin)
+        assert not client.is_model_ready("extra")
+    finally:
+        client.close()

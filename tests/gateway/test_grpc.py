@@ -23,6 +23,7 @@ from gateway.balancing.balancer import Balancer, WorkerInfo
 from gateway.balancing.retry import RetryBudget
 from gateway.control.health import Health
 from gateway.dataplane import GatewayDataPlane
+from gateway.extensions import TritonExtensions
 from gateway.forward import Forwarder
 from gateway.grpc.channels import WorkerChannels
 from gateway.grpc.server import GrpcServer
@@ -31,6 +32,7 @@ from gateway.grpc.transport import GrpcTransport
 from gateway.identity import Identity
 from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import RateLimiter
+from gateway.repository import FleetRepository
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
 from modelgate.core.proto import inference_pb2 as pb
@@ -50,6 +52,8 @@ class Gateway:
     fakes: dict[str, FakeGrpcWorker]
     log: list[str]
     target: str
+    #: The fakes of the ``"http"`` workers (no gRPC endpoint), by id.
+    http: dict[str, FakeWorker]
 
     @property
     def balancer(self) -> Balancer:
@@ -132,14 +136,24 @@ async def build() -> AsyncIterator[Build]:
         table.install(snapshot(VERSIONS, policy))
         table.workers_changed(workers)
         forwarder = Forwarder()
+        await forwarder.start()
         budget = RetryBudget.from_settings(settings)
         plane = GatewayDataPlane(table, forwarder, budget, GatewayMetrics(), settings, limiter)
         channels = WorkerChannels(lambda: table.grpc_urls.values())
         identity = Identity(lambda: {}, required=settings.inference_auth == "required")
-        service = InferenceService(plane, GrpcTransport(table, channels), Health(), identity, 4)
+        transport = GrpcTransport(table, channels)
+        service = InferenceService(
+            plane,
+            transport,
+            Health(),
+            identity,
+            TritonExtensions(table, forwarder, settings),
+            FleetRepository(table, forwarder, settings),
+            stream_max_in_flight=4,
+        )
         server = GrpcServer(service, "127.0.0.1", 0, settings.max_body_bytes)
         await server.start()
-        gateway = Gateway(plane, fakes, log, f"127.0.0.1:{server.port}")
+        gateway = Gateway(plane, fakes, log, f"127.0.0.1:{server.port}", {f.name: f for f in http})
         made.append((gateway, server, channels, http))
         return gateway
 
@@ -150,6 +164,7 @@ async def build() -> AsyncIterator[Build]:
         await asyncio.gather(*gateway.plane._shadows, return_exceptions=True)
         await server.stop(0)
         await channels.close()
+        await gateway.plane.forwarder.stop()
         for fake in gateway.fakes.values():
             await fake.stop()
         for worker in http:
@@ -381,8 +396,29 @@ async def test_a_stream_answers_each_request_as_it_completes(build: Build) -> No
     assert any(kind == "error" and 'satisfies "^9"' in text for kind, text in seen)
 
 
-async def test_health_metadata_and_config(build: Build) -> None:
+async def test_health_metadata_config_statistics_and_the_repository(build: Build) -> None:
     gateway = await build({"w1": "ok", "h1": "http"}, serves={"h1": ["2.0.0"], "w1": ["1.0.0"]})
+    config = {
+        "name": "m",
+        "max_batch_size": 8,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [4], "format": "FORMAT_NONE"}],
+        "dynamic_batching": {},
+    }
+    stats = {
+        "model_stats": [
+            {
+                "name": "m",
+                "version": "2.0.0",
+                "inference_count": 5,
+                "inference_stats": {"success": {"count": 5, "ns": 900}},
+                "response_stats": {},
+            }
+        ]
+    }
+    gateway.http["h1"].answers.update({
+        "/v2/models/m/versions/2.0.0/config": (200, config),
+        "/v2/models/m/versions/2.0.0/stats": (200, stats),
+    })  # fmt: skip
     client = gateway.client()
     try:
         assert await client.is_server_live()
@@ -395,11 +431,17 @@ async def test_health_metadata_and_config(build: Build) -> None:
         assert server.name == "modelgate"
         metadata = await client.get_model_metadata(MODEL, "~1.0")
         assert (metadata.name, list(metadata.versions)) == (MODEL, ["1.0.0"])
-        config = await client.get_model_config(MODEL, "1.x")
-        assert (config.config.name, config.config.max_batch_size) == (MODEL, 8)
-        assert gateway.fakes["w1"].lookups == [(MODEL, "1.0.0")] * 2
-        with pytest.raises(InferenceServerException, match="not served over gRPC"):
-            await client.get_inference_statistics(MODEL)
+        assert gateway.fakes["w1"].lookups == [(MODEL, "1.0.0")]
+        got = (await client.get_model_config(MODEL, "^2")).config
+        assert (got.name, got.max_batch_size, got.input[0].data_type) == (MODEL, 8, 11)
+        statistics = await client.get_inference_statistics(MODEL, "2.0.0")
+        (entry,) = statistics.model_stats
+        assert (entry.version, entry.inference_count) == ("2.0.0", 5)
+        assert entry.inference_stats.success.ns == 900
+        with pytest.raises(InferenceServerException) as refused:
+            await client.get_model_repository_index()
+        assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+        assert "needs an admin token" in str(refused.value.message())
     finally:
         await client.close()
 
@@ -471,9 +513,16 @@ async def test_a_taken_port_fails_the_start(build: Build) -> None:
 
 
 def gateway_service(gateway: Gateway) -> InferenceService:
-    channels = WorkerChannels(lambda: ())
-    transport = GrpcTransport(gateway.plane.table, channels)
-    return InferenceService(gateway.plane, transport, Health(), Identity(lambda: {}))
+    plane = gateway.plane
+    table, forwarder, settings = plane.table, plane.forwarder, plane.settings
+    return InferenceService(
+        plane,
+        GrpcTransport(table, WorkerChannels(lambda: ())),
+        Health(),
+        Identity(lambda: {}),
+        TritonExtensions(table, forwarder, settings),
+        FleetRepository(table, forwarder, settings),
+    )
 
 
 async def test_an_unexpected_error_is_internal_and_logged_not_shown(
