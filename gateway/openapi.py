@@ -203,6 +203,8 @@ _SERVED = {
 
 # -- what each route raises -------------------------------------------------------------------
 
+#: A worker's own answer names what served it, as a success does.
+_NAMED = dict.fromkeys(("X-Model-Version", "X-Backend", "X-Route"), "")
 _CALLER: tuple[Raisable, ...] = (Unauthorized, Forbidden, RegistryNotLoaded)
 _RESOLVE: tuple[Raisable, ...] = (
     BadGatewayRequest,
@@ -215,6 +217,10 @@ _RESOLVE: tuple[Raisable, ...] = (
     NoReadyWorker,
 )
 _FORWARDED = (BackendUnavailable, DeadlineExceeded)
+#: A GET forwarded to one worker: unreachable (503). NOTE: a worker that accepts and then
+#: hangs past ``request_timeout_s`` would make it a 504; probes mark such a worker unready
+#: first, so that 504 is not declared (no call can be made to answer it reliably).
+_FETCHED = (BackendUnavailable,)
 _INFER = (
     *_CALLER,
     *_RESOLVE,
@@ -224,8 +230,8 @@ _INFER = (
     Overloaded,
     RateLimited,
     LimiterUnavailable,
-    Answer(400, "The worker refused the tensors (its 4xx answers pass through)."),
-    Answer(500, "The worker's own failure, passed through when no other worker could serve."),
+    Answer(400, "The worker refused the tensors (its 4xx answers pass through).", _NAMED),
+    Answer(500, "The worker's own failure, passed through when no other worker could.", _NAMED),
 )
 _ADMIN = (Unauthorized, Forbidden, RegistryNotLoaded)
 
@@ -298,7 +304,7 @@ def _model_paths(prefix: str, params: list[Spec]) -> dict[str, Spec]:
             "get": _op(
                 "Model metadata, from a worker serving the resolved version.",
                 _ok("ModelMetadata", "The model's metadata.", dict(list(_SERVED.items())[:2])),
-                (*resolve, *_FORWARDED),
+                (*resolve, *_FETCHED),
                 params=routed,
             )
         },
@@ -323,7 +329,7 @@ def _model_paths(prefix: str, params: list[Spec]) -> dict[str, Spec]:
             "get": _op(
                 "Triton's model configuration of the resolved version.",
                 _ok("ModelConfig", "The configuration."),
-                (*resolve, *_FORWARDED),
+                (*resolve, *_FETCHED),
                 tag="triton",
                 params=routed,
             )
@@ -332,7 +338,8 @@ def _model_paths(prefix: str, params: list[Spec]) -> dict[str, Spec]:
             "get": _op(
                 "Triton's statistics, per version, summed over workers.",
                 _ok("ModelStatistics", "The statistics."),
-                (*resolve, *_FORWARDED),
+                # NOTE: a worker that does not answer is left out of the sum, never an error.
+                (*_CALLER, *_RESOLVE) if len(params) > 1 else (*_CALLER, ModelNotFound),
                 tag="triton",
                 params=params,
             )
@@ -346,7 +353,7 @@ def _repository() -> dict[str, Spec]:
         "content": {"application/json": {"schema": _ref("RepositoryRequest")}},
     }
     done = json_body({"type": "object"}, "Placed on (or removed from) every worker asked.")
-    placed = (*_ADMIN, BadRequest, ModelNotFound, VersionNotFound, NoVersionSatisfies, *_FORWARDED)
+    placed = (*_ADMIN, BadRequest, ModelNotFound, VersionNotFound, NoVersionSatisfies, *_FETCHED)
     model = [_MODEL]
     return {
         "/v2/repository/index": {
@@ -414,7 +421,7 @@ def paths() -> dict[str, Spec]:
             "get": _op(
                 "Triton's statistics of every served version.",
                 _ok("ModelStatistics", "The statistics."),
-                (*_CALLER, *_FORWARDED),
+                _CALLER,
                 tag="triton",
             )
         },

@@ -121,9 +121,17 @@ def error_responses(errors: Iterable[Raisable]) -> dict[str, Spec]:
     for status in sorted(by_status):
         group = by_status[status]
         response = json_body(ERROR_REF, "; ".join(_summary(cls) for cls in group))
-        names = sorted({name for cls in group for name in (_class_headers(cls) or {})})
+        sent = [set(_class_headers(cls) or {}) for cls in group]
+        names = sorted(set().union(*sent))
         if names:
-            response["headers"] = {name: _HEADERS[name] for name in names if name in _HEADERS}
+            # NOTE: required when every error of the status sends it.
+            response["headers"] = {
+                name: {
+                    **_HEADERS.get(name, header(name)),
+                    "required": all(name in one for one in sent),
+                }
+                for name in names
+            }
         out[str(status)] = response
     return out
 
