@@ -111,7 +111,8 @@ class Conformance:
         schema = content[kind].get("schema", {})
         # NOTE: "#/components/..." references resolve inside the validated schema's root.
         root = {**schema, "components": self.document.get("components", {})}
-        errors = list(Draft202012Validator(root).iter_errors(json.loads(answer.content)))
+        validator = Draft202012Validator(root, format_checker=Draft202012Validator.FORMAT_CHECKER)
+        errors = list(validator.iter_errors(json.loads(answer.content)))
         for error in errors[:3]:
             self.problems.append(
                 f"{label}: body {answer.text[:200]} does not match: {error.message}"
