@@ -137,6 +137,29 @@ def test_the_docs_page_loads_only_what_the_gateway_serves(stack: Fleet, page: st
         assert re.search(r'version:"?5\.|"5\.\d+\.\d+"', bundle), bundle[:300]
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium here (Debian's chromium package)")
+def test_chromium_renders_every_operation_with_no_network(
+    stack: Fleet, document: dict[str, Any]
+) -> None:
+    """Every host but the gateway's unresolvable: Swagger UI still draws each operation."""
+    blocked = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", blocked, "--virtual-time-budget=10000"]
+    out = subprocess.run(
+        [str(CHROMIUM), *flags, "--dump-dom", f"{stack.gateway_url}/schema"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    dom = out.stdout
+    assert "Unable to render this definition" not in dom
+    drawn = set(re.findall(r'data-path="([^"]+)"', dom))
+    assert drawn == set(document["paths"]), sorted(set(document["paths"]) - drawn)
+
+
 class Calls:
     def __init__(self, client: httpx.Client, conformance: Conformance) -> None:
         self.client = client
