@@ -240,7 +240,12 @@ def create_app(
         # NOTE: logging is the process's to configure (modelgate.core.logging);
         # Litestar's default would put the root logger at INFO behind a queue thread.
         logging_config=None,
-        openapi_config=openapi_config("modelgate", VERSION, DOCUMENT),
+        # NOTE: the admin API as Litestar generates it, completed with the data plane.
+        openapi_config=openapi_config(
+            "modelgate",
+            VERSION,
+            Document(paths=openapi.paths, components=openapi.components, tags=openapi.TAGS),
+        ),
         debug=False,
     )
     app.state.registry = registry
@@ -252,10 +257,6 @@ def create_app(
     app.state.prober = prober
     app.state.rollouts = controller
     return app
-
-
-#: The admin API as Litestar generates it, completed with the data plane (`gateway.openapi`).
-DOCUMENT = Document(paths=openapi.paths, components=openapi.components, tags=openapi.TAGS)
 
 
 def _on_eject(
