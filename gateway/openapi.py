@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gateway._openapi_schemas import STR, components, ref
 from gateway.errors import (
     BackendUnavailable,
     BadGatewayRequest,
@@ -42,126 +43,6 @@ TAGS: list[Spec] = [
 ]
 
 
-def _ref(name: str) -> Spec:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _array(items: Spec) -> Spec:
-    return {"type": "array", "items": items}
-
-
-_STR, _INT, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "boolean"}
-_PARAMETERS = {
-    "type": "object",
-    "description": "Free-form parameters; binary_data_size, binary_data, binary_data_output "
-    "drive the binary tensor extension.",
-    "additionalProperties": {"type": ["string", "number", "boolean"]},
-}
-_DATA = {
-    "description": "Row-major tensor data, flat or nested; absent when the tensor's bytes "
-    "follow the JSON (binary_data_size).",
-    "type": "array",
-}
-
-
-def _tensor(*, data: bool) -> Spec:
-    props: Spec = {"name": _STR, "datatype": _STR, "shape": _array(_INT)}
-    if data:
-        props |= {"parameters": _ref("Parameters"), "data": _DATA}
-    return {"type": "object", "required": ["name", "datatype", "shape"], "properties": props}
-
-
-def _object(required: Sequence[str], **props: Spec) -> Spec:
-    return {"type": "object", "required": list(required), "properties": props}
-
-
-_STATS = _object(["count", "ns"], count=_INT, ns=_INT)
-
-
-def components() -> dict[str, Spec]:
-    """The schemas the data plane's bodies use, by component name."""
-    return {
-        "Parameters": _PARAMETERS,
-        "ServerMetadata": _object(
-            ["name", "version", "extensions"], name=_STR, version=_STR, extensions=_array(_STR)
-        ),
-        "ServerLive": _object(["live"], live=_BOOL),
-        "ServerReady": _object(
-            ["ready"],
-            ready=_BOOL,
-            degraded={**_array(_STR), "description": "stores that are down (database, redis)"},
-        ),
-        "ModelReady": _object(["name", "ready"], name=_STR, ready=_BOOL),
-        "MetadataTensor": _tensor(data=False),
-        "ModelMetadata": _object(
-            ["name", "platform", "inputs", "outputs"],
-            name=_STR,
-            versions=_array(_STR),
-            platform=_STR,
-            inputs=_array(_ref("MetadataTensor")),
-            outputs=_array(_ref("MetadataTensor")),
-        ),
-        "RequestInput": _tensor(data=True),
-        "RequestOutput": _object(["name"], name=_STR, parameters=_ref("Parameters")),
-        "InferenceRequest": _object(
-            ["inputs"],
-            id=_STR,
-            parameters=_ref("Parameters"),
-            inputs=_array(_ref("RequestInput")),
-            outputs=_array(_ref("RequestOutput")),
-        ),
-        "ResponseOutput": _tensor(data=True),
-        "InferenceResponse": _object(
-            ["model_name", "outputs"],
-            model_name=_STR,
-            model_version={**_STR, "description": "the concrete version that served"},
-            id=_STR,
-            parameters=_ref("Parameters"),
-            outputs=_array(_ref("ResponseOutput")),
-        ),
-        "ModelConfig": {
-            **_object(["name", "platform", "max_batch_size", "input", "output"]),
-            "description": "Triton's model configuration, from the ONNX signature and the "
-            "worker's batching settings.",
-            "properties": {
-                "name": _STR,
-                "platform": _STR,
-                "backend": _STR,
-                "max_batch_size": _INT,
-                "input": _array({"type": "object"}),
-                "output": _array({"type": "object"}),
-                "dynamic_batching": {"type": "object"},
-            },
-        },
-        "ModelStatistics": _object(
-            ["model_stats"],
-            model_stats=_array(
-                _object(
-                    ["name", "version", "inference_count", "execution_count", "inference_stats"],
-                    name=_STR,
-                    version=_STR,
-                    last_inference=_INT,
-                    inference_count=_INT,
-                    execution_count=_INT,
-                    inference_stats={"type": "object", "additionalProperties": _STATS},
-                    batch_stats=_array({"type": "object"}),
-                )
-            ),
-        ),
-        "RepositoryIndex": _array(
-            _object(["name"], name=_STR, version=_STR, state=_STR, reason=_STR)
-        ),
-        "RepositoryRequest": _object(
-            [],
-            parameters={
-                **_PARAMETERS,
-                "description": "version: the version to place (any reference); workers: "
-                "comma-separated worker ids (default: every modelgate worker).",
-            },
-        ),
-    }
-
-
 # -- parameters and headers ---------------------------------------------------------------
 
 
@@ -169,14 +50,14 @@ def _header(name: str, description: str, schema: Spec | None = None) -> Spec:
     return {"name": name, "in": "header", "required": False, **header(description, schema)}
 
 
-_MODEL = {"name": "model", "in": "path", "required": True, "schema": _STR}
+_MODEL = {"name": "model", "in": "path", "required": True, "schema": STR}
 _VERSION = {
     "name": "version",
     "in": "path",
     "required": True,
     "description": "An exact version, an alias, stable, latest, or a one-token constraint "
     "(^1.2, ~1.3.5, 1.x).",
-    "schema": _STR,
+    "schema": STR,
 }
 _X_VERSION = _header(
     "X-Model-Version",
@@ -260,7 +141,7 @@ def _op(
 
 
 def _ok(schema: str, description: str, headers: Spec | None = None) -> Spec:
-    out = json_body(_ref(schema), description)
+    out = json_body(ref(schema), description)
     if headers:
         out["headers"] = headers
     return out
@@ -269,7 +150,7 @@ def _ok(schema: str, description: str, headers: Spec | None = None) -> Spec:
 _INFER_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": _ref("InferenceRequest")},
+        "application/json": {"schema": ref("InferenceRequest")},
         "application/octet-stream": {
             "schema": {
                 "type": "string",
@@ -350,7 +231,7 @@ def _model_paths(prefix: str, params: list[Spec]) -> dict[str, Spec]:
 def _repository() -> dict[str, Spec]:
     body = {
         "required": False,
-        "content": {"application/json": {"schema": _ref("RepositoryRequest")}},
+        "content": {"application/json": {"schema": ref("RepositoryRequest")}},
     }
     done = json_body({"type": "object"}, "Placed on (or removed from) every worker asked.")
     placed = (*_ADMIN, BadRequest, ModelNotFound, VersionNotFound, NoVersionSatisfies, *_FETCHED)
