@@ -69,7 +69,6 @@ _X_ROUTE_KEY = _header(
 _X_TIMEOUT = _header(
     "X-Request-Timeout-Ms", "The client's deadline in milliseconds.", {"type": "number"}
 )
-_X_REQUEST_ID = _header("X-Request-Id", "Echoed, forwarded and logged; generated when absent.")
 _X_MODEL = {**_header("X-Model", "The model to infer with."), "required": True}
 _INFER_LENGTH = _header(
     "Inference-Header-Content-Length",
@@ -202,7 +201,7 @@ def _model_paths(prefix: str, params: list[Spec]) -> dict[str, Spec]:
                 "Inference: resolve, split, balance, forward.",
                 _infer_ok(),
                 _INFER,
-                params=[*routed, _X_ROUTE_KEY, _X_TIMEOUT, _X_REQUEST_ID, _INFER_LENGTH],
+                params=[*routed, _X_ROUTE_KEY, _X_TIMEOUT, _INFER_LENGTH],
                 body=_INFER_BODY,
             )
         },
@@ -292,7 +291,6 @@ def paths() -> dict[str, Spec]:
                     _X_VERSION,
                     _X_ROUTE_KEY,
                     _X_TIMEOUT,
-                    _X_REQUEST_ID,
                     _INFER_LENGTH,
                 ],
                 body=_INFER_BODY,
