@@ -18,11 +18,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Response, get
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import openapi
 from gateway.balancing.balancer import Balancer
 from gateway.balancing.outliers import Ejection
 from gateway.balancing.probes import Prober
@@ -49,6 +48,8 @@ from gateway.ratelimit import RateLimiter
 from gateway.repository import FleetRepository
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
+from modelgate.core.apidocs import assets_router, openapi_config
+from modelgate.core.openapi import Document
 from modelgate.core.rendering import exception_handlers
 from registry.api import Registry, admin_router
 from registry.artifact_gc import ArtifactCollector
@@ -261,19 +262,21 @@ def create_app(
         return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = Litestar(
-        route_handlers=[admin_router(rsettings.max_artifact_bytes), metrics_endpoint],
+        route_handlers=[
+            admin_router(rsettings.max_artifact_bytes),
+            metrics_endpoint,
+            assets_router(),
+        ],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         # NOTE: logging is the process's to configure (modelgate.core.logging);
         # Litestar's default would put the root logger at INFO behind a queue thread.
         logging_config=None,
-        openapi_config=OpenAPIConfig(
-            title="modelgate",
-            version=VERSION,
-            path="/schema",
-            components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
-            ),
+        # NOTE: the admin API as Litestar generates it, completed with the data plane.
+        openapi_config=openapi_config(
+            "modelgate",
+            VERSION,
+            Document(paths=openapi.paths, components=openapi.components, tags=openapi.TAGS),
         ),
         debug=False,
     )
