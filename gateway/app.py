@@ -4,7 +4,8 @@
 runs the gateway's background work: registry sync, worker discovery, probes, shared
 ejections, the rollout controller and its counters' flushes. `create_gateway` wraps it in
 `GatewayApp`, which sends ``/v2`` straight to the bare-ASGI data plane so the hot path skips
-the framework.
+the framework. With ``grpc_port`` set, the lifespan also serves the gRPC data plane
+(`gateway.grpc`) on the same loop, over the same data plane.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Response, get
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway import openapi
 from gateway.balancing.balancer import Balancer
 from gateway.balancing.outliers import Ejection
 from gateway.balancing.probes import Prober
@@ -37,6 +37,10 @@ from gateway.control.sync import RegistrySync
 from gateway.dataplane import GatewayDataPlane
 from gateway.extensions import TritonExtensions
 from gateway.forward import Forwarder
+from gateway.grpc.channels import WorkerChannels
+from gateway.grpc.server import GrpcServer
+from gateway.grpc.service import InferenceService
+from gateway.grpc.transport import GrpcTransport
 from gateway.identity import Identity
 from gateway.metrics import GatewayMetrics
 from gateway.oip import OipApp
@@ -44,6 +48,8 @@ from gateway.ratelimit import RateLimiter
 from gateway.repository import FleetRepository
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
+from modelgate.core.apidocs import assets_router, openapi_config
+from modelgate.core.openapi import Document
 from modelgate.core.rendering import exception_handlers
 from registry.api import Registry, admin_router
 from registry.artifact_gc import ArtifactCollector
@@ -164,6 +170,24 @@ def create_app(
         limiter,
         outcomes=counters,
     )
+    #: The Triton extensions' cores, for the HTTP routes and the gRPC service alike.
+    extensions = TritonExtensions(table, forwarder, gsettings)
+    repository = FleetRepository(table, forwarder, gsettings)
+    channels = WorkerChannels(lambda: table.grpc_urls.values())
+    grpc_server = None
+    if gsettings.grpc_port is not None:
+        service = InferenceService(
+            plane,
+            GrpcTransport(table, channels),
+            health,
+            identity,
+            extensions,
+            repository,
+            stream_max_in_flight=gsettings.grpc_stream_max_in_flight,
+        )
+        grpc_server = GrpcServer(
+            service, gsettings.host, gsettings.grpc_port, gsettings.max_body_bytes
+        )
     shared = None
     if redis is not None:
         shared = SharedEjections(
@@ -201,9 +225,14 @@ def create_app(
         await counters.start(gsettings.rollout_stats_flush_s)
         if gsettings.rollout_controller:
             await controller.start()
+        if grpc_server is not None:
+            await grpc_server.start()
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop()
+            await channels.close()
             await controller.stop()
             await counters.stop()
             await collector.stop()
@@ -233,29 +262,31 @@ def create_app(
         return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = Litestar(
-        route_handlers=[admin_router(rsettings.max_artifact_bytes), metrics_endpoint],
+        route_handlers=[
+            admin_router(rsettings.max_artifact_bytes),
+            metrics_endpoint,
+            assets_router(),
+        ],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         # NOTE: logging is the process's to configure (modelgate.core.logging);
         # Litestar's default would put the root logger at INFO behind a queue thread.
         logging_config=None,
-        openapi_config=OpenAPIConfig(
-            title="modelgate",
-            version=VERSION,
-            path="/schema",
-            components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
-            ),
+        # NOTE: the admin API as Litestar generates it, completed with the data plane.
+        openapi_config=openapi_config(
+            "modelgate",
+            VERSION,
+            Document(paths=openapi.paths, components=openapi.components, tags=openapi.TAGS),
         ),
         debug=False,
     )
     app.state.registry = registry
     app.state.plane = plane
-    #: The Triton extensions' cores, for the HTTP routes and the gRPC service alike.
-    app.state.extensions = TritonExtensions(table, forwarder, gsettings)
-    app.state.repository = FleetRepository(table, forwarder, gsettings)
+    app.state.extensions = extensions
+    app.state.repository = repository
     app.state.identity = identity
-    app.state.oip = OipApp(plane, health, identity, app.state.extensions, app.state.repository)
+    app.state.oip = OipApp(plane, health, identity, extensions, repository)
+    app.state.grpc = grpc_server
     app.state.health = health
     app.state.sync = sync
     app.state.directory = directory

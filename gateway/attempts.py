@@ -29,7 +29,7 @@ class Attempt(Abort):
     def __init__(self, worker: str, model: str, version: str, tried: set[str]) -> None:
         # NOTE: on the request path: Abort's fields set here rather than through super().
         self.reason = None
-        self._waiter = self._connection = None
+        self._waiter = self._connection = self.on_fire = None
         self.worker = worker
         self.model = model
         self.version = version

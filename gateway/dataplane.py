@@ -18,6 +18,11 @@ for its gates. A candidate attempt chosen by the policy that fails with any 5xx 
 connect is retried on the baseline instead, whatever ``retry_on`` says, within the budget:
 the gates see the failure, the client does not.
 
+Transports. What is protocol-specific, how one attempt reaches a worker and what its
+answer means, is a `gateway.transport.Transport` (HTTP by default, gRPC from
+`gateway.grpc`); everything here serves both alike. Workers a transport cannot reach are
+never candidates for its requests.
+
 Health. Only worker-side faults count against a worker: a 5xx answer, a failed connect,
 a dropped connection, a timed-out or abandoned attempt. A 4xx (the client's bad input, such
 as an invalid tensor) is an answer like a 200, and a client's own short deadline is no
@@ -52,17 +57,12 @@ from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics, access_log
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, RoutingTable
 from gateway.settings import GatewaySettings
+from gateway.transport import HttpTransport, Transport
 from modelgate.core.errors import ModelgateError
 
 __all__ = ["GatewayDataPlane", "ModelGate"]
 
 log = logging.getLogger("modelgate.gateway")
-FORWARDED = (
-    "content-type",
-    "inference-header-content-length",
-    "content-encoding",
-    "accept-encoding",
-)
 
 
 def _served(route: Route, version: str) -> Route:
@@ -114,6 +114,11 @@ class GatewayDataPlane:
     _shadows: set[asyncio.Task[None]] = field(default_factory=set)
     #: Attempts in flight by worker, for `worker_unready` and `worker_ejected`.
     in_flight: InFlight = field(default_factory=InFlight)
+    #: The transport of requests that name none (OIP v2 REST over ``forwarder``).
+    http: HttpTransport = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = HttpTransport(self.table, self.forwarder)
 
     def _observe(self, model: str, route: Route, worker: str, status: int, elapsed: float) -> None:
         # NOTE: ``.labels()`` costs a lock and a dict walk per call; the children are few
@@ -150,9 +155,12 @@ class GatewayDataPlane:
             self._gates[model] = gate
         return gate
 
-    def deadline(self, headers: Mapping[str, str]) -> float:
-        """Absolute monotonic deadline: the client's ``X-Request-Timeout-Ms`` or the default."""
+    def deadline(self, headers: Mapping[str, str], timeout_s: float | None = None) -> float:
+        """Absolute monotonic deadline: the client's ``X-Request-Timeout-Ms`` or
+        ``timeout_s`` (a gRPC call's own deadline), whichever is shorter, or the default."""
         budget = self.settings.request_timeout_s
+        if timeout_s is not None:
+            budget = min(budget, max(0.0, timeout_s))
         raw = headers.get("x-request-timeout-ms")
         if raw is not None:
             try:
@@ -173,10 +181,15 @@ class GatewayDataPlane:
         headers: Mapping[str, str],
         body: bytes,
         client: Caller | None = None,
+        transport: Transport | None = None,
+        timeout_s: float | None = None,
     ) -> Reply:
         """Serve one inference request; raises `ModelgateError` subclasses for the client,
         each counted by `refused`. ``client`` is who sent it (`gateway.identity`), for the
-        rate limit."""
+        rate limit; ``transport`` how it reaches a worker (default `http`); ``timeout_s`` the
+        client's own deadline when its protocol carries one (`deadline`)."""
+        if transport is None:
+            transport = self.http
         try:
             started = time.monotonic()
             if self.limiter is not None and client is not None:
@@ -185,7 +198,7 @@ class GatewayDataPlane:
                 except Overloaded:
                     self.metrics.shed.labels(self.model_label(model), "rate").inc()
                     raise
-            deadline = self.deadline(headers)
+            deadline = self.deadline(headers, timeout_s)
             sticky = self.table.sticky_header(model)
             route = self.table.route(model, reference, headers.get(sticky or "x-route-key"))
             if deadline <= started:
@@ -197,14 +210,19 @@ class GatewayDataPlane:
                 self.metrics.shed.labels(model, "queue").inc()
                 raise
             try:
-                forward_headers = {k: v for k in FORWARDED if (v := headers.get(k)) is not None}
-                reply, worker, route = await self._forward(route, forward_headers, body, deadline)
+                forward_headers = {
+                    k: v for k in transport.forwarded if (v := headers.get(k)) is not None
+                }
+                reply, worker, route = await self._forward(
+                    transport, route, forward_headers, body, deadline
+                )
             finally:
                 gate.release()
-            if worker in self.table.external:
+            # NOTE: the gRPC transport renames an external server's protobuf answer itself.
+            if transport is self.http and worker in self.table.external:
                 reply = rename_infer(reply, model, route.version)
             if route.shadow is not None:
-                self._send_shadow(route, forward_headers, body)
+                self._send_shadow(transport, route, forward_headers, body)
             elapsed = time.monotonic() - started
             self._observe(model, route, worker, reply.status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
@@ -230,8 +248,29 @@ class GatewayDataPlane:
             self.refused(model, exc)
             raise
 
+    def pick(self, transport: Transport, model: str, version: str, tried: set[str]) -> str:
+        """`Balancer.pick` among the workers ``transport`` reaches (``tried`` holds them
+        already, `Transport.unreachable`); raises `NoReadyWorker`, naming the protocol when
+        no ready worker serves it."""
+        balancer = self.table.balancer
+        try:
+            return balancer.pick(model, version, exclude=tried)
+        except NoReadyWorker:
+            unreachable = transport.unreachable
+            ready = balancer.serving(model, version)
+            if unreachable and ready and all(w in unreachable for w in ready):
+                raise NoReadyWorker(
+                    model, version, f"none of its ready workers serves {transport.name}"
+                ) from None
+            raise
+
     async def _forward(
-        self, route: Route, headers: dict[str, str], body: bytes, deadline: float
+        self,
+        transport: Transport,
+        route: Route,
+        headers: dict[str, str],
+        body: bytes,
+        deadline: float,
     ) -> tuple[Reply, str, Route]:
         """Send to a worker of ``route.version``; after a ``retry_on`` failure, again to a
         worker not yet tried while the retry budget allows. During a rollout, a candidate
@@ -242,26 +281,31 @@ class GatewayDataPlane:
         balancer = self.table.balancer
         retry_on = self.settings.retry_on
         version = route.version
-        tried: set[str] = set()
+        # NOTE: the workers the transport cannot reach count as tried, so that no pick (a
+        # retry's, or an abandoned attempt's in `InFlight.move`) ever chooses one.
+        unreachable = transport.unreachable
+        tried: set[str] = set(unreachable)
         chosen: str | None = None
         self.budget.request_started()
         retrying = False  # this request holds a retry slot for the attempt being made
         try:
             while True:
                 # NOTE: a worker chosen when an attempt was abandoned may have left since.
-                if chosen is None or chosen not in self.table.urls:
-                    chosen = balancer.pick(route.model, version, exclude=tried)
+                if chosen is None or chosen not in transport.targets:
+                    chosen = self.pick(transport, route.model, version, tried)
                 worker, chosen = chosen, None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    named = ", ".join(sorted(tried - unreachable))
                     raise DeadlineExceeded(
-                        f"deadline passed after trying {', '.join(sorted(tried))}"
+                        f"deadline passed after trying {named}"
+                        if named
+                        else "the request's deadline had passed before it was forwarded"
                     )
-                path = self.table.model_path(worker, route.model, version) + "/infer"
                 attempt = Attempt(worker, route.model, version, tried)
                 answer: Reply | None = None  # a 5xx answer the client may get as it is
                 try:
-                    reply = await self._attempt(attempt, path, headers, body, remaining)
+                    reply = await self._attempt(transport, attempt, headers, body, remaining)
                     if reply.status < 500:
                         return reply, worker, _served(route, version)
                     if reply.status == 503:
@@ -295,7 +339,7 @@ class GatewayDataPlane:
                     raise failure
                 try:
                     chosen = balancer.pick(
-                        route.model, baseline or version, exclude=set() if baseline else tried
+                        route.model, baseline or version, exclude=unreachable if baseline else tried
                     )
                 except NoReadyWorker:
                     if answer is not None:
@@ -316,7 +360,7 @@ class GatewayDataPlane:
                         baseline,
                         failure,
                     )
-                    version, tried = baseline, set()
+                    version, tried = baseline, set(unreachable)
                 else:
                     tried.add(worker)
                     log.info("retrying %s@%s elsewhere: %s", route.model, version, failure)
@@ -326,7 +370,12 @@ class GatewayDataPlane:
             self.budget.request_finished()
 
     async def _attempt(
-        self, attempt: Attempt, path: str, headers: dict[str, str], body: bytes, remaining: float
+        self,
+        transport: Transport,
+        attempt: Attempt,
+        headers: dict[str, str],
+        body: bytes,
+        remaining: float,
     ) -> Reply:
         """One send to ``attempt.worker``, bracketed by the balancer's ``started`` and
         ``finished`` (with the outcome) and registered in `in_flight` meanwhile.
@@ -344,13 +393,8 @@ class GatewayDataPlane:
         sent = time.monotonic()
         outcome = Outcome.CANCELLED
         try:
-            reply = await self.forwarder.send(
-                "POST",
-                self.table.urls[worker] + path,
-                body=body,
-                headers=headers,
-                timeout_s=timeout,
-                abort=attempt,
+            reply = await transport.send(
+                worker, attempt.model, attempt.version, headers, body, timeout, attempt
             )
         except BackendUnavailable:
             outcome = Outcome.UNAVAILABLE
@@ -437,29 +481,30 @@ class GatewayDataPlane:
         info = view.find(baseline) if view is not None else None
         return info is not None and info.servable
 
-    def _send_shadow(self, route: Route, headers: dict[str, str], body: bytes) -> None:
+    def _send_shadow(
+        self, transport: Transport, route: Route, headers: dict[str, str], body: bytes
+    ) -> None:
         assert route.shadow is not None
         if len(self._shadows) >= self.settings.shadow_max_in_flight:
             self.metrics.shadow.labels(route.model, route.shadow, "dropped").inc()
             return
-        task = asyncio.create_task(self._shadow(route.model, route.shadow, headers, body))
+        task = asyncio.create_task(
+            self._shadow(transport, route.model, route.shadow, headers, body)
+        )
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
-    async def _shadow(self, model: str, version: str, headers: dict[str, str], body: bytes) -> None:
+    async def _shadow(
+        self, transport: Transport, model: str, version: str, headers: dict[str, str], body: bytes
+    ) -> None:
         balancer = self.table.balancer
         try:
-            worker = balancer.pick(model, version)
-            url = self.table.urls[worker] + self.table.model_path(worker, model, version) + "/infer"
+            worker = self.pick(transport, model, version, set(transport.unreachable))
             balancer.started(worker)
             sent = time.monotonic()
             try:
-                reply = await self.forwarder.send(
-                    "POST",
-                    url,
-                    body=body,
-                    headers=headers,
-                    timeout_s=self.settings.request_timeout_s,
+                reply = await transport.send(
+                    worker, model, version, headers, body, self.settings.request_timeout_s
                 )
             except Exception:
                 balancer.finished(worker, time.monotonic() - sent, Outcome.UNAVAILABLE)
@@ -478,8 +523,7 @@ class GatewayDataPlane:
     async def get(self, model: str, reference: str | None, suffix: str) -> tuple[Reply, Route, str]:
         """Model metadata from a worker serving the resolved version (no retries)."""
         route = self.table.route(model, reference, None)
-        balancer = self.table.balancer
-        worker = balancer.pick(model, route.version)
+        worker = self.pick(self.http, model, route.version, set(self.http.unreachable))
         url = self.table.urls[worker] + self.table.model_path(worker, model, route.version) + suffix
         reply = await self.forwarder.send(
             "GET", url, body=None, headers={}, timeout_s=self.settings.request_timeout_s

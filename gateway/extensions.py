@@ -176,7 +176,9 @@ class TritonExtensions:
         """Triton's model configuration of the version the gateway serves ``reference``
         with (a pin, an alias, a range, ``stable``, ...), from one worker that serves it."""
         route = self.table.route(model, reference, None)
-        worker = self.table.balancer.pick(model, route.version)
+        # NOTE: asked over HTTP, so a server registered for gRPC only is not a candidate.
+        exclude = set(self.table.without_http)
+        worker = self.table.balancer.pick(model, route.version, exclude=exclude)
         doc = await self._get(worker, model, route.version, "/config")
         doc["name"] = model
         return Served(doc, route.version, worker)
@@ -189,7 +191,8 @@ class TritonExtensions:
         serves ``reference`` with; each summed over the workers that serve it."""
         versions = self._versions(model, reference)
         balancer = self.table.balancer
-        asks = [(m, v, w) for m, v in versions for w in balancer.serving(m, v)]
+        http = self.table.without_http
+        asks = [(m, v, w) for m, v in versions for w in balancer.serving(m, v) if w not in http]
         answers = await asyncio.gather(*(self._worker_stats(m, v, w) for m, v, w in asks))
         totals: dict[tuple[str, str], dict[str, Any]] = {}
         failed: dict[tuple[str, str], list[str]] = {}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -144,14 +144,16 @@ class Abort:
     """Ends one `Forwarder.send` early from another task or callback: ``fire(reason)``
     makes the send raise `AttemptAborted` with ``reason`` (at once if it is waiting for
     the answer, after the connect otherwise). Firing twice, or after the send ended, is a
-    no-op. One handle per send."""
+    no-op. One handle per send. Another transport ends its own sends through ``on_fire``
+    (set while one is in flight; called once, with the reason)."""
 
-    __slots__ = ("_connection", "_waiter", "reason")
+    __slots__ = ("_connection", "_waiter", "on_fire", "reason")
 
     def __init__(self) -> None:
         self.reason: str | None = None
         self._waiter: asyncio.Future[Any] | None = None
         self._connection: _Connection | None = None
+        self.on_fire: Callable[[str], object] | None = None
 
     def fire(self, reason: str) -> None:
         if self.reason is not None:
@@ -159,6 +161,8 @@ class Abort:
         self.reason = reason
         if self._waiter is not None and self._connection is not None:
             _expire(self._waiter, self._connection, _Aborted())
+        elif self.on_fire is not None:
+            self.on_fire(reason)
 
 
 class Forwarder:

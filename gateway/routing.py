@@ -44,6 +44,10 @@ class RoutingTable:
         self.urls: dict[str, str] = {}
         #: Worker id → gRPC target (``host:port``), for the workers that serve gRPC.
         self.grpc_urls: dict[str, str] = {}
+        #: The workers that serve no HTTP, and those that serve no gRPC: never candidates
+        #: for a request over that protocol (`gateway.transport.Transport.unreachable`).
+        self.without_http: frozenset[str] = frozenset()
+        self.without_grpc: frozenset[str] = frozenset()
         #: Worker id → its announcement (`WorkerInfo`), replaced with the worker set.
         self.workers: Mapping[str, WorkerInfo] = {}
         #: Worker id → its (model, version) → (model, version) name map (`WorkerInfo.remote`).
@@ -70,6 +74,8 @@ class RoutingTable:
         self.workers = dict(workers)
         self.urls = {worker_id: info.url for worker_id, info in workers.items()}
         self.grpc_urls = {w: info.grpc_url for w, info in workers.items() if info.grpc_url}
+        self.without_http = frozenset(w for w, info in workers.items() if not info.url)
+        self.without_grpc = frozenset(w for w in workers if w not in self.grpc_urls)
         self._remote = {w: info.remote for w, info in workers.items() if info.remote}
         self.external = frozenset(w for w, info in workers.items() if info.external)
         self.balancer.update(workers)

@@ -32,6 +32,11 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    #: The gRPC data plane (`gateway.grpc`) on ``host``: unset, none; 0, any free port.
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    #: Requests of one ``ModelStreamInfer`` stream served at once; the stream's further
+    #: requests wait to be read until one completes.
+    grpc_stream_max_in_flight: int = Field(default=64, gt=0)
     #: Measured on the forwarding path (docs/BENCHMARKS.md): uvicorn spends half of
     #: granian's CPU per request at concurrency 1 and matches it at 64.
     server: str = Field(default="uvicorn", pattern="^(uvicorn|granian)$")

@@ -6,7 +6,7 @@ Every table here is owned by Alembic (``migrations/``); a test checks that the t
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -24,7 +24,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "ACTIVE_ROLLOUT_STATES",
@@ -79,7 +81,25 @@ class RolloutState(enum.StrEnum):
 ACTIVE_ROLLOUT_STATES = (RolloutState.WAITING, RolloutState.RUNNING, RolloutState.PAUSED)
 _ACTIVE_SQL = "state IN ('waiting', 'running', 'paused')"
 
-TS = DateTime(timezone=True)
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that reads back aware, in UTC, on every database.
+
+    NOTE: SQLite keeps no time zone, so its values came back naive, and the API wrote them
+    without an offset (not the RFC 3339 ``date-time`` its document declares; schemathesis
+    found it, issue 10). Values are written in UTC, so a naive one read back is UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+TS = UtcDateTime()
 
 
 class RegistryState(Base):

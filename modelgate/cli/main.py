@@ -122,12 +122,19 @@ def main(ctx: click.Context, url: str | None, token: str | None, output: str) ->
 @main.command()
 @click.option("--host", default=None, help="interface to bind (default 127.0.0.1)")
 @click.option("--port", type=int, default=None, help="port (default 8000)")
-def serve(host: str | None, port: int | None) -> None:
-    """Run the gateway: data plane and admin API."""
+@click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="also serve the gRPC data plane on this port (default: none)",
+)
+def serve(host: str | None, port: int | None, grpc_port: int | None) -> None:
+    """Run the gateway: data plane (HTTP, and gRPC with --grpc-port) and admin API."""
     from gateway.server import run_gateway
     from gateway.settings import GatewaySettings
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    given = {"host": host, "port": port, "grpc_port": grpc_port}
+    overrides = {k: v for k, v in given.items() if v is not None}
     run_gateway(RegistrySettings(), GatewaySettings().model_copy(update=overrides))
 
 

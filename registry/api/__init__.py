@@ -6,8 +6,9 @@ from typing import Any
 
 from litestar import Request, Router
 
+from modelgate.core.openapi import RAISES
 from registry.api.access import AccessController
-from registry.api.deps import Registry, require_scope
+from registry.api.deps import EVERY_ROUTE, Registry, require_scope
 from registry.api.models import ModelController
 from registry.api.policy import PolicyController
 from registry.api.rollouts import RolloutController
@@ -48,4 +49,5 @@ def admin_router(max_upload_bytes: int) -> Router:
         before_request=_check_params,
         request_max_body_size=1024 * 1024,
         security=[{"bearer": []}],
+        opt={RAISES: EVERY_ROUTE},
     )

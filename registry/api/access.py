@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from registry.api.deps import actor, registry_of
+from registry.api.deps import actor, raises, registry_of
 from registry.api.models import Limit, Offset
+from registry.errors import NotFound
 from registry.schemas import Page, TokenIn, TokenOut, WorkerOut
 from registry.servers import probed
 
@@ -23,7 +24,7 @@ class AccessController(Controller):
     path = "/"
     tags = ["access"]
 
-    @post("/tokens", status_code=201, opt={"scope": "admin"})
+    @post("/tokens", status_code=201, opt={"scope": "admin", **raises(body=True)})
     async def create_token(
         self, request: Request[Any, Any, Any], data: JSONBody[TokenIn]
     ) -> Response[TokenOut]:
@@ -40,7 +41,7 @@ class AccessController(Controller):
     async def tokens(self, request: Request[Any, Any, Any]) -> list[TokenOut]:
         return await registry_of(request).tokens.list()
 
-    @delete("/tokens/{token_id:int}", opt={"scope": "admin"})
+    @delete("/tokens/{token_id:int}", opt={"scope": "admin", **raises(NotFound)})
     async def revoke(self, request: Request[Any, Any, Any], token_id: TokenId) -> None:
         await registry_of(request).tokens.revoke(actor(request), token_id)
 

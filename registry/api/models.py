@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from registry.api.deps import actor, registry_of, with_etag
+from registry.api.deps import ETAG, actor, raises, registry_of, with_etag
+from registry.errors import Conflict, ModelNotFound
 from registry.schemas import ModelIn, ModelOut, Page
 
 __all__ = ["ModelController"]
@@ -20,7 +21,12 @@ class ModelController(Controller):
     path = "/models"
     tags = ["models"]
 
-    @post("/", status_code=201, opt={"scope": "publish"})
+    @post(
+        "/",
+        status_code=201,
+        opt={"scope": "publish", **raises(Conflict, body=True)},
+        response_headers=ETAG,
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: JSONBody[ModelIn]
     ) -> Response[ModelOut]:
@@ -33,7 +39,7 @@ class ModelController(Controller):
     ) -> Page:
         return await registry_of(request).catalog.list_models(offset, limit)
 
-    @get("/{model:str}")
+    @get("/{model:str}", opt=raises(ModelNotFound), response_headers=ETAG)
     async def show(
         self, request: Request[Any, Any, Any], model: FromPath[str]
     ) -> Response[ModelOut]:

@@ -5,10 +5,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, put
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from registry.api.deps import actor, registry_of, with_etag
+from registry.api.deps import ETAG, actor, raises, registry_of, with_etag
 from registry.api.versions import IfMatch
+from registry.constraints import InvalidConstraint
+from registry.errors import (
+    AliasNotFound,
+    BadRequest,
+    ModelNotFound,
+    NoReadyVersion,
+    NotFound,
+    NoVersionSatisfies,
+    VersionNotFound,
+)
 from registry.schemas import AliasIn, AliasOut, ResolveOut, TrafficIn, TrafficOut
 
 __all__ = ["PolicyController"]
@@ -17,15 +28,22 @@ __all__ = ["PolicyController"]
 class PolicyController(Controller):
     path = "/models/{model:str}"
     tags = ["policy"]
+    #: Every route here names a model.
+    opt = raises(ModelNotFound)
 
-    @get("/aliases/{alias:str}")
+    @get("/aliases/{alias:str}", opt=raises(AliasNotFound), response_headers=ETAG)
     async def alias(
         self, request: Request[Any, Any, Any], model: FromPath[str], alias: FromPath[str]
     ) -> Response[AliasOut]:
         out = await registry_of(request).policies.get_alias(model, alias)
         return with_etag(out, out.etag)
 
-    @put("/aliases/{alias:str}", opt={"scope": "publish"})
+    @put(
+        "/aliases/{alias:str}",
+        opt={"scope": "publish", **raises(BadRequest, VersionNotFound, body=True, if_match=True)},
+        response_headers=ETAG,
+        responses={201: ResponseSpec(AliasOut, description="The alias was created.")},
+    )
     async def set_alias(
         self,
         request: Request[Any, Any, Any],
@@ -39,7 +57,9 @@ class PolicyController(Controller):
         )
         return with_etag(out, out.etag, 201 if created else 200)
 
-    @delete("/aliases/{alias:str}", opt={"scope": "publish"})
+    @delete(
+        "/aliases/{alias:str}", opt={"scope": "publish", **raises(AliasNotFound, if_match=True)}
+    )
     async def drop_alias(
         self,
         request: Request[Any, Any, Any],
@@ -49,7 +69,7 @@ class PolicyController(Controller):
     ) -> None:
         await registry_of(request).policies.delete_alias(actor(request), model, alias, if_match)
 
-    @get("/traffic")
+    @get("/traffic", opt=raises(NotFound), response_headers=ETAG)
     async def traffic(
         self, request: Request[Any, Any, Any], model: FromPath[str]
     ) -> Response[TrafficOut]:
@@ -57,7 +77,11 @@ class PolicyController(Controller):
         out = await registry.policies.get_traffic(model, registry.live)
         return with_etag(out, out.etag)
 
-    @put("/traffic", opt={"scope": "publish"})
+    @put(
+        "/traffic",
+        opt={"scope": "publish", **raises(BadRequest, VersionNotFound, body=True, if_match=True)},
+        response_headers=ETAG,
+    )
     async def set_traffic(
         self,
         request: Request[Any, Any, Any],
@@ -71,13 +95,13 @@ class PolicyController(Controller):
         )
         return with_etag(out, out.etag)
 
-    @delete("/traffic", opt={"scope": "publish"})
+    @delete("/traffic", opt={"scope": "publish", **raises(NotFound, if_match=True)})
     async def drop_traffic(
         self, request: Request[Any, Any, Any], model: FromPath[str], if_match: IfMatch = None
     ) -> None:
         await registry_of(request).policies.delete_traffic(actor(request), model, if_match)
 
-    @get("/resolve")
+    @get("/resolve", opt=raises(InvalidConstraint, NoVersionSatisfies, NoReadyVersion))
     async def resolve(
         self,
         request: Request[Any, Any, Any],

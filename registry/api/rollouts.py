@@ -7,13 +7,16 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 
-from registry.api.deps import actor, registry_of
+from registry.api.deps import actor, raises, registry_of
+from registry.errors import BadRequest, Conflict, ModelNotFound, RolloutNotFound, VersionNotFound
 from registry.schemas import RolloutIn, RolloutOut
 
 __all__ = ["RolloutController"]
 
 #: Row ids are 64-bit; a larger number names no rollout (400, not 500).
 RolloutId = Annotated[int, PathParameter(ge=1, le=2**63 - 1, description="the rollout's id")]
+#: What pause, resume, promote and abort raise: no such rollout, or not in a state for it.
+VERB = {"scope": "publish", **raises(RolloutNotFound, Conflict)}
 START_DOC = """Start a rollout of `version`: `steps` are the candidate's weights in percent
 (ascending, each in (0, 100]), each held `interval_s` seconds and judged by `gates`;
 `baseline` defaults to the policy's highest-weight arm, else the highest stable version;
@@ -24,8 +27,15 @@ has a ready worker); 409 while the model has another active rollout."""
 class RolloutController(Controller):
     path = "/models/{model:str}/rollouts"
     tags = ["rollouts"]
+    #: Every route here names a model.
+    opt = raises(ModelNotFound)
 
-    @post("/", status_code=201, opt={"scope": "publish"}, description=START_DOC)
+    @post(
+        "/",
+        status_code=201,
+        opt={"scope": "publish", **raises(BadRequest, VersionNotFound, Conflict, body=True)},
+        description=START_DOC,
+    )
     async def start(
         self, request: Request[Any, Any, Any], model: FromPath[str], data: JSONBody[RolloutIn]
     ) -> Response[RolloutOut]:
@@ -39,27 +49,27 @@ class RolloutController(Controller):
         """The model's rollouts, newest first."""
         return await registry_of(request).rollouts.list(model)
 
-    @get("/{rollout_id:int}")
+    @get("/{rollout_id:int}", opt=raises(RolloutNotFound))
     async def show(
         self, request: Request[Any, Any, Any], model: FromPath[str], rollout_id: RolloutId
     ) -> RolloutOut:
         return await registry_of(request).rollouts.get(model, rollout_id)
 
-    @post("/{rollout_id:int}/pause", status_code=200, opt={"scope": "publish"})
+    @post("/{rollout_id:int}/pause", status_code=200, opt=VERB)
     async def pause(
         self, request: Request[Any, Any, Any], model: FromPath[str], rollout_id: RolloutId
     ) -> RolloutOut:
         """Hold the rollout at its current step (weights stay)."""
         return await registry_of(request).rollouts.pause(actor(request), model, rollout_id)
 
-    @post("/{rollout_id:int}/resume", status_code=200, opt={"scope": "publish"})
+    @post("/{rollout_id:int}/resume", status_code=200, opt=VERB)
     async def resume(
         self, request: Request[Any, Any, Any], model: FromPath[str], rollout_id: RolloutId
     ) -> RolloutOut:
         """Continue a paused rollout; the step's window starts again."""
         return await registry_of(request).rollouts.resume(actor(request), model, rollout_id)
 
-    @post("/{rollout_id:int}/promote", status_code=200, opt={"scope": "publish"})
+    @post("/{rollout_id:int}/promote", status_code=200, opt=VERB)
     async def promote(
         self,
         request: Request[Any, Any, Any],
@@ -74,7 +84,7 @@ class RolloutController(Controller):
         ready = (lambda v: live.has_ready(model, v)) if live is not None else None
         return await registry.rollouts.promote(actor(request), model, rollout_id, ready)
 
-    @post("/{rollout_id:int}/abort", status_code=200, opt={"scope": "publish"})
+    @post("/{rollout_id:int}/abort", status_code=200, opt=VERB)
     async def abort(
         self, request: Request[Any, Any, Any], model: FromPath[str], rollout_id: RolloutId
     ) -> RolloutOut:

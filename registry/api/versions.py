@@ -8,10 +8,23 @@ import msgspec
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
+from modelgate.core.errors import BodyTooLarge
+from registry.api._publish_doc import PUBLISH_BODY
 from registry.api._upload import upload_form
-from registry.api.deps import actor, registry_of, with_etag
+from registry.api.deps import ETAG, actor, raises, registry_of, with_etag
 from registry.api.models import Limit, Offset
-from registry.errors import BadRequest
+from registry.constraints import InvalidConstraint
+from registry.errors import (
+    ArtifactError,
+    ArtifactTooLarge,
+    BadRequest,
+    Conflict,
+    ModelNotFound,
+    StorageFull,
+    StorageUnavailable,
+    VersionConflict,
+    VersionNotFound,
+)
 from registry.publishing import Publisher
 from registry.schemas import (
     Page,
@@ -24,7 +37,14 @@ from registry.schemas import (
 
 __all__ = ["VersionController"]
 
-IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", required=False)]
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        required=False,
+        description="The ETag last read; a stale one is refused with 412.",
+    ),
+]
 PUBLISH_DOC = """Publish a version. Either `multipart/form-data` with `file` (the ONNX model),
 `version`, and optional `priority`, `labels` (a JSON object) and `description`; or JSON
 `{version, artifact_uri, sha256, priority?, labels?, description?}` (file:// under the
@@ -80,8 +100,28 @@ def _form_fields(**fields: Any) -> UploadFields:
 class VersionController(Controller):
     path = "/models/{model:str}/versions"
     tags = ["versions"]
+    #: Every route here names a model.
+    opt = raises(ModelNotFound)
 
-    @post("/", status_code=201, opt={"scope": "publish"}, description=PUBLISH_DOC)
+    @post(
+        "/",
+        status_code=201,
+        opt={
+            "scope": "publish",
+            "request_body": PUBLISH_BODY,
+            **raises(
+                ArtifactError,
+                ModelNotFound,
+                VersionConflict,
+                ArtifactTooLarge,
+                BodyTooLarge,
+                StorageUnavailable,
+                StorageFull,
+            ),
+        },
+        description=PUBLISH_DOC,
+        response_headers=ETAG,
+    )
     async def publish(
         self, request: Request[Any, Any, Any], model: FromPath[str]
     ) -> Response[VersionOut]:
@@ -144,7 +184,7 @@ class VersionController(Controller):
                 description=fields.description,
             )
 
-    @get("/")
+    @get("/", opt=raises(ModelNotFound, InvalidConstraint))
     async def index(
         self,
         request: Request[Any, Any, Any],
@@ -166,14 +206,18 @@ class VersionController(Controller):
             limit=limit,
         )
 
-    @get("/{version:str}")
+    @get("/{version:str}", opt=raises(VersionNotFound), response_headers=ETAG)
     async def show(
         self, request: Request[Any, Any, Any], model: FromPath[str], version: FromPath[str]
     ) -> Response[VersionOut]:
         out = await registry_of(request).catalog.get_version(model, version)
         return with_etag(out, out.etag)
 
-    @patch("/{version:str}", opt={"scope": "publish"})
+    @patch(
+        "/{version:str}",
+        opt={"scope": "publish", **raises(VersionNotFound, Conflict, body=True, if_match=True)},
+        response_headers=ETAG,
+    )
     async def update(
         self,
         request: Request[Any, Any, Any],

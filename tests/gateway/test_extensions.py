@@ -108,6 +108,9 @@ async def build() -> AsyncIterator[Build]:
         table = RoutingTable(Balancer(settings))
         table.install(RegistrySnapshot(1, {MODEL: ModelView.build(MODEL, infos)}))
         table.workers_changed(workers)
+        for worker_id in external:  # external servers join unready: their first probe passed
+            for model, version in workers[worker_id].ready:
+                table.balancer.mark_ready(worker_id, model, version)
         forwarder = Forwarder()
         await forwarder.start()
         made.append((forwarder, list(fakes.values())))

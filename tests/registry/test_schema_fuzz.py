@@ -1,5 +1,6 @@
 """Schemathesis over the admin API's OpenAPI document, against a running server on SQLite
-and on PostgreSQL: no 5xx.
+and on PostgreSQL: no 5xx, and every answer's status, content type, body and headers are
+the ones the document declares.
 
 Bounded: a fixed number of examples per operation. ``make fuzz`` runs it with more.
 
@@ -27,7 +28,13 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from backends.synthetic import scale_model
 from tests.support.live import live_server
@@ -283,6 +290,17 @@ def _spare_own_token(case: schemathesis.Case, seeded: dict[str, Any]) -> None:
         params["token_id"] = seeded["sacrificial"][0]
 
 
+#: No 5xx, and every answer as the document declares it: its status, content type, body
+#: schema and headers (the document is `modelgate.core.openapi`'s, issue 10).
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+
 def _fuzz(
     operation: Any,
     seeded: dict[str, Any],
@@ -310,13 +328,14 @@ def _fuzz(
         response = case.call(base_url=seeded["base"], headers=headers)
         seen[response.status_code] += 1
         assert response.status_code != 401, "the fuzzer's own admin token stopped working"
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(response, checks=CHECKS)
 
     check()
 
 
-#: The multipart publish's body is not in the OpenAPI document, so the fuzz never sends a
-#: valid one (`test_input_limits` covers its fields by hand).
+#: A publish succeeds only with a real ONNX file (multipart) or a file under the import
+#: roots with its sha256 (JSON): the fuzz sends the documented bodies but never such a file
+#: (`test_input_limits` covers the fields by hand).
 UNDOCUMENTED = "POST /admin/v1/models/{model}/versions"
 
 
@@ -333,7 +352,13 @@ def test_no_server_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     headers = {"Authorization": f"Bearer {seeded['token']}"}
-    operations = [result.ok() for result in admin_schema.get_all_operations()]
+    # NOTE: the document also describes the data plane (/v2), whose 503s without a worker
+    # are its truth, not a failure; the admin API is what is fuzzed here.
+    operations = [
+        op
+        for op in (result.ok() for result in admin_schema.get_all_operations())
+        if op.path.startswith("/admin/v1")
+    ]
     assert len(operations) >= 15
     statuses: dict[str, collections.Counter[int]] = {}
     for operation in operations:

@@ -38,11 +38,13 @@ def wait_until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) ->
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """How a fleet worker is started: its reserved port, ``--load`` refs and extra args."""
+    """How a fleet worker is started: its reserved port, ``--load`` refs and extra args,
+    and its reserved gRPC port when it serves gRPC."""
 
     port: int
     loads: tuple[str, ...]
     extra: tuple[str, ...] = ()
+    grpc_port: int | None = None
 
 
 class Fleet:
@@ -77,6 +79,8 @@ class Fleet:
         self.workers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         self.gateway: subprocess.Popen[bytes] | None = None
         self.gateway_url = ""
+        #: The gateway's gRPC target (``host:port``) when started with ``grpc=True``.
+        self.gateway_grpc = ""
         self.token = ""
         self.models: list[str] = []
         #: What the fleet depends on that a test may stop (`tests.support.services.Service`).
@@ -88,13 +92,17 @@ class Fleet:
         )
         return result.stdout.strip()
 
-    def start_gateway(self, **env: str) -> None:
+    def start_gateway(self, *, grpc: bool = False, **env: str) -> None:
+        """Start the gateway (serving gRPC too with ``grpc``: `gateway_grpc`), once ready."""
         self.run_cli("db", "upgrade")
         self.token = self.run_cli("tokens", "create", "--name", "e2e", "--scope", "admin")
         port = free_port()
-        self.gateway = subprocess.Popen(
-            [*CLI, "serve", "--port", str(port)], env=self.env | env, cwd=ROOT
-        )
+        args = [*CLI, "serve", "--port", str(port)]
+        if grpc:
+            grpc_port = free_port()
+            args += ["--grpc-port", str(grpc_port)]
+            self.gateway_grpc = f"127.0.0.1:{grpc_port}"
+        self.gateway = subprocess.Popen(args, env=self.env | env, cwd=ROOT)
         self.gateway_url = f"http://127.0.0.1:{port}"
         gateway = self.gateway
 
@@ -128,13 +136,25 @@ class Fleet:
             self.models.append(model)
 
     def start_worker(
-        self, worker_id: str, loads: list[str], port: int | None = None, *extra: str
+        self,
+        worker_id: str,
+        loads: list[str],
+        port: int | None = None,
+        *extra: str,
+        grpc: bool = False,
     ) -> None:
-        """Start (or restart) ``worker_id``; it keeps its reserved port across restarts."""
+        """Start (or restart) ``worker_id``; it keeps its reserved ports across restarts
+        (``grpc``: it serves gRPC too, on a port of its own, `WorkerSpec.grpc_port`)."""
         known = self.specs.get(worker_id)
         port = port or (known.port if known is not None else free_port())
-        self.specs[worker_id] = WorkerSpec(port, tuple(loads), tuple(extra))
+        grpc_port = None
+        if grpc:
+            known_grpc = known.grpc_port if known is not None else None
+            grpc_port = known_grpc or free_port()
+        self.specs[worker_id] = WorkerSpec(port, tuple(loads), tuple(extra), grpc_port)
         args = [*CLI, "worker", "--port", str(port), "--id", worker_id]
+        if grpc_port is not None:
+            args += ["--grpc-port", str(grpc_port)]
         args += ["--max-queue-delay-us", "500"]
         for load in loads:
             args += ["--load", load]
@@ -233,7 +253,13 @@ class Fleet:
                 continue
             if worker_id in self.workers:
                 self.kill_worker(worker_id, signal.SIGTERM)
-            self.start_worker(worker_id, list(spec.loads), spec.port, *spec.extra)
+            self.start_worker(
+                worker_id,
+                list(spec.loads),
+                spec.port,
+                *spec.extra,
+                grpc=spec.grpc_port is not None,
+            )
         self.wait_registry_synced(timeout_s)
         for worker_id, spec in self.specs.items():
             self.wait_worker_serving(worker_id, spec.loads, timeout_s)
