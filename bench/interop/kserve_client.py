@@ -1,7 +1,7 @@
 """The KServe SDK's clients against the gateway. Run by the KServe virtualenv's Python
 (``.interop/kserve/bin/python``), not the project's, so it imports nothing of the project:
 
-    python bench/interop/kserve_client.py --rest http://H:P [--grpc H:P] --model m
+    python bench/interop/kserve_client.py MODEL http://H:P [GRPC_H:P]
 
 Prints one JSON object per check on stdout: ``{"what", "ok", "detail"}``. The model is
 ``output = input * 2`` over ``[batch, 4]`` FP32 (`backends.synthetic.scale_model`).
@@ -147,10 +147,12 @@ async def grpc_checks(url: str, model: str) -> None:
 
 
 async def main() -> int:
+    # NOTE: positional arguments only: importing kserve parses sys.argv with its model
+    # server's parser, which refuses an abbreviation of its own options (``--grpc``).
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    p.add_argument("--rest", required=True, help="the gateway's base URL, http://H:P")
-    p.add_argument("--grpc", help="the gateway's gRPC H:P (omitted: gRPC not served)")
-    p.add_argument("--model", required=True)
+    p.add_argument("model")
+    p.add_argument("rest", help="the gateway's base URL, http://H:P")
+    p.add_argument("grpc", nargs="?", help="the gateway's gRPC H:P (omitted: not served)")
     args = p.parse_args()
     print(json.dumps({"version": version("kserve")}), flush=True)
     await rest_checks(args.rest, args.model)

@@ -21,9 +21,7 @@ GRPC_CHECKS = ("gRPC live", "gRPC ready (server, model)", "gRPC infer JSON", "gR
 def kserve_rows(stack: Stack, rows: Rows) -> None:
     """Every KServe row; a client that dies leaves a failing row with its last line."""
     python = tool_bin("kserve", "python")
-    args = [str(python), str(CLIENT), "--rest", stack.url, "--model", MODEL]
-    if stack.grpc:
-        args += ["--grpc", stack.grpc]
+    args = [str(python), str(CLIENT), MODEL, stack.url, *([stack.grpc] if stack.grpc else [])]
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=180, check=False)
         out, err, rc = done.stdout, done.stderr, done.returncode
