@@ -17,7 +17,10 @@ rest of the (shared) machine to be quiet first. Printed last: per protocol and l
 throughput gateway / direct and the p50 and p99 the gateway adds, and the gateway's CPU
 per request.
 
-    python -m bench.perf_analyzer [--quick] [--rounds N] [--out DIR]
+With ``--profile``, py-spy then samples the gateway process for 5 s during a c16 run per
+protocol, and the profiles are printed before the ratios.
+
+    python -m bench.perf_analyzer [--quick] [--rounds N] [--profile] [--out DIR]
 """
 
 from __future__ import annotations
@@ -33,7 +36,17 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from bench.harness import CpuMeter, Deployment, Proc, Quiet, free_port, machine, wait_until
+from bench.harness import (
+    CpuMeter,
+    Deployment,
+    Proc,
+    Quiet,
+    free_port,
+    machine,
+    print_profile,
+    profile_during,
+    wait_until,
+)
 from bench.harness.tools import TOOLS, perf_analyzer
 from bench.interop.perf_rows import perf_version
 from bench.interop.stack import FAST_POLLS, has_option, listening
@@ -103,6 +116,22 @@ class Bench:
             },
             "other_load_percent": cpu.percent["other (not this bench)"],
         }
+
+
+def profiles(bench: Bench) -> dict[str, Any]:
+    """py-spy of the gateway process for 5 s under a c16 run, per protocol."""
+    gateway = bench.dep.gateway
+    assert gateway is not None
+    out = {}
+    for proto in sorted({proto for proto, _ in bench.targets}):
+        say(f"profiling the gateway (py-spy, 5 s) under {proto} c16")
+        out[f"gateway_{proto}_c16"] = profile_during(
+            gateway.serving_pid(),
+            5,
+            bench.root / f"spy-{proto}.txt",
+            lambda proto=proto: bench.run(proto, "gateway", 16, 2000),
+        )
+    return out
 
 
 def _ratios(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -213,6 +242,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="1 s windows, one round")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3, 1 with --quick)")
     p.add_argument("--out", type=Path, help="write the JSON of every number here")
+    p.add_argument("--profile", action="store_true", help="py-spy the gateway at c16")
     args = p.parse_args()
     if not (TOOLS / "perf_analyzer" / "bin" / "perf_analyzer").exists():
         print("perf_analyzer is not installed: run `make interop-env`")
@@ -227,6 +257,7 @@ def main() -> int:
         bench.start()
         say(f"ready: {bench.targets}")
         results = measure(bench, rounds, window_ms, quiet)
+        results["profiles"] = profiles(bench) if args.profile else {}
     except BaseException:
         say(f"failed; process logs are kept in {root}")
         bench.dep.stop_all()
@@ -247,6 +278,8 @@ def main() -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "perf_analyzer.json").write_text(json.dumps(results, indent=2))
+    for label, prof in results["profiles"].items():
+        print_profile(label, prof)
     report(results)
     return 0
 
