@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -85,7 +86,7 @@ class Bench:
         hosts = {"http": (f"127.0.0.1:{port}", gw)}
         if grpc_w and grpc_gw:
             for p in (grpc_w, grpc_gw):
-                wait_until(lambda p=p: listening(p), f"gRPC on {p}", 30)
+                wait_until(partial(listening, p), f"gRPC on {p}", 30)
             hosts["grpc"] = (f"127.0.0.1:{grpc_w}", f"127.0.0.1:{grpc_gw}")
         for proto, (direct, via) in hosts.items():
             self.targets[(proto, "direct")] = direct
@@ -129,7 +130,7 @@ def profiles(bench: Bench) -> dict[str, Any]:
             gateway.serving_pid(),
             5,
             bench.root / f"spy-{proto}.txt",
-            lambda proto=proto: bench.run(proto, "gateway", 16, 2000),
+            partial(bench.run, proto, "gateway", 16, 2000),
         )
     return out
 

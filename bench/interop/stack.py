@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import subprocess
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -106,9 +107,9 @@ class Stack:
             port = dep.start_worker(worker, loads, *extra)
             self.ports[worker] = WorkerPorts(port, grpc)
         dep.wait_serving({w: set(loads) for w in self.worker_ids})
-        for port in [self.grpc_port, *(p.grpc for p in self.ports.values())]:
-            if port:
-                wait_until(lambda port=port: listening(port), f"gRPC on port {port}", 30)
+        grpc_ports = [self.grpc_port, *(p.grpc for p in self.ports.values())]
+        for grpc_port in filter(None, grpc_ports):
+            wait_until(partial(listening, grpc_port), f"gRPC on port {grpc_port}", 30)
 
     def stop(self) -> None:
         self.dep.stop_all()
