@@ -6,8 +6,8 @@ Two MLServer processes (``mlserver-a``, ``mlserver-b``) serve the same scikit-le
 ``remote_version: "v1"``; then it checks, one row each: both are routed; JSON inference
 through the gateway names an MLServer in ``X-Backend``; ``a`` registered a second time
 over gRPC (``protocol: "grpc"``, as model ``iris-grpc``) answers a ModelInfer sent to the
-gateway's gRPC port; with ``a`` stopped, ``a`` is
-ejected and requests keep working on ``b``; with both stopped, a request gets a 503; both
+gateway's gRPC port; with ``a`` stopped under 4 clients' traffic, ``a`` is
+ejected and no request fails (they go on to ``b``); with both stopped, a request gets a 503; both
 started again on their ports, they are readmitted and ``a`` serves again.
 """
 
@@ -17,6 +17,7 @@ import collections
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -181,19 +182,66 @@ def _serve_grpc(stack: Stack, a: MLServer) -> str:
     return grpc_infer(stack.grpc, model)
 
 
+class Background:
+    """JSON requests from ``clients`` threads, each sequential, until `stop` (at most 5000
+    each): what each X-Backend served, and each failure's line."""
+
+    def __init__(self, stack: Stack, clients: int = 4) -> None:
+        self.url = f"{stack.url}/v2/models/{MODEL}/infer"
+        self.served: collections.Counter[str] = collections.Counter()
+        self.failures: list[str] = []
+        self._done = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            for _ in range(5000):
+                if self._done.is_set():
+                    return
+                try:
+                    r = client.post(self.url, json=BODY)
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if r.status_code == 200:
+                    self.served[r.headers.get("x-backend", "?")] += 1
+                else:
+                    self.failures.append(f"{r.status_code} {r.text[:120]}")
+
+    def stop(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
 def _eject_one(stack: Stack, a: MLServer, b: MLServer) -> str:
-    a.stop()
-    t0 = time.monotonic()
-    wait_until(lambda: not routed(_rows_by_id(stack).get(a.name)), f"{a.name} ejected", 30)
-    took = time.monotonic() - t0
+    """``a`` stopped (SIGTERM) once it has served some of 4 concurrent clients' traffic,
+    which goes on until the gateway stops routing to it; then 20 requests more: all must
+    succeed on ``b``."""
+    load = Background(stack)
+    try:
+        wait_until(lambda: load.served[a.name] >= 10, f"{a.name} to serve some traffic", 30)
+        before = dict(load.served)
+        a.stop()
+        t0 = time.monotonic()
+        wait_until(lambda: not routed(_rows_by_id(stack).get(a.name)), f"{a.name} ejected", 30)
+        took = time.monotonic() - t0
+    finally:
+        load.stop()
     served, failures = _traffic(stack, 20)
-    if failures or set(served) != {b.name}:
-        raise AssertionError(f"with {a.name} down: served {dict(served)}, failed {failures[:1]}")
+    if load.failures or failures or set(served) != {b.name}:
+        raise AssertionError(
+            f"with {a.name} stopping: {len(load.failures)} of {sum(load.served.values())} "
+            f"failed ({load.failures[:1]}); after: served {dict(served)}, failed {failures[:1]}"
+        )
     balancer = _rows_by_id(stack)[a.name]["balancer"] or {}
     view = {k: balancer.get(k) for k in ("ready", "ejected_until", "consecutive_failures")}
     return (
-        f"{a.name} unroutable {took:.1f} s after it exited ({view}); "
-        f"20 requests: {dict(served)}, 0 failed"
+        f"{a.name} unroutable {took:.1f} s after it exited ({view}); 4 clients: {before} "
+        f"before the stop, {dict(load.served)} in all, 0 failed; then 20 requests: "
+        f"{dict(served)}, 0 failed"
     )
 
 
@@ -248,7 +296,7 @@ def mlserver_rows(stack: Stack, rows: Rows, root: Path) -> None:
                 "a registered over gRPC too: ModelInfer via the gateway",
                 lambda: _serve_grpc(stack, a),
             ),
-            ("a stopped: ejected, b serves", lambda: _eject_one(stack, a, b)),
+            ("a stopped under traffic: ejected, b serves", lambda: _eject_one(stack, a, b)),
             ("both stopped: 503", lambda: _all_down(stack, b)),
             ("both started again: readmitted", lambda: _readmit(stack, a, b)),
         ]
