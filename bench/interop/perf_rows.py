@@ -51,10 +51,12 @@ def perf_rows(stack: Stack, rows: Rows) -> None:
     version = perf_version()
     gw, grpc = stack.hostport, stack.grpc
     _run(rows, version, "gateway HTTP", gw, [])
+    _run(rows, version, "gateway HTTP, exact version", gw, ["-x", "1.0.0"])
     _run(rows, version, "gateway HTTP, version range", gw, ["-x", "^1.0"])
     _run(rows, version, "gateway HTTP, async", gw, ["--async", "--concurrency-range", "4"])
     _run(rows, version, "gateway HTTP, request rate", gw, ["--request-rate-range", "50:100:50"])
     _run(rows, version, "gateway gRPC", grpc, ["-i", "grpc"])
+    _run(rows, version, "gateway gRPC, exact version", grpc, ["-i", "grpc", "-x", "1.0.0"])
     _run(rows, version, "gateway gRPC, version range", grpc, ["-i", "grpc", "-x", "^1.0"])
     _run(rows, version, "gateway gRPC, stream", grpc, ["-i", "grpc", "--streaming"])
     _run(rows, version, "worker HTTP", stack.worker_http("a"), [])
