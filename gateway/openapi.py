@@ -179,11 +179,13 @@ def _infer_ok() -> Spec:
 def _model_paths(prefix: str, params: list[Spec]) -> dict[str, Spec]:
     routed = [*params, _X_VERSION]
     resolve = (*_CALLER, *_RESOLVE)
+    #: What a GET answered by one worker names: the version and the worker.
+    fetched = dict(list(_SERVED.items())[:2])
     return {
         prefix: {
             "get": _op(
                 "Model metadata, from a worker serving the resolved version.",
-                _ok("ModelMetadata", "The model's metadata.", dict(list(_SERVED.items())[:2])),
+                _ok("ModelMetadata", "The model's metadata.", fetched),
                 (*resolve, *_FETCHED),
                 params=routed,
             )
@@ -208,7 +210,7 @@ def _model_paths(prefix: str, params: list[Spec]) -> dict[str, Spec]:
         f"{prefix}/config": {
             "get": _op(
                 "Triton's model configuration of the resolved version.",
-                _ok("ModelConfig", "The configuration."),
+                _ok("ModelConfig", "The configuration.", fetched),
                 (*resolve, *_FETCHED),
                 tag="triton",
                 params=routed,
@@ -216,12 +218,14 @@ def _model_paths(prefix: str, params: list[Spec]) -> dict[str, Spec]:
         },
         f"{prefix}/stats": {
             "get": _op(
-                "Triton's statistics, per version, summed over workers.",
+                "Triton's statistics, per version, summed over workers (every served version "
+                "of the model when no version is named, in the path or X-Model-Version).",
                 _ok("ModelStatistics", "The statistics."),
-                # NOTE: a worker that does not answer is left out of the sum, never an error.
-                (*_CALLER, *_RESOLVE) if len(params) > 1 else (*_CALLER, ModelNotFound),
+                # NOTE: a worker that does not answer is left out of the sum, never an error;
+                # a version named, by the path or X-Model-Version, is resolved (400, 503).
+                resolve,
                 tag="triton",
-                params=params,
+                params=routed,
             )
         },
     }
@@ -233,14 +237,50 @@ def _repository() -> dict[str, Spec]:
         "content": {"application/json": {"schema": ref("RepositoryRequest")}},
     }
     done = json_body({"type": "object"}, "Placed on (or removed from) every worker asked.")
-    placed = (*_ADMIN, BadRequest, ModelNotFound, VersionNotFound, NoVersionSatisfies, *_FETCHED)
+    # NOTE: a body that does not decode (400) or is over 64 KiB (413) on every call.
+    read = (*_ADMIN, BadGatewayRequest, BodyTooLarge)
+    # NOTE: `gateway.errors.RepositoryFailed` picks its status per failure (its class says
+    # 500, which it never answers), so it is declared by the one status it is on its own.
+    failed = Answer(
+        503,
+        "RepositoryFailed: the load or unload failed on some worker (the workers' own 4xx "
+        "when every one refused alike, e.g. 404)",
+        {"Retry-After": "1"},
+    )
+    placed = (
+        *read,
+        BadRequest,
+        ModelNotFound,
+        VersionNotFound,
+        AliasNotFound,
+        NoVersionSatisfies,
+        NoReadyWorker,
+        failed,
+        *_FETCHED,
+    )
     model = [_MODEL]
+    versioned = [_MODEL, {**_VERSION, "description": "The version to place (any reference)."}]
+    verbs: dict[str, Spec] = {}
+    for verb, summary in (("load", "Load a version on"), ("unload", "Unload a version from")):
+        verbs[f"/v2/repository/models/{{model}}/{verb}"] = {
+            "post": _op(f"{summary} workers.", done, placed, tag="triton", params=model, body=body)
+        }
+        verbs[f"/v2/repository/models/{{model}}/versions/{{version}}/{verb}"] = {
+            "post": _op(
+                f"{summary} workers (the version in the path, not in the parameters).",
+                done,
+                placed,
+                tag="triton",
+                params=versioned,
+                body=body,
+            )
+        }
     return {
         "/v2/repository/index": {
             "post": _op(
                 "Every version the registry knows, READY where a worker serves it.",
                 _ok("RepositoryIndex", "The index."),
-                _ADMIN,
+                read,
                 tag="triton",
                 body={
                     "required": False,
@@ -248,21 +288,7 @@ def _repository() -> dict[str, Spec]:
                 },
             )
         },
-        "/v2/repository/models/{model}/load": {
-            "post": _op(
-                "Load a version on workers.", done, placed, tag="triton", params=model, body=body
-            )
-        },
-        "/v2/repository/models/{model}/unload": {
-            "post": _op(
-                "Unload a version from workers.",
-                done,
-                placed,
-                tag="triton",
-                params=model,
-                body=body,
-            )
-        },
+        **verbs,
     }
 
 

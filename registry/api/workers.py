@@ -8,7 +8,15 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, delete, post
 from litestar.params import JSONBody, PathParameter
 
-from registry.api.deps import actor, registry_of
+from registry.api.deps import actor, raises, registry_of
+from registry.errors import (
+    BadRequest,
+    Conflict,
+    InvalidServerUrl,
+    ModelNotFound,
+    ServerNotFound,
+    VersionNotFound,
+)
 from registry.schemas import ServerIn, ServerOut
 
 __all__ = ["WorkerController"]
@@ -28,14 +36,24 @@ class WorkerController(Controller):
     path = "/workers"
     tags = ["workers"]
 
-    @post("/", status_code=201, opt={"scope": "admin"}, description=REGISTER_DOC)
+    @post(
+        "/",
+        status_code=201,
+        opt={
+            "scope": "admin",
+            **raises(
+                InvalidServerUrl, BadRequest, ModelNotFound, VersionNotFound, Conflict, body=True
+            ),
+        },
+        description=REGISTER_DOC,
+    )
     async def register(
         self, request: Request[Any, Any, Any], data: JSONBody[ServerIn]
     ) -> Response[ServerOut]:
         out = await registry_of(request).servers.register(actor(request), data)
         return Response(out, status_code=201)
 
-    @delete("/{server_id:str}", status_code=204, opt={"scope": "admin"})
+    @delete("/{server_id:str}", status_code=204, opt={"scope": "admin", **raises(ServerNotFound)})
     async def remove(self, request: Request[Any, Any, Any], server_id: ServerPath) -> None:
         """Remove a registered external server (204); 404 when none has that id."""
         await registry_of(request).servers.remove(actor(request), server_id)

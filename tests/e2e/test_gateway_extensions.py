@@ -90,6 +90,16 @@ def test_get_model_config_through_the_gateway_for_any_reference(fleet: Fleet) ->
 # -- statistics ------------------------------------------------------------------------
 
 
+def test_statistics_are_served_but_not_listed_for_perf_analyzer(fleet: Fleet) -> None:
+    """perf_analyzer reads server-side statistics only from a server that lists the
+    extension, keyed by its -x; with -x ^1.0 it would find no entry and exit 99."""
+    extensions = client(fleet).get_server_metadata()["extensions"]
+    assert "model_configuration" in extensions
+    assert "model_repository" in extensions
+    assert "statistics" not in extensions
+    assert client(fleet).get_inference_statistics("resnet", "^1.0")["model_stats"]
+
+
 def gateway_stats(fleet: Fleet, version: str) -> dict[str, Any]:
     (entry,) = client(fleet).get_inference_statistics("resnet", version)["model_stats"]
     assert (entry["name"], entry["version"]) == ("resnet", version)

@@ -242,22 +242,37 @@ def _extensions(call: Calls, read_token: str, admin: str) -> None:
         if path.startswith(MV):
             call("GET", path, 400, headers={"X-Model-Version": "^2"})
             call("GET", path, 503, ids={"version": "3.0.0"})
-        elif path == f"{M}/config":
+        elif path in (f"{M}/config", f"{M}/stats"):
             call("GET", path, 400, headers={"X-Model-Version": ">>1"})
             call("GET", path, 503, headers={"X-Model-Version": "3.0.0"})
+    # NOTE: the repository reads at most 64 KiB of body.
+    big = {"headers": {**_bearer(admin), "content-type": "application/json"}}
+    big["content"] = b"{" + b" " * 70_000 + b"}"
     index = "/v2/repository/index"
     call("POST", index, 200, headers=_bearer(admin), json={})
     call("POST", index, 401, json={})
     call("POST", index, 403, headers=_bearer(read_token), json={})
+    call("POST", index, 400, headers=_bearer(admin), json={"ready": "yes"})
+    call("POST", index, 413, **big)
     for verb in ("load", "unload"):
-        path = f"/v2/repository/models/{{model}}/{verb}"
-        version = {"parameters": {"version": "3.0.0" if verb == "unload" else "1.0.0"}}
-        call("POST", path, 200, headers=_bearer(admin), json=version)
-        call("POST", path, 401, json=version)
-        call("POST", path, 403, headers=_bearer(read_token), json=version)
-        call("POST", path, 404, headers=_bearer(admin), json=version, ids={"model": "nope"})
-        bad = {"parameters": {"version": ">>1"}}
-        call("POST", path, 400, headers=_bearer(admin), json=bad)
+        in_path = "3.0.0" if verb == "unload" else "1.0.0"
+        for path, ids in (
+            (f"/v2/repository/models/{{model}}/{verb}", {}),
+            (f"/v2/repository/models/{{model}}/versions/{{version}}/{verb}", {"version": in_path}),
+        ):
+            named = {} if ids else {"json": {"parameters": {"version": in_path}}}
+            call("POST", path, 200, headers=_bearer(admin), ids=ids, **named)
+            call("POST", path, 401, ids=ids, **named)
+            call("POST", path, 403, headers=_bearer(read_token), ids=ids, **named)
+            nope = {**ids, "model": "nope"}
+            call("POST", path, 404, headers=_bearer(admin), ids=nope, **named)
+            bad = (
+                {"ids": {**ids, "version": ">>1"}}
+                if ids
+                else {"json": {"parameters": {"version": ">>1"}}}
+            )
+            call("POST", path, 400, headers=_bearer(admin), **bad)
+            call("POST", path, 413, ids=ids, **big)
 
 
 def _unloaded(call: Calls, document: dict[str, Any], pending: list[tuple[str, str]]) -> None:

@@ -42,6 +42,8 @@ STALE = '"m0.0"'
 def _scope(method: str, path: str) -> str:
     if path.startswith((f"{ADMIN}/tokens", f"{ADMIN}/audit")):
         return "admin"
+    if path.startswith(f"{ADMIN}/workers") and method != "GET":
+        return "admin"
     return "read" if method == "GET" else "publish"
 
 
@@ -51,6 +53,13 @@ WEAKER = {"read": "infer", "publish": "read", "admin": "publish"}
 
 def _file(scale: float = 2.0) -> dict[str, Any]:
     return {"file": ("m.onnx", onnx_bytes(scale), "application/octet-stream")}
+
+
+def _server(server_id: str, model: str = "no-such-model", **fields: Any) -> dict[str, Any]:
+    """An external server registration; nothing listens at its URL."""
+    serves = [{"model": model, "version": "1.0.0"}]
+    doc = {"id": server_id, "url": "http://127.0.0.1:1", "protocol": "http", "serves": serves}
+    return {**doc, **fields}
 
 
 def _valid(method: str, path: str) -> dict[str, Any]:
@@ -67,6 +76,7 @@ def _valid(method: str, path: str) -> dict[str, Any]:
             "json": {"version": "1.1.0", "baseline": "1.0.0"}
         },
         f"POST {ADMIN}/tokens": {"json": {"name": "t", "scopes": ["read"]}},
+        f"POST {ADMIN}/workers": {"json": _server("x-server")},
     }
     return bodies.get(f"{method} {path}", {})
 
@@ -223,7 +233,31 @@ async def _access(call: Calls) -> None:
     await call("DELETE", one, 204, ids={"token_id": str(made.json()["id"])})
     await call("DELETE", one, 404, ids={"token_id": str(made.json()["id"])})
     await call("GET", f"{ADMIN}/audit", 200)
-    await call("GET", f"{ADMIN}/workers", 200)
+
+
+async def _workers(call: Calls) -> None:
+    """External OIP servers: register, list (with the announced kind's fields absent or
+    null), remove."""
+    workers = f"{ADMIN}/workers"
+    one = f"{workers}/{{server_id}}"
+    model = call.ids["model"]
+    await call("POST", workers, 201, json=_server(call.ids["server_id"], model))
+    await call("POST", workers, 409, json=_server(call.ids["server_id"], model))
+    await call("POST", workers, 404, json=_server("s-unknown-model", "no-such-model"))
+    unknown_version = _server("s-unknown-version", model)
+    unknown_version["serves"][0]["version"] = "9.9.9"
+    await call("POST", workers, 404, json=unknown_version)
+    await call("POST", workers, 400, json=_server("s-https", model, url="https://127.0.0.1:1"))
+    twice = _server("s-twice", model)
+    twice["serves"] *= 2
+    await call("POST", workers, 400, json=twice)
+    listed = await call("GET", workers, 200)
+    assert [w["kind"] for w in listed.json()] == ["external"], listed.text
+    await call("DELETE", one, 204)
+    await call("DELETE", one, 404)
+    await call("DELETE", one, 404, ids={"server_id": "no-such-server"})
+    # Registered again for `_generic`'s calls, which need a server id that exists.
+    await call("POST", workers, 201, json=_server(call.ids["server_id"], model))
 
 
 async def test_every_admin_status_is_declared_and_real(
@@ -239,6 +273,7 @@ async def test_every_admin_status_is_declared_and_real(
     conformance = Conformance(document, ADMIN)
     scoped = {**tokens, "infer": await make_token(engine, "infer")}
     ids = {"model": model_name, "version": "1.0.0", "alias": "prod", "token_id": "1"}
+    ids["server_id"] = "s-ext"
     call = Calls(client, conformance, ids)
 
     async def store(code: int, status: int) -> None:
@@ -254,6 +289,7 @@ async def test_every_admin_status_is_declared_and_real(
     await _policy(call)
     await _rollouts(call)
     await _access(call)
+    await _workers(call)
     ops = sorted(operations(document, ADMIN))
     assert len(ops) >= 26, ops
     await _generic(call, Calls(broken, conformance, dict(call.ids)), scoped, ops)

@@ -22,6 +22,7 @@ import collections
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -280,6 +281,10 @@ def _hostile(case: schemathesis.Case, data: st.DataObject) -> None:
         container[key] = {data.draw(HOSTILE_TEXT): data.draw(HOSTILE_TEXT)}
     elif isinstance(current, int) and not isinstance(current, bool):
         container[key] = data.draw(BEYOND_INT64)
+    elif container is case.path_parameters:
+        # NOTE: schemathesis percent-encodes the path parameters it generates, not those
+        # set afterwards: a raw "?", "#" or "/" would address another route (its 405).
+        container[key] = quote(data.draw(HOSTILE_TEXT), safe="")
     else:
         container[key] = data.draw(HOSTILE_TEXT)
 
