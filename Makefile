@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench services proto clean
+.PHONY: demo test lint fuzz bench services proto clean interop interop-env interop-libs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ fuzz: $(STAMP) services
 	MODELGATE_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest -q -m fuzz tests/registry/test_schema_fuzz.py
 
 # Each prints its ratios last; see docs/BENCHMARKS.md for the recorded runs.
-bench: $(STAMP)
+bench: $(STAMP) interop-env
 	$(BIN)/python -m bench.bench_resolve
 	$(BIN)/python -m bench.bench_balancer
 	$(BIN)/python -m bench.bench_worker
@@ -41,10 +41,31 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.gateway_balancing
 	$(BIN)/python -m bench.gateway_overload
 	$(BIN)/python -m bench.publish_under_load
+	$(BIN)/python -m bench.perf_analyzer
+
+# Third-party tools against a live stack (docs/INTEROP.md): each tool in its own virtualenv
+# under .interop/, pinned in bench/interop/requirements/; perf_analyzer's loader needs
+# Debian's libb64-0d, installed here when missing.
+INTEROP := .interop
+INTEROP_TOOLS := perf_analyzer kserve mlserver
+
+$(INTEROP)/%/.installed: bench/interop/requirements/%.txt
+	test -x $(INTEROP)/$*/bin/python || $(PYTHON) -m venv $(INTEROP)/$*
+	$(INTEROP)/$*/bin/python -m pip install -q -r $<
+	touch $@
+
+interop-libs:
+	@ldconfig -p | grep -q 'libb64\.so\.0d' || apt-get install -y -q libb64-0d \
+		|| (apt-get update -q && apt-get install -y -q libb64-0d)
+
+interop-env: interop-libs $(foreach t,$(INTEROP_TOOLS),$(INTEROP)/$(t)/.installed)
+
+interop: $(STAMP) interop-env
+	$(BIN)/python -m bench.interop
 
 # The gRPC messages, generated from modelgate/core/proto/inference.proto (committed).
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. modelgate/core/proto/inference.proto
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INTEROP) var .pytest_cache .mypy_cache .ruff_cache
