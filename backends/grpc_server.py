@@ -14,7 +14,6 @@ INTERNAL "internal error; see the server log".
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -22,9 +21,8 @@ import grpc
 from backends.control import ControlAccess
 from backends.dataplane import DataPlane
 from backends.grpc_service import INTERNAL_ERROR, InferenceService
-from modelgate.core.errors import ModelgateError
 from modelgate.core.proto.service import METHODS, SERVICE
-from modelgate.core.proto.status import grpc_code
+from modelgate.core.proto.serving import guarded, guarded_stream, serve
 
 __all__ = ["GrpcServer"]
 
@@ -40,37 +38,6 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
-def _unary(name: str, call: Callable[[Any, Any], Awaitable[Any]]) -> Any:
-    async def handler(request: Any, context: Any) -> Any:
-        try:
-            return await call(request, context)
-        except ModelgateError as exc:
-            await context.abort(grpc_code(exc.status_code), exc.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unhandled error in gRPC %s", name)
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
-
-    return handler
-
-
-def _stream(name: str, call: Callable[[Any, Any], AsyncIterator[Any]]) -> Any:
-    async def handler(requests: Any, context: Any) -> AsyncIterator[Any]:
-        try:
-            async for response in call(requests, context):
-                yield response
-        except ModelgateError as exc:
-            await context.abort(grpc_code(exc.status_code), exc.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unhandled error in gRPC %s", name)
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
-
-    return handler
-
-
 def _handlers(service: InferenceService) -> dict[str, Any]:
     handlers: dict[str, Any] = {}
     for name, method in METHODS.items():
@@ -79,11 +46,15 @@ def _handlers(service: InferenceService) -> dict[str, Any]:
         encode = method.response.SerializeToString
         if method.streaming:
             handlers[name] = grpc.stream_stream_rpc_method_handler(
-                _stream(name, call), request_deserializer=decode, response_serializer=encode
+                guarded_stream(name, call, log, INTERNAL_ERROR),
+                request_deserializer=decode,
+                response_serializer=encode,
             )
         else:
             handlers[name] = grpc.unary_unary_rpc_method_handler(
-                _unary(name, call), request_deserializer=decode, response_serializer=encode
+                guarded(name, call, log, INTERNAL_ERROR),
+                request_deserializer=decode,
+                response_serializer=encode,
             )
     return handlers
 
@@ -108,28 +79,11 @@ class GrpcServer:
         self._server: Any = None
 
     async def start(self) -> None:
-        """Bind and serve; ``RuntimeError`` naming the address when it cannot bind.
-
-        NOTE: ``grpc.so_reuseport`` is off, so a port already in use fails here instead of
-        sharing connections with another process.
-        """
+        """Bind and serve; `OSError` naming the address when it cannot bind."""
         limit = self.plane.options.max_body_bytes + _ENVELOPE_BYTES
-        server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", limit)]
-        )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, _handlers(self.service)),)
-        )
-        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-        try:
-            bound = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise RuntimeError(f"cannot serve gRPC on {address}: {exc}") from None
-        if not bound:
-            raise RuntimeError(f"cannot serve gRPC on {address}")
-        self.port = bound
-        await server.start()
-        self._server = server
+        handler = grpc.method_handlers_generic_handler(SERVICE, _handlers(self.service))
+        options = [("grpc.max_receive_message_length", limit)]
+        self._server, self.port = await serve(handler, self.host, self.port, options)
         log.info("serving gRPC on %s:%d", self.host, self.port)
 
     async def stop(self) -> None:

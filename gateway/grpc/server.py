@@ -10,59 +10,33 @@ error; see the gateway log" (grpcio would send the exception's text as UNKNOWN).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from gateway.grpc.extensions import ExtensionCalls
 from gateway.grpc.models import ModelCalls
-from gateway.grpc.service import INTERNAL, Context, InferenceService
+from gateway.grpc.service import INTERNAL, InferenceService
 from modelgate.core.proto.service import METHODS, SERVICE
+from modelgate.core.proto.serving import guarded, guarded_stream, serve
 
 __all__ = ["GrpcServer"]
 
 log = logging.getLogger("modelgate.gateway")
 
 
-def _guarded(method: str, behaviour: Callable[[Any, Context], Awaitable[Any]]) -> Any:
-    async def call(request: Any, context: Context) -> Any:
-        try:
-            return await behaviour(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unhandled error in gRPC %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL)
-
-    return call
-
-
-def _guarded_stream(method: str, behaviour: Callable[[Any, Context], AsyncIterator[Any]]) -> Any:
-    async def call(requests: Any, context: Context) -> AsyncIterator[Any]:
-        try:
-            async for response in behaviour(requests, context):
-                yield response
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unhandled error in gRPC %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL)
-
-    return call
-
-
 def _unary(method: str, behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
     spec = METHODS[method]
     return grpc.unary_unary_rpc_method_handler(
-        _guarded(method, behaviour),
+        guarded(method, behaviour, log, INTERNAL),
         request_deserializer=spec.request.FromString,
         response_serializer=spec.response.SerializeToString,
     )
 
 
 def _raw(method: str, behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
-    return grpc.unary_unary_rpc_method_handler(_guarded(method, behaviour))
+    return grpc.unary_unary_rpc_method_handler(guarded(method, behaviour, log, INTERNAL))
 
 
 def handlers(service: InferenceService) -> grpc.GenericRpcHandler:
@@ -84,7 +58,7 @@ def handlers(service: InferenceService) -> grpc.GenericRpcHandler:
         ),
         "ModelInfer": _raw("ModelInfer", service.model_infer),
         "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
-            _guarded_stream("ModelStreamInfer", service.model_stream_infer)
+            guarded_stream("ModelStreamInfer", service.model_stream_infer, log, INTERNAL)
         ),
     }
     assert set(calls) == set(METHODS), set(METHODS) ^ set(calls)
@@ -105,26 +79,11 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        # NOTE: no SO_REUSEPORT (gRPC's default on Linux): a port another process holds
-        # must fail the start, not split the traffic with it.
-        server = grpc.aio.server(
-            options=(
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", -1),
-            )
+        options = (
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", -1),
         )
-        server.add_generic_rpc_handlers((handlers(self.service),))
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        try:
-            bound = server.add_insecure_port(f"{host}:{self.port}")
-        except RuntimeError as exc:
-            raise OSError(f"cannot serve gRPC on {host}:{self.port}: {exc}") from None
-        if bound == 0:
-            raise OSError(f"cannot serve gRPC on {host}:{self.port}: the port is taken")
-        self.port = bound
-        await server.start()
-        self._server = server
+        self._server, self.port = await serve(handlers(self.service), self.host, self.port, options)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stop taking calls; those in flight get ``grace_s`` to finish."""
