@@ -1,8 +1,9 @@
 """The gateway's data plane core (no HTTP types): route, forward with retries, shadow.
 
 A request is resolved and balanced from memory (`RoutingTable`), forwarded as bytes to one
-worker, and bounded by the model's concurrency gate and the client's deadline. A shadow
-copy, when the policy asks for one, never touches the client's answer.
+worker, and bounded by the model's concurrency gate (`gateway.concurrency`) and the client's
+deadline. A shadow copy (`gateway.shadow`), when the policy asks for one, never touches the
+client's answer.
 
 Retries. Inference is idempotent by design (a worker keeps no state between requests), so
 an attempt that failed in one of the ``retry_on`` conditions (`gateway.settings.RetryOn`)
@@ -42,6 +43,7 @@ from typing import Any
 from gateway.attempts import Attempt, InFlight
 from gateway.balancing.balancer import Outcome
 from gateway.balancing.retry import RetryBudget
+from gateway.concurrency import ModelGates
 from gateway.control.rollout_stats import OutcomeCounters
 from gateway.errors import (
     BackendUnavailable,
@@ -57,10 +59,11 @@ from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics, access_log
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, RoutingTable
 from gateway.settings import GatewaySettings
+from gateway.shadow import Shadows
 from gateway.transport import HttpTransport, Transport
 from modelgate.core.errors import ModelgateError
 
-__all__ = ["GatewayDataPlane", "ModelGate"]
+__all__ = ["GatewayDataPlane"]
 
 log = logging.getLogger("modelgate.gateway")
 
@@ -73,32 +76,6 @@ def _served(route: Route, version: str) -> Route:
     return replace(route, version=version, route=f"baseline-retry:{version}")
 
 
-class ModelGate:
-    """Per-model concurrency limit with a bounded wait queue; beyond both, 429 at once."""
-
-    def __init__(self, limit: int, queue: int) -> None:
-        self._slots = asyncio.Semaphore(limit)
-        self._queue = queue
-        self.waiting = 0
-
-    async def acquire(self, model: str) -> None:
-        if self._slots.locked():
-            if self.waiting >= self._queue:
-                raise Overloaded(
-                    f'model "{model}" is at its concurrency limit and queue; retry later'
-                )
-            self.waiting += 1
-            try:
-                await self._slots.acquire()
-            finally:
-                self.waiting -= 1
-        else:
-            await self._slots.acquire()
-
-    def release(self) -> None:
-        self._slots.release()
-
-
 @dataclass
 class GatewayDataPlane:
     table: RoutingTable
@@ -109,16 +86,18 @@ class GatewayDataPlane:
     limiter: RateLimiter | None = None
     #: Per-attempt outcomes per version, for rollout gates.
     outcomes: OutcomeCounters = field(default_factory=OutcomeCounters)
-    _gates: dict[str, ModelGate] = field(default_factory=dict)
     _children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = field(default_factory=dict)
-    _shadows: set[asyncio.Task[None]] = field(default_factory=set)
     #: Attempts in flight by worker, for `worker_unready` and `worker_ejected`.
     in_flight: InFlight = field(default_factory=InFlight)
     #: The transport of requests that name none (OIP v2 REST over ``forwarder``).
     http: HttpTransport = field(init=False)
+    gates: ModelGates = field(init=False)
+    shadows: Shadows = field(init=False)
 
     def __post_init__(self) -> None:
         self.http = HttpTransport(self.table, self.forwarder)
+        self.gates = ModelGates(self.settings.model_concurrency, self.settings.model_queue)
+        self.shadows = Shadows(self.table, self.settings, self.metrics, self.pick)
 
     def _observe(self, model: str, route: Route, worker: str, status: int, elapsed: float) -> None:
         # NOTE: ``.labels()`` costs a lock and a dict walk per call; the children are few
@@ -147,13 +126,6 @@ class GatewayDataPlane:
         self.metrics.errors.labels(
             self.model_label(model), str(exc.status_code), type(exc).__name__
         ).inc()
-
-    def _gate(self, model: str) -> ModelGate:
-        gate = self._gates.get(model)
-        if gate is None:
-            gate = ModelGate(self.settings.model_concurrency, self.settings.model_queue)
-            self._gates[model] = gate
-        return gate
 
     def deadline(self, headers: Mapping[str, str], timeout_s: float | None = None) -> float:
         """Absolute monotonic deadline: the client's ``X-Request-Timeout-Ms`` or
@@ -203,7 +175,7 @@ class GatewayDataPlane:
             route = self.table.route(model, reference, headers.get(sticky or "x-route-key"))
             if deadline <= started:
                 raise DeadlineExceeded("the request's deadline had passed before it was forwarded")
-            gate = self._gate(model)
+            gate = self.gates[model]
             try:
                 await gate.acquire(model)
             except Overloaded:
@@ -222,7 +194,7 @@ class GatewayDataPlane:
             if transport is self.http and worker in self.table.external:
                 reply = rename_infer(reply, model, route.version)
             if route.shadow is not None:
-                self._send_shadow(transport, route, forward_headers, body)
+                self.shadows.send(transport, model, route.shadow, forward_headers, body)
             elapsed = time.monotonic() - started
             self._observe(model, route, worker, reply.status, elapsed)
             if access_log.isEnabledFor(logging.INFO):
@@ -480,45 +452,6 @@ class GatewayDataPlane:
         view = snapshot.models.get(route.model)
         info = view.find(baseline) if view is not None else None
         return info is not None and info.servable
-
-    def _send_shadow(
-        self, transport: Transport, route: Route, headers: dict[str, str], body: bytes
-    ) -> None:
-        assert route.shadow is not None
-        if len(self._shadows) >= self.settings.shadow_max_in_flight:
-            self.metrics.shadow.labels(route.model, route.shadow, "dropped").inc()
-            return
-        task = asyncio.create_task(
-            self._shadow(transport, route.model, route.shadow, headers, body)
-        )
-        self._shadows.add(task)
-        task.add_done_callback(self._shadows.discard)
-
-    async def _shadow(
-        self, transport: Transport, model: str, version: str, headers: dict[str, str], body: bytes
-    ) -> None:
-        balancer = self.table.balancer
-        try:
-            worker = self.pick(transport, model, version, set(transport.unreachable))
-            balancer.started(worker)
-            sent = time.monotonic()
-            try:
-                reply = await transport.send(
-                    worker, model, version, headers, body, self.settings.request_timeout_s
-                )
-            except Exception:
-                balancer.finished(worker, time.monotonic() - sent, Outcome.UNAVAILABLE)
-                raise
-            ok = reply.status < 500
-            balancer.finished(
-                worker, time.monotonic() - sent, Outcome.OK if ok else Outcome.FAILURE
-            )
-            self.metrics.shadow.labels(
-                model, version, "ok" if reply.status == 200 else str(reply.status)
-            ).inc()
-        except Exception as exc:
-            self.metrics.shadow.labels(model, version, "failed").inc()
-            log.debug("shadow copy to %s@%s failed: %s", model, version, exc)
 
     async def get(self, model: str, reference: str | None, suffix: str) -> tuple[Reply, Route, str]:
         """Model metadata from a worker serving the resolved version (no retries)."""

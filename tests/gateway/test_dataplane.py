@@ -132,7 +132,7 @@ async def build() -> AsyncIterator[Build]:
         for fake in gateway.fakes.values():
             fake.release()
         # NOTE: shadow copies run as tasks of their own; they end once no fake holds them.
-        await asyncio.gather(*gateway.plane._shadows, return_exceptions=True)
+        await asyncio.gather(*gateway.plane.shadows.tasks, return_exceptions=True)
         await gateway.plane.forwarder.stop()
         for fake in gateway.fakes.values():
             await fake.stop()
@@ -366,7 +366,7 @@ async def test_the_gate_queues_then_sheds_with_429(build: Build) -> None:
     first = asyncio.create_task(gw.infer())
     await until(lambda: gw.fakes["a"].hits == 1, "the first request to reach the worker")
     second = asyncio.create_task(gw.infer())
-    await until(lambda: gw.plane._gate(MODEL).waiting == 1, "the second request to queue")
+    await until(lambda: gw.plane.gates[MODEL].waiting == 1, "the second request to queue")
     with pytest.raises(Overloaded) as caught:
         await gw.infer()
     assert caught.value.status_code == 429

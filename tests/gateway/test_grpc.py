@@ -161,7 +161,7 @@ async def build() -> AsyncIterator[Build]:
     for gateway, server, channels, http in made:
         for fake in gateway.fakes.values():
             fake.release()
-        await asyncio.gather(*gateway.plane._shadows, return_exceptions=True)
+        await asyncio.gather(*gateway.plane.shadows.tasks, return_exceptions=True)
         await server.stop(0)
         await channels.close()
         await gateway.plane.forwarder.stop()
