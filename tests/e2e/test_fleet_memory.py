@@ -119,10 +119,15 @@ async def test_a_readmitted_worker_takes_sequential_traffic_within_10_s(
     async with Loop(fleet.gateway_url, INFER, infer_json, concurrency=8) as loop:
         await loop.until(50)
         front.stop()  # the fault: w2 refuses connections, as a crashed host would
+        # NOTE: whichever comes first takes w2 out of rotation: the ejection by its failed
+        # attempts, or its probes finding it unready (then too few attempts reach it to eject).
         await asyncio.to_thread(
             wait_until,
-            lambda: balancer_row(fleet, "w2").get("ejected_until") is not None,
-            "w2 to be ejected by its failures",
+            lambda: (
+                balancer_row(fleet, "w2").get("ejected_until") is not None
+                or "resnet@1.0.0" not in balancer_row(fleet, "w2")["ready"]
+            ),
+            "w2 to be ejected by its failures or found unready by its probes",
         )
         await loop.more(50)
     assert loop.failures() == []
