@@ -32,6 +32,7 @@ from backends.errors import InflatedTooLarge, InvalidRequest
 from backends.extensions import ROUTES as TRITON_ROUTES
 from backends.limits import MAX_JSON_DEPTH, check_json_depth, shown
 from backends.oip import ModelMetadata, ServerMetadata
+from backends.versions import requested_version
 from modelgate.core.asgi import read_body
 from modelgate.core.errors import ModelgateError
 from modelgate.core.rendering import exception_handlers
@@ -107,7 +108,7 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes,
 
 async def _infer(plane: DataPlane, scope: Scope, receive: Receive, send: Send,
                  model: str, version: str | None) -> None:  # fmt: skip
-    version = plane.requested_version(version, _header(scope, b"x-model-version"))
+    version = requested_version(version, _header(scope, b"x-model-version"))
     body = await _read_body(scope, receive, plane.options.max_body_bytes)
     out = await plane.infer(model, version, body, _header(scope, HEADER_LENGTH.encode()))
     headers = [(b"x-model-version", out.version.encode()),

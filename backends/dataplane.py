@@ -34,7 +34,7 @@ from backends.oip import ModelMetadata, ServerMetadata
 from backends.runtime import OnnxModel, RuntimeOptions, synthetic_inputs
 from backends.source import Artifact, ModelSource
 from backends.triton import model_config, statistics
-from backends.versions import LoadedVersion, choose, precedence, requested_version
+from backends.versions import LoadedVersion, choose, precedence
 from modelgate.core.proto import inference_pb2 as pb
 from modelgate.core.semver import base_version
 
@@ -192,8 +192,6 @@ class DataPlane:
         if not versions:
             raise ModelNotLoaded(model, version, self._names())
         return choose(model, versions, version)
-
-    requested_version = staticmethod(requested_version)
 
     def server_metadata(self) -> ServerMetadata:
         return ServerMetadata(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)

@@ -22,6 +22,7 @@ from backends.dataplane import DataPlane, LoadedVersion, Outputs
 from backends.errors import BackendError, InvalidRequest, PayloadTooLarge
 from backends.grpc_codec import decode_infer, encode_infer
 from backends.limits import shown
+from backends.versions import requested_version
 from modelgate.core.errors import ModelgateError
 from modelgate.core.proto import inference_pb2 as pb
 
@@ -46,8 +47,8 @@ def metadata(context: Any, key: str) -> str | None:
 
 def _version(named: str, context: Any) -> str | None:
     """The version a call names in its message and ``x-model-version`` metadata (400 if
-    they differ), as REST's path and header (`DataPlane.requested_version`)."""
-    return DataPlane.requested_version(named or None, metadata(context, "x-model-version"))
+    they differ), as REST's path and header (`backends.versions.requested_version`)."""
+    return requested_version(named or None, metadata(context, "x-model-version"))
 
 
 def _encode(target: LoadedVersion, request: Any, outputs: Outputs) -> pb.ModelInferResponse:

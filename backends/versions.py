@@ -107,7 +107,8 @@ def requested_version(path: str | None, header: str | None) -> str | None:
     (gRPC: ``model_version`` and ``x-model-version``); both given and different → 400."""
     if not header:
         return path or None
-    if path and path != header:
+    # NOTE: build metadata names no other version (``choose`` ignores it too).
+    if path and base_version(path) != base_version(header):
         raise VersionRefused(
             f'the path names version "{shown(path)}" but X-Model-Version says '
             f'"{shown(header)}"; send one, or the same in both'

@@ -157,15 +157,15 @@ class TritonExtensions:
         self.settings = settings
 
     async def _get(self, worker: str, model: str, version: str, suffix: str) -> dict[str, Any]:
-        """GET ``/v2/models/{m}/versions/{v}{suffix}`` on ``worker`` by the names it knows
-        the version by; raises `BackendUnavailable`, `DeadlineExceeded` or `WorkerAnswered`."""
-        remote_model, remote_version = self.table.remote(worker, model, version)
+        """GET ``/v2/models/{m}[/versions/{v}]{suffix}`` on ``worker`` by the names it knows
+        the version by (`RoutingTable.model_path`); raises `BackendUnavailable`,
+        `DeadlineExceeded` or `WorkerAnswered`."""
         url = self.table.urls.get(worker)
         if not url:
             raise BackendUnavailable(f"worker {worker} serves no HTTP", "connect-failure")
         reply = await self.forwarder.send(
             "GET",
-            f"{url}/v2/models/{remote_model}/versions/{remote_version}{suffix}",
+            url + self.table.model_path(worker, model, version) + suffix,
             body=None,
             headers={},
             timeout_s=self.settings.extension_timeout_s,
@@ -247,5 +247,8 @@ class TritonExtensions:
         return [
             {**entry, "name": model, "version": version}
             for entry in entries
-            if isinstance(entry, dict) and entry.get("version", remote_version) == remote_version
+            # NOTE: a server registered without a remote version is asked for its model's
+            # statistics, whatever versions it names.
+            if isinstance(entry, dict)
+            and (not remote_version or entry.get("version", remote_version) == remote_version)
         ]

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
+from gateway.errors import BackendUnavailable
 from gateway.forward import Reply
 from gateway.grpc import wire
 from gateway.grpc.peers import caller
@@ -67,12 +70,19 @@ class ModelCalls:
             [(b"x-model-version", route.version.encode()), (b"x-backend", worker.encode())]
         )
         if reply.status == 200:
-            reply = _renamed(reply, fields.model, route.version)
+            try:
+                reply = _renamed(reply, fields.model, route.version)
+            except DecodeError:
+                failure = BackendUnavailable(
+                    f"worker {worker} answered ModelMetadata with no valid message", "reset"
+                )
+                await abort(context, failure)
         return await render(reply, None, context)
 
 
 def _renamed(reply: Reply, model: str, version: str) -> Reply:
-    """The worker's metadata naming the gateway's model and the concrete version."""
+    """The worker's metadata naming the gateway's model and the concrete version; raises
+    ``DecodeError`` when the worker's answer is not a metadata message."""
     metadata = pb.ModelMetadataResponse.FromString(reply.body)
     metadata.name = model
     del metadata.versions[:]

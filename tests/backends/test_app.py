@@ -22,6 +22,7 @@ from backends.control import ControlAccess
 from backends.dataplane import DataPlane, WorkerOptions
 from backends.metrics import PrometheusMetrics
 from backends.source import Artifact, FileSource
+from tests.support.fake_workers import until
 
 INFER = "/v2/models/scale/versions/1.0.0/infer"
 CONTROL_TOKEN = "test-control-token"
@@ -198,10 +199,7 @@ async def test_a_cancelled_request_is_a_triton_failure_with_reason_canceled(
     async with AsyncTestClient(app=app) as client:
         await until_ready(client)
         call = asyncio.create_task(plane.infer("scale", "1.0.0", scale_body([[1] * 4]), None))
-        for _ in range(1000):
-            if plane.in_flight:
-                break
-            await asyncio.sleep(0)
+        await until(lambda: plane.in_flight == 1, "the call in flight")
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call

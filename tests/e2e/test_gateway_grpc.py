@@ -141,16 +141,6 @@ def test_errors_have_the_right_codes_and_https_messages(
     assert message in str(caught.value.message())
 
 
-def test_the_clients_deadline_is_the_calls(fleet: Fleet) -> None:
-    client = triton.InferenceServerClient(fleet.gateway_grpc)
-    try:
-        with pytest.raises(InferenceServerException) as caught:
-            client.infer("resnet", tensors(), client_timeout=0.000_001)
-    finally:
-        client.close()
-    assert code_of(caught.value) == "DEADLINE_EXCEEDED"
-
-
 def test_binary_tensors_async_infer_and_a_stream(fleet: Fleet) -> None:
     client = triton.InferenceServerClient(fleet.gateway_grpc)
     answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
