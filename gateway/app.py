@@ -1,4 +1,5 @@
-"""The gateway's application factory: data plane (OIP v2), admin API, metrics, OpenAPI.
+"""The gateway's application factory: data plane (OIP v2), admin API, metrics, OpenAPI,
+the dashboard (``/ui``, `gateway.dashboard`).
 
 `create_app` builds the Litestar app (admin API, ``/metrics``, ``/schema``) whose lifespan
 runs the gateway's background work: registry sync, worker discovery, probes, shared
@@ -34,6 +35,7 @@ from gateway.control.live import Live
 from gateway.control.rollout_stats import OutcomeCounters
 from gateway.control.rollouts import RolloutController
 from gateway.control.sync import RegistrySync
+from gateway.dashboard import DashboardState, RegistryReads, SplitSampler, dashboard_routers
 from gateway.dataplane import GatewayDataPlane
 from gateway.extensions import TritonExtensions
 from gateway.forward import Forwarder
@@ -209,6 +211,10 @@ def create_app(
         tick_s=gsettings.rollout_tick_s,
         lease_ttl_s=gsettings.rollout_lease_ttl_s,
     )
+    sampler = SplitSampler(metrics.requests)
+    dashboard = DashboardState(
+        table, directory, health, sampler, counters, RegistryReads(registry), VERSION
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -227,9 +233,11 @@ def create_app(
             await controller.start()
         if grpc_server is not None:
             await grpc_server.start()
+        await sampler.start()
         try:
             yield
         finally:
+            await sampler.stop()
             if grpc_server is not None:
                 await grpc_server.stop()
             await channels.close()
@@ -266,6 +274,7 @@ def create_app(
             admin_router(rsettings.max_artifact_bytes),
             metrics_endpoint,
             assets_router(),
+            *dashboard_routers(),
         ],
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
@@ -292,6 +301,7 @@ def create_app(
     app.state.directory = directory
     app.state.prober = prober
     app.state.rollouts = controller
+    app.state.dashboard = dashboard
     return app
 
 

@@ -1,0 +1,498 @@
+// modelgate dashboard: polls /ui/api/state with the token kept in sessionStorage and
+// renders it; actions call the admin API (/admin/v1/...) with the same token.
+// No framework: DOM built with h(), text always set as text (names come from the registry).
+"use strict";
+
+const TOKEN_KEY = "modelgate.dashboard.token";
+const POLL_MS = 1500;
+const STATE_URL = "/ui/api/state";
+const ACTIVE = new Set(["waiting", "running", "paused"]);
+const PALETTE = ["#3b82f6", "#f59e0b", "#10b981", "#a855f7", "#ef4444", "#14b8a6", "#ec4899",
+  "#84cc16"];
+
+let current = null;       // the latest state document
+let pollTimer = null;
+
+// -- small helpers ------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "style") {
+      // NOTE: CSSOM, not a style attribute: the page's CSP allows no inline style.
+      for (const [prop, v] of Object.entries(value)) node.style.setProperty(prop, v);
+    }
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.appendChild(typeof child === "string" || typeof child === "number"
+      ? document.createTextNode(String(child)) : child);
+  }
+  return node;
+}
+
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+
+function ago(iso) {
+  if (!iso) return "—";
+  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 60) return `${Math.round(seconds)} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
+}
+
+function pct(value, digits) {
+  return value === null || value === undefined ? "—" : `${value.toFixed(digits ?? 1)}%`;
+}
+
+function ms(value) {
+  return value === null || value === undefined ? "—" : `${value.toFixed(value < 10 ? 2 : 1)} ms`;
+}
+
+function pill(text, kind, extra) {
+  return h("span", { class: `pill ${kind}`, ...(extra || {}) }, text);
+}
+
+function colorFor(model, version) {
+  const versions = (current && current.models.find((m) => m.name === model)) || { versions: [] };
+  // NOTE: counted from the lowest version, so publishing one changes no colour.
+  const index = versions.versions.findIndex((v) => v.version === version);
+  const rank = index < 0 ? 0 : versions.versions.length - 1 - index;
+  return PALETTE[rank % PALETTE.length];
+}
+
+function toast(message, kind) {
+  const node = $("toast");
+  node.textContent = message;
+  node.className = `toast ${kind || ""}`;
+  node.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { node.hidden = true; }, 6000);
+}
+
+// -- session ------------------------------------------------------------------------------
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function showLogin(message) {
+  clearTimeout(pollTimer);
+  current = null;
+  $("main").hidden = true;
+  $("signout").hidden = true;
+  $("who").textContent = "";
+  $("updated").textContent = "";
+  $("health").replaceChildren();
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  $("token").value = "";
+  $("token").focus();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  showLogin(message);
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    if (body && body.error) return body.error;
+  } catch (_) { /* not JSON */ }
+  return `${response.status} ${response.statusText}`;
+}
+
+async function poll() {
+  clearTimeout(pollTimer);
+  const secret = token();
+  if (!secret) return showLogin();
+  let response;
+  try {
+    response = await fetch(STATE_URL, { headers: { Authorization: `Bearer ${secret}` },
+      cache: "no-store" });
+  } catch (err) {
+    banner(`The gateway does not answer (${err.message}); retrying…`, "bad");
+    pollTimer = setTimeout(poll, POLL_MS);
+    return;
+  }
+  if (response.status === 401 || response.status === 403) {
+    const why = await errorText(response);
+    return signOut(response.status === 401
+      ? `That token was refused: ${why}`
+      : `That token may not read the dashboard: ${why}`);
+  }
+  if (!response.ok) {
+    banner(`The state could not be read: ${await errorText(response)}; retrying…`, "bad");
+    pollTimer = setTimeout(poll, POLL_MS);
+    return;
+  }
+  current = await response.json();
+  $("login").hidden = true;
+  $("main").hidden = false;
+  $("signout").hidden = false;
+  render(current);
+  pollTimer = setTimeout(poll, POLL_MS);
+}
+
+function banner(message, kind) {
+  const node = $("banner");
+  node.hidden = !message;
+  node.textContent = message || "";
+  node.className = `banner ${kind || ""}`;
+}
+
+// -- rendering ----------------------------------------------------------------------------
+
+function render(state) {
+  renderHeader(state);
+  const problems = Object.entries(state.gateway.problems);
+  banner(problems.length
+    ? `Degraded — ${problems.map(([what, why]) => `${what}: ${why}`).join(" · ")}` : "", "bad");
+  $("rollouts").replaceChildren(...renderRollouts(state));
+  $("models").replaceChildren(...state.models.map(renderModel));
+  if (!state.models.length) {
+    $("models").replaceChildren(h("p", { class: "empty" }, "No model is published yet."));
+  }
+  $("workers").replaceChildren(renderWorkers(state.workers));
+}
+
+function renderHeader(state) {
+  const s = state.summary;
+  const degraded = state.gateway.degraded || !state.gateway.registry_loaded;
+  const noneReady = s.workers > 0 && s.ready_workers === 0;
+  const overall = degraded ? ["Degraded", "bad"] : noneReady ? ["No ready worker", "bad"]
+    : s.ejected_workers ? ["Serving, workers ejected", "warn"] : ["Healthy", "good"];
+  $("health").replaceChildren(
+    h("span", { class: `status ${overall[1]}`, "data-testid": "fleet-status" }, overall[0]),
+    stat("ready workers", `${s.ready_workers}/${s.workers}`, s.ready_workers < s.workers ? "warn" : "",
+      "ready-workers"),
+    stat("ejected", String(s.ejected_workers), s.ejected_workers ? "bad" : ""),
+    stat("models", String(s.models)),
+    stat("active rollouts", String(s.active_rollouts), s.active_rollouts ? "info" : ""),
+    stat("requests / min", String(s.requests_last_minute)),
+    stat("revision", String(state.gateway.revision)),
+  );
+  const who = state.principal;
+  $("who").textContent = `${who.name} · ${who.scopes.join(", ")}${who.can_act ? "" : " (read only)"}`;
+  $("updated").textContent = `updated ${new Date(state.generated_at).toLocaleTimeString()}`;
+}
+
+function stat(label, value, kind, testid) {
+  return h("span", { class: `stat ${kind || ""}`, "data-testid": testid || null },
+    h("b", {}, value), h("small", {}, label));
+}
+
+// -- models ---------------------------------------------------------------------------------
+
+function renderModel(model) {
+  const canAct = current.principal.can_act;
+  return h("article", { class: "card model", "data-testid": `model-${model.name}` },
+    h("header", {},
+      h("h3", {}, model.name),
+      h("div", { class: "aliases" }, model.aliases.map((a) => h("span", { class: "alias" },
+        h("b", {}, a.alias), ` → ${a.version}`,
+        canAct ? h("button", { class: "link", type: "button", "data-action": "move-alias",
+          "data-alias": a.alias, onclick: () => moveAlias(model, a) }, "move") : null)))),
+    renderSplit(model),
+    h("table", { class: "versions" },
+      h("thead", {}, h("tr", {}, ["version", "status", "aliases", "ready on", "published"]
+        .map((c) => h("th", {}, c)))),
+      h("tbody", {}, model.versions.map((v) => h("tr",
+        { "data-testid": `version-${model.name}-${v.version}`, "data-status": v.status },
+        h("td", {}, h("span", { class: "swatch", style: { "--c": colorFor(model.name, v.version) } }),
+          h("code", {}, v.version)),
+        h("td", {}, pill(v.status, { published: "good", deprecated: "warn", yanked: "bad" }[v.status] || "")),
+        h("td", {}, v.aliases.join(", ") || ""),
+        h("td", { class: v.ready_workers ? "" : "muted" },
+          v.ready_workers ? `${v.ready_workers} worker${v.ready_workers > 1 ? "s" : ""}` : "none"),
+        h("td", { title: v.published_at || "" },
+          v.published_at ? `${ago(v.published_at)}${v.published_by ? ` by ${v.published_by}` : ""}` : "—"),
+      )))));
+}
+
+function renderSplit(model) {
+  const configured = model.configured;
+  const observed = model.observed;
+  const rows = [];
+  const versions = new Set();
+  if (configured) configured.arms.forEach((a) => versions.add(a.version));
+  Object.keys(observed.shares).forEach((v) => versions.add(v));
+  const conf = configured
+    ? Object.fromEntries(configured.arms.map((a) => [a.version, a.share])) : null;
+  rows.push(bar("configured", conf, model.name,
+    configured ? null : "no traffic policy: the highest ready candidate serves"));
+  const seen = observed.requests ? observed.shares : null;
+  const span = Math.round(observed.window_s);
+  rows.push(bar(span ? `observed, ${span} s` : "observed", seen, model.name,
+    observed.requests ? null : "no requests in the last minute"));
+  const legend = [...versions].sort().map((v) => {
+    const c = conf ? conf[v] : undefined;
+    const o = seen ? seen[v] : undefined;
+    const arm = configured ? configured.arms.find((a) => a.version === v) : null;
+    return h("span", { class: "key-item", "data-version": v },
+      h("i", { class: "dot", style: { "--c": colorFor(model.name, v) } }), h("code", {}, v),
+      ` ${c === undefined ? "—" : pct(c, 0)} → ${o === undefined ? "0%" : pct(o)}`,
+      arm && !arm.ready ? pill("no ready worker", "bad") : null);
+  });
+  const counts = observed.requests
+    ? `${observed.split_requests} of ${observed.requests} requests split by the policy`
+      + (observed.requests > observed.split_requests ? " (the rest pinned a version or alias)" : "")
+    : "";
+  return h("div", { class: "split", "data-testid": `split-${model.name}`,
+    "data-observed": JSON.stringify(observed.shares),
+    "data-configured": JSON.stringify(conf || {}) },
+    ...rows, h("div", { class: "legend" }, legend), h("p", { class: "hint" }, counts));
+}
+
+function bar(label, shares, model, empty) {
+  const track = h("div", { class: "track" });
+  if (shares) {
+    for (const [version, share] of Object.entries(shares).sort()) {
+      if (share <= 0) continue;
+      track.appendChild(h("span", { class: "segment", title: `${version}: ${pct(share)}`,
+        style: { "--c": colorFor(model, version), width: `${share.toFixed(2)}%` } },
+        share >= 12 ? `${version} ${share.toFixed(0)}%` : ""));
+    }
+  } else {
+    track.appendChild(h("span", { class: "none" }, empty));
+  }
+  return h("div", { class: "bar" }, h("span", { class: "label" }, label), track);
+}
+
+// -- rollouts -------------------------------------------------------------------------------
+
+const STATE_KIND = { waiting: "muted", running: "info", paused: "warn", promoted: "good",
+  rolled_back: "bad", aborted: "bad" };
+
+function renderRollouts(state) {
+  if (!state.rollouts.length) return [h("p", { class: "empty" }, "No rollout yet.")];
+  return state.rollouts.map(renderRollout);
+}
+
+function renderRollout(r) {
+  const canAct = current.principal.can_act && r.active;
+  const actions = [];
+  if (canAct) {
+    if (r.state === "running" || r.state === "waiting") actions.push(action(r, "pause", "Pause"));
+    if (r.state === "paused") actions.push(action(r, "resume", "Resume"));
+    actions.push(action(r, "promote", "Promote now"));
+    actions.push(action(r, "abort", "Abort", "danger"));
+  }
+  const step = r.step >= 0 ? `step ${r.step + 1}/${r.steps.length} at ${r.weight}%` : "not started";
+  const next = r.state === "running" && r.step_started_at
+    ? nextJudgement(r) : null;
+  return h("article", { class: `card rollout ${r.active ? "active" : "done"}`,
+    "data-testid": `rollout-${r.model}`, "data-state": r.state, "data-step": r.step,
+    "data-id": r.id },
+    h("header", {},
+      h("h3", {}, `${r.model} `, h("small", {}, `rollout #${r.id}`)),
+      h("span", { class: "versions-move" }, h("code", {}, r.baseline), " → ", h("code", {}, r.version)),
+      pill(r.state.replace("_", " "), STATE_KIND[r.state] || "", { "data-testid": "rollout-state" }),
+      h("span", { class: "muted" }, step), next ? h("span", { class: "muted" }, next) : null,
+      h("span", { class: "actions" }, actions)),
+    r.reason ? h("p", { class: `reason ${r.state === "rolled_back" ? "bad" : ""}` }, r.reason) : null,
+    stepTrack(r),
+    h("div", { class: "rollout-body" },
+      h("div", { class: "charts" }, ...rolloutCharts(r)),
+      h("div", { class: "side" }, gatesLine(r), timeline(r))),
+    r.previous.length ? h("p", { class: "hint" }, "earlier: ", r.previous.map((p) =>
+      `#${p.id} ${p.version} ${p.state.replace("_", " ")}`).join(" · ")) : null);
+}
+
+function nextJudgement(r) {
+  const started = Date.parse(r.step_started_at);
+  const waits = r.history.filter((e) => e.step === r.step && e.verdict === "wait");
+  const since = waits.length ? Math.max(started, Date.parse(waits[waits.length - 1].at)) : started;
+  const left = Math.round((since + r.interval_s * 1000 - Date.now()) / 1000);
+  return left > 0 ? `judged in ${left} s` : "being judged";
+}
+
+function action(r, verb, label, kind) {
+  return h("button", { type: "button", class: kind || "", "data-action": verb,
+    onclick: () => confirmRollout(r, verb, label) }, label);
+}
+
+function stepTrack(r) {
+  return h("ol", { class: "steps" }, r.steps.map((weight, i) => {
+    const judged = r.history.filter((e) => e.step === i);
+    const last = judged.length ? judged[judged.length - 1] : null;
+    const waits = judged.filter((e) => e.verdict === "wait").length;
+    let kind = i < r.step ? "passed" : i === r.step ? "current" : "todo";
+    if (last && last.verdict === "fail") kind = "failed";
+    if (last && last.verdict === "pass") kind = "passed";
+    if (i === r.step && r.state === "promoted") kind = "passed";
+    const mark = { passed: "✓", failed: "✗", current: "●", todo: "" }[kind];
+    return h("li", { class: kind, title: last ? last.reason : "" },
+      h("b", {}, `${weight}%`), h("span", {}, `${mark}${waits ? ` ${waits}× wait` : ""}`));
+  }));
+}
+
+function rolloutCharts(r) {
+  const judged = r.history.filter((e) => e.candidate && e.baseline);
+  const points = judged.map((e) => ({ c: e.candidate, b: e.baseline, live: false,
+    label: `${e.weight}%` }));
+  if (r.live) points.push({ c: r.live.candidate, b: r.live.baseline, live: true, label: "now" });
+  const series = (pick) => [
+    { name: `candidate ${r.version}`, cls: "candidate", color: colorFor(r.model, r.version),
+      points: points.map((p) => ({ y: pick(p.c), hollow: p.live })) },
+    { name: `baseline ${r.baseline}`, cls: "baseline", color: colorFor(r.model, r.baseline),
+      points: points.map((p) => ({ y: pick(p.b), hollow: p.live })) },
+  ];
+  const labels = points.map((p) => p.label);
+  const gates = r.gates || {};
+  const rate = (f) => (f.requests ? 100 * f.error_rate : null);
+  return [
+    window.modelgateCharts.lineChart("error rate per judgement", series(rate),
+      { unit: "%", xLabels: labels,
+        limit: { y: 100 * (gates.max_error_rate ?? 0), label: `gate ${pct(100 * (gates.max_error_rate ?? 0))}` } }),
+    window.modelgateCharts.lineChart("p99 latency per judgement", series((f) => f.p99_ms ?? null),
+      { unit: " ms", xLabels: labels,
+        limit: gates.max_p99_ms ? { y: gates.max_p99_ms, label: `gate ${ms(gates.max_p99_ms)}` } : null }),
+  ];
+}
+
+function gatesLine(r) {
+  const g = r.gates || {};
+  const parts = [
+    `error rate ≤ ${pct(100 * (g.max_error_rate ?? 0))}`,
+    `p99 ≤ ${g.max_latency_ratio}× the baseline's`,
+    g.max_p99_ms ? `p99 ≤ ${ms(g.max_p99_ms)}` : null,
+    `≥ ${g.min_requests} candidate requests per step`,
+    `${r.interval_s} s per step`,
+  ].filter(Boolean);
+  const live = r.live
+    ? ` · last ${r.live.window_s} s: candidate ${r.live.candidate.requests} req, `
+      + `${pct(100 * r.live.candidate.error_rate)} errors, p99 ${ms(r.live.candidate.p99_ms)}; `
+      + `baseline ${r.live.baseline.requests} req, ${pct(100 * r.live.baseline.error_rate)}, `
+      + `p99 ${ms(r.live.baseline.p99_ms)}`
+    : "";
+  return h("p", { class: "hint gates" }, `gates: ${parts.join(", ")}${live}`);
+}
+
+function timeline(r) {
+  if (!r.history.length) return h("p", { class: "hint" }, "no judgement yet");
+  const entries = r.history.slice(-8).reverse();
+  return h("ol", { class: "timeline", "data-testid": "timeline" }, entries.map((e) =>
+    h("li", { class: e.verdict },
+      h("time", { datetime: e.at, title: e.at }, new Date(e.at).toLocaleTimeString()),
+      pill(e.verdict, { pass: "good", fail: "bad", wait: "muted" }[e.verdict] || ""),
+      h("span", { class: "muted" }, `step ${e.step + 1} (${e.weight}%)`),
+      h("span", {}, e.reason))));
+}
+
+// -- workers --------------------------------------------------------------------------------
+
+const WORKER_KIND = { ready: "good", degraded: "warn", ejected: "bad", unready: "bad",
+  loading: "muted", draining: "warn", stopped: "muted" };
+
+function renderWorkers(workers) {
+  if (!workers.length) return h("p", { class: "empty" }, "No worker is announced.");
+  return h("table", { class: "workers" },
+    h("thead", {}, h("tr", {}, ["worker", "status", "loaded versions", "in flight", "EWMA latency",
+      "weight", "failures", "why"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, workers.map((w) => h("tr", { "data-testid": `worker-${w.id}`,
+      "data-status": w.status, class: w.status },
+      h("td", {}, h("b", {}, w.id), h("div", { class: "muted small" },
+        `${w.url || "gRPC"}${w.device ? ` · ${w.device}` : ""}${w.external ? " · external" : ""}`)),
+      h("td", {}, pill(w.status, WORKER_KIND[w.status] || "")),
+      h("td", {}, w.loaded.map((l) => {
+        const unready = w.probe_unready.includes(l.ref);
+        return h("span", { class: `chip ${unready ? "bad" : l.ready ? "good" : "muted"}`,
+          title: unready ? "announced ready, probes find it not ready" : l.ready ? "ready" : "loading" },
+        l.ref);
+      })),
+      h("td", {}, `${w.in_flight}${w.capacity ? ` / ${w.capacity}` : ""}`),
+      h("td", {}, ms(w.ewma_ms)),
+      h("td", {}, w.weight < 1 ? `${Math.round(w.weight * 100)}% (slow start)` : "100%"),
+      h("td", {}, `${w.consecutive_failures} in a row · ${w.ejection_count} ejection${w.ejection_count === 1 ? "" : "s"}`),
+      h("td", { class: "why", "data-testid": "ejection" }, w.status === "ejected"
+        ? `${w.ejection || "ejected"} · back in ${Math.max(0, Math.round(w.ejected_for_s))} s`
+        : w.probe_unready.length ? `probes: ${w.probe_unready.join(", ")} not ready` : ""),
+    ))));
+}
+
+// -- actions --------------------------------------------------------------------------------
+
+function ask(title, text, extra) {
+  const dialog = $("confirm");
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-extra").replaceChildren(...(extra ? [extra] : []));
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+  });
+}
+
+async function admin(method, path, body, headers) {
+  const response = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${token()}`, ...(body ? { "Content-Type": "application/json" } : {}),
+      ...(headers || {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!response.ok) throw new Error(await errorText(response));
+  return response.json().catch(() => null);
+}
+
+const CONSEQUENCE = {
+  pause: "The rollout holds its current step; the weights stay as they are.",
+  resume: "The rollout continues; the current step's window starts again.",
+  promote: "The candidate takes 100% of the traffic now and the alias moves to it.",
+  abort: "The baseline takes 100% of the traffic now; the rollout ends as aborted.",
+};
+
+async function confirmRollout(r, verb, label) {
+  const ok = await ask(`${label}: ${r.model} rollout #${r.id}?`,
+    `${r.baseline} → ${r.version}, ${r.state}. ${CONSEQUENCE[verb]}`);
+  if (!ok) return;
+  try {
+    const out = await admin("POST", `/admin/v1/models/${enc(r.model)}/rollouts/${r.id}/${verb}`);
+    toast(`rollout #${r.id} is ${out.state.replace("_", " ")}`, "good");
+  } catch (err) {
+    toast(`${label} failed: ${err.message}`, "bad");
+  }
+  poll();
+}
+
+async function moveAlias(model, alias) {
+  const select = h("select", { id: "alias-target", "data-testid": "alias-target" },
+    model.versions.filter((v) => v.status !== "yanked").map((v) =>
+      h("option", { value: v.version, selected: v.version === alias.version }, `${v.version} (${v.status})`)));
+  const ok = await ask(`Move alias "${alias.alias}" of ${model.name}?`,
+    `It points at ${alias.version}; clients asking for "${alias.alias}" get the version chosen here.`,
+    h("label", {}, "to version ", select));
+  if (!ok || select.value === alias.version) return;
+  try {
+    await admin("PUT", `/admin/v1/models/${enc(model.name)}/aliases/${enc(alias.alias)}`,
+      { version: select.value }, alias.etag ? { "If-Match": alias.etag } : null);
+    toast(`alias ${alias.alias} → ${select.value}`, "good");
+  } catch (err) {
+    toast(`Moving ${alias.alias} failed: ${err.message}`, "bad");
+  }
+  poll();
+}
+
+// -- start ----------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token").value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    $("login-error").textContent = "";
+    poll();
+  });
+  $("signout").addEventListener("click", () => signOut(""));
+  document.addEventListener("visibilitychange", () => { if (!document.hidden && token()) poll(); });
+  if (token()) poll(); else showLogin();
+});

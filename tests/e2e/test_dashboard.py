@@ -1,0 +1,259 @@
+"""Issue 11, acceptance 1: the dashboard at ``/ui`` in a real browser (Debian's Chromium,
+driven by Playwright) against a live stack: a ``modelgate serve`` on PostgreSQL and Redis,
+and two real worker processes (``w1``: resnet@1.0.0 and textcls@1.0.0; ``w2``:
+resnet@2.0.0).
+
+* With a read token, the page shows the models, their versions, the configured and observed
+  split, the workers and a rollout, and follows them without a reload: the rollout advancing
+  to promotion under load, the observed split moving with it, a version published meanwhile.
+  It offers no action, and the admin API refuses the read token one (403).
+* A wrong token gets a message on the login form.
+* With an admin token, a rollout is aborted through the page's button and its confirmation
+  (a cancelled confirmation does nothing); the registry says it was aborted.
+* No request of the page leaves the gateway's own ``http://127.0.0.1:PORT/``.
+
+With ``MODELGATE_UI_SCREENSHOTS=DIR`` the tests save screenshots there (``docs/img`` holds
+the committed ones).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+
+from tests.support.fleet import Fleet, infer_json
+from tests.support.isolation import REDIS_URL, delete_prefix_sync, scoped
+from tests.support.traffic import Loop
+
+MODEL = "resnet"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: How long the page may take to show a change (it polls every 1.5 s; rollout steps of 1 s).
+SHOWN_MS = 20_000
+SCREENSHOTS = os.environ.get("MODELGATE_UI_SCREENSHOTS")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, pg_database_factory: Any) -> Iterator[Fleet]:
+    keys = scoped("dashboard")
+    deployment = Fleet(
+        tmp_path_factory.mktemp("dashboard"), pg_database_factory(), REDIS_URL, keys.prefix
+    )
+    deployment.env.update(MODELGATE_GATEWAY_SLOW_START_S="0")
+    try:
+        deployment.start_gateway()
+        deployment.publish(MODEL, {"1.0.0": 1.0, "2.0.0": 2.0})
+        deployment.publish("textcls", {"1.0.0": 3.0})
+        deployment.start_worker("w1", [f"{MODEL}@1.0.0", "textcls@1.0.0"])
+        deployment.start_worker("w2", [f"{MODEL}@2.0.0"])
+        deployment.wait_serving(MODEL, "1.0.0", workers=1)
+        deployment.wait_serving(MODEL, "2.0.0", workers=1)
+        yield deployment
+    finally:
+        deployment.stop()
+        delete_prefix_sync(prefix=keys.prefix)
+
+
+@pytest.fixture
+def baseline(fleet: Fleet) -> Iterator[httpx.Client]:
+    """1.0.0 takes all of resnet's traffic, under the alias ``prod``; no rollout is left
+    active afterwards."""
+    with fleet.admin() as client:
+        put = client.put(
+            f"/admin/v1/models/{MODEL}/traffic",
+            json={"arms": [{"version": "1.0.0", "weight": 100}]},
+        )
+        assert put.status_code == 200, put.text
+        alias = client.put(f"/admin/v1/models/{MODEL}/aliases/prod", json={"version": "1.0.0"})
+        assert alias.status_code in (200, 201), alias.text
+        fleet.wait_registry_synced()
+        yield client
+        for rollout in client.get(f"/admin/v1/models/{MODEL}/rollouts").json():
+            if rollout["state"] in ("waiting", "running", "paused"):
+                client.post(f"/admin/v1/models/{MODEL}/rollouts/{rollout['id']}/abort")
+
+
+def make_token(client: httpx.Client, scope: str) -> str:
+    made = client.post("/admin/v1/tokens", json={"name": f"dashboard-{scope}", "scopes": [scope]})
+    assert made.status_code == 201, made.text
+    token: str = made.json()["token"]
+    return token
+
+
+def start_rollout(client: httpx.Client, version: str, **plan: Any) -> dict[str, Any]:
+    response = client.post(f"/admin/v1/models/{MODEL}/rollouts", json={"version": version, **plan})
+    assert response.status_code == 201, response.text
+    out: dict[str, Any] = response.json()
+    return out
+
+
+@asynccontextmanager
+async def dashboard(base_url: str, profile: Path) -> AsyncIterator[tuple[Page, list[str]]]:
+    """A fresh Chromium profile on ``/`` (which redirects to ``/ui``), and every URL the
+    page requested, recorded as it goes."""
+    requested: list[str] = []
+    async with async_playwright() as playwright:
+        context = await playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            args=FLAGS,
+            headless=True,
+            viewport={"width": 1440, "height": 1000},
+        )
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            await page.goto(f"{base_url}/")
+            yield page, requested
+        finally:
+            await context.close()
+
+
+async def sign_in(page: Page, token: str) -> None:
+    await page.fill("#token", token)
+    await page.click("#login-form button[type=submit]")
+
+
+def assert_local(requested: list[str], base_url: str) -> None:
+    assert requested, "the page requested nothing"
+    outside = [url for url in requested if not url.startswith(f"{base_url}/")]
+    assert outside == [], outside
+
+
+async def shot(page: Page, name: str, selector: str | None = None) -> None:
+    if not SCREENSHOTS:
+        return
+    path = Path(SCREENSHOTS) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if selector is None:
+        await page.screenshot(path=str(path), full_page=True)
+    else:
+        await page.locator(selector).screenshot(path=str(path))
+
+
+async def shares(page: Page) -> dict[str, float]:
+    raw = await page.get_attribute(f"[data-testid=split-{MODEL}]", "data-observed")
+    observed: dict[str, float] = json.loads(raw or "{}")
+    return observed
+
+
+async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
+    fleet: Fleet, baseline: httpx.Client, tmp_path: Path
+) -> None:
+    client = baseline
+    read = make_token(client, "read")
+    base = fleet.gateway_url
+    async with dashboard(base, tmp_path / "profile") as (page, requested):
+        assert page.url == f"{base}/ui"
+        await sign_in(page, "mg_not-a-real-token")
+        await expect(page.get_by_test_id("login-error")).to_contain_text("token was refused")
+        await shot(page, "dashboard-login.png")
+        await sign_in(page, read)
+
+        model = page.get_by_test_id(f"model-{MODEL}")
+        await expect(model).to_be_visible()
+        await expect(page.get_by_test_id("model-textcls")).to_be_visible()
+        for version in ("1.0.0", "2.0.0"):
+            row = page.get_by_test_id(f"version-{MODEL}-{version}")
+            await expect(row).to_have_attribute("data-status", "published")
+        await expect(page.get_by_test_id(f"version-{MODEL}-1.0.0")).to_contain_text("prod")
+        split = page.get_by_test_id(f"split-{MODEL}")
+        await expect(split).to_have_attribute("data-configured", '{"1.0.0":100}')
+        for worker in ("w1", "w2"):
+            row = page.get_by_test_id(f"worker-{worker}")
+            await expect(row).to_have_attribute("data-status", "ready")
+        await expect(page.get_by_test_id("worker-w1")).to_contain_text("textcls@1.0.0")
+        await expect(page.get_by_test_id("ready-workers")).to_contain_text("2/2")
+        await expect(page.get_by_test_id("fleet-status")).to_have_text("Healthy")
+        await expect(page.get_by_test_id("rollouts")).to_contain_text("No rollout yet")
+
+        gates = {"min_requests": 15, "max_error_rate": 0.05, "max_latency_ratio": 50.0}
+        async with Loop(base, f"/v2/models/{MODEL}/infer", infer_json, concurrency=3):
+            # The observed split follows the traffic: all on 1.0.0 first.
+            await expect(split).to_have_attribute(
+                "data-observed", '{"1.0.0":100}', timeout=SHOWN_MS
+            )
+            out = start_rollout(client, "2.0.0", steps=[30, 100], interval_s=1.0, gates=gates)
+            card = page.get_by_test_id(f"rollout-{MODEL}")
+            await expect(card).to_have_attribute("data-state", "running", timeout=SHOWN_MS)
+            await expect(card).to_have_attribute("data-id", str(out["id"]))
+            assert await page.locator("[data-action]").count() == 0  # read only
+            # The candidate's share shows up in the observed split while it runs.
+            await page.wait_for_function(
+                """() => {
+                    const node = document.querySelector('[data-testid=split-resnet]');
+                    const seen = JSON.parse(node.dataset.observed || '{}');
+                    return (seen['2.0.0'] || 0) > 0;
+                }""",
+                timeout=SHOWN_MS,
+            )
+            await shot(page, "dashboard.png")
+            await expect(card).to_have_attribute("data-state", "promoted", timeout=SHOWN_MS)
+            await expect(card.get_by_test_id("timeline")).to_contain_text("pass")
+            await expect(split).to_have_attribute("data-configured", '{"2.0.0":100}')
+            await shot(page, "dashboard-rollout.png", f"[data-testid=rollout-{MODEL}]")
+
+        # The server refuses the read token an action, whatever the page shows.
+        refused = httpx.post(
+            f"{base}/admin/v1/models/{MODEL}/rollouts/{out['id']}/abort",
+            headers={"Authorization": f"Bearer {read}"},
+        )
+        assert refused.status_code == 403, refused.text
+
+        fleet.publish(MODEL, {"3.0.0": 3.0})
+        fresh = page.get_by_test_id(f"version-{MODEL}-3.0.0")
+        await expect(fresh).to_have_attribute("data-status", "published", timeout=SHOWN_MS)
+        await expect(fresh).to_contain_text("none")  # no worker has it
+        assert await shares(page)  # the split is still drawn
+    assert_local(requested, base)
+
+
+async def test_an_admin_aborts_a_rollout_through_the_page(
+    fleet: Fleet, baseline: httpx.Client, tmp_path: Path
+) -> None:
+    client = baseline
+    base = fleet.gateway_url
+    # Too many requests needed for its first step ever to be judged: it stays running.
+    gates = {"min_requests": 1_000_000}
+    out = start_rollout(client, "2.0.0", steps=[10, 100], interval_s=1.0, gates=gates)
+    async with dashboard(base, tmp_path / "profile") as (page, requested):
+        await sign_in(page, fleet.token)
+        card = page.get_by_test_id(f"rollout-{MODEL}")
+        await expect(card).to_have_attribute("data-state", "running", timeout=SHOWN_MS)
+        await expect(card).to_have_attribute("data-id", str(out["id"]))
+        abort = card.locator("[data-action=abort]")
+
+        await abort.click()
+        await expect(page.get_by_test_id("confirm")).to_be_visible()
+        await expect(page.get_by_test_id("confirm")).to_contain_text(f"rollout #{out['id']}")
+        await page.get_by_test_id("confirm-cancel").click()
+        await expect(page.get_by_test_id("confirm")).to_be_hidden()
+        state = client.get(f"/admin/v1/models/{MODEL}/rollouts/{out['id']}").json()["state"]
+        assert state == "running"
+
+        await abort.click()
+        await page.get_by_test_id("confirm-ok").click()
+        await expect(card).to_have_attribute("data-state", "aborted", timeout=SHOWN_MS)
+        await expect(page.get_by_test_id("toast")).to_contain_text("aborted")
+        after = client.get(f"/admin/v1/models/{MODEL}/rollouts/{out['id']}").json()
+        assert after["state"] == "aborted", after
+        assert after["reason"], after
+        await expect(card.locator("[data-action]")).to_have_count(0)
+    assert_local(requested, base)
