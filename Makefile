@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench services proto clean interop interop-env interop-libs
+.PHONY: demo test lint fuzz bench services proto clean interop interop-env interop-libs browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ demo: $(STAMP)
 services:
 	./scripts/services.sh
 
-test: $(STAMP) services
+test: $(STAMP) services browser
 	$(BIN)/python -m pytest -q
+
+# Debian's Chromium, which the dashboard's Playwright test drives (never `playwright install`).
+browser:
+	@test -x /usr/bin/chromium || apt-get install -y -q chromium \
+		|| (apt-get update -q && apt-get install -y -q chromium)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

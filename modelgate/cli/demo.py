@@ -4,8 +4,9 @@ It starts a gateway process on a fresh SQLite file under ``./var/demo``, makes a
 token, publishes a generated ONNX model in several versions, starts two local workers,
 shows how constraints resolve, sends traffic through the gateway under a 90/10 canary
 split, rolls a good version out step by step to promotion and watches a faulty one roll
-back by itself (modelgate/cli/demo_rollouts.py), and keeps serving (unless ``--no-keep``)
-with commands to try printed.
+back by itself (modelgate/cli/demo_rollouts.py), prints commands to try, and ends its tour
+with the dashboard's URL and a read token to open it with; then it keeps serving (unless
+``--no-keep``).
 
 A busy port (the gateway's or a worker's) is refused before anything starts. The children
 run in sessions of their own, so Ctrl-C reaches only the demo, which stops them with
@@ -178,6 +179,18 @@ def _resolutions(client: httpx.Client, model: str, title: str) -> None:
     console.print(table)
 
 
+def _dashboard(url: str, viewer: str) -> None:
+    """The tour's last lines: where the dashboard is, and a read token to sign in with."""
+    console.print(
+        f"[bold]Dashboard[/bold]: {url}/ui (the fleet live: split, workers, rollouts)\n"
+        f"  sign in with this read token (the admin token above can also pause, resume, "
+        f"promote or abort rollouts and move aliases):\n"
+        f"  {viewer}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
 def run_demo(*, port: int = 8000, keep: bool = True) -> None:
     """Run the tour against a fresh embedded deployment; serve on until Ctrl-C when ``keep``.
 
@@ -217,6 +230,7 @@ def _run(port: int, keep: bool, processes: list[subprocess.Popen[bytes]]) -> Non
     env = _env(ROOT)
     _cli("db", "upgrade", env=env)
     token = _cli("tokens", "create", "--name", "demo-admin", "--scope", "admin", env=env)
+    viewer = _cli("tokens", "create", "--name", "demo-dashboard", "--scope", "read", env=env)
     url = f"http://127.0.0.1:{port}"
     console.print(
         f"[bold]modelgate demo[/bold]: gateway on {url}, SQLite at {ROOT}/registry.db,"
@@ -260,6 +274,7 @@ def _run(port: int, keep: bool, processes: list[subprocess.Popen[bytes]]) -> Non
         soft_wrap=True,
         highlight=False,
     )
+    _dashboard(url, viewer)
     if keep:
         console.print("serving; Ctrl-C stops the demo")
         with contextlib.suppress(KeyboardInterrupt):

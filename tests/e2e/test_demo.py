@@ -1,6 +1,7 @@
 """``modelgate demo`` (what ``make demo`` runs): it completes its tour on a clean directory,
 rollout chapter included (the good candidate promoted, the faulty one rolled back by its
-error-rate gate, the clients seeing (almost) none of its failures), serves on until Ctrl-C,
+error-rate gate, the clients seeing (almost) none of its failures), ends it with the
+dashboard's URL and a read token that opens it (issue 11, acceptance 5), serves on until Ctrl-C,
 which ends it quietly with no process left; a busy port is refused before anything starts
 (issue 8, finding 14)."""
 
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.net import free_ports, listening, poll_until
@@ -42,6 +44,23 @@ def _assert_tour(out: str) -> None:
     assert len(seen) == 2, out[-3000:]
     failed, total = map(int, seen[1])
     assert failed <= 0.01 * total  # the faulty candidate's 500s are retried on the baseline
+
+
+def _assert_dashboard(out: str, port: int) -> None:
+    """The tour's last lines name the dashboard and a read token, and that token opens it."""
+    tour = out.split("serving; Ctrl-C stops the demo")[0].rstrip().splitlines()
+    url = f"http://127.0.0.1:{port}/ui"
+    assert tour[-3].startswith(f"Dashboard: {url} "), tour[-3:]
+    assert "read token" in tour[-2], tour[-3:]
+    token = tour[-1].strip()
+    assert re.fullmatch(r"mg_\S+", token), tour[-3:]
+    assert httpx.get(url).status_code == 200
+    state = httpx.get(f"{url}/api/state", headers={"Authorization": f"Bearer {token}"})
+    assert state.status_code == 200, state.text
+    doc = state.json()
+    assert doc["principal"]["scopes"] == ["read"]
+    assert "resnet-demo" in [m["name"] for m in doc["models"]]
+    assert [r["state"] for r in doc["rollouts"]] == ["rolled_back"]  # the tour's last one
 
 
 #: When to press Ctrl-C: what the demo has printed, and how long after. ``starting`` lands
@@ -83,6 +102,8 @@ def test_demo_ctrl_c_is_quiet(tmp_path: Path, moment: str) -> None:
             100,
         )
         assert demo.poll() is None, "".join(lines)[-3000:]
+        if moment == "serving":
+            _assert_dashboard("".join(lines), port)
         time.sleep(after)
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
         os.killpg(demo.pid, signal.SIGINT)
