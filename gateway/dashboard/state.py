@@ -6,9 +6,9 @@ sees it, built from what it holds in memory plus the registry's cached details.
 * ``models``: versions (status, aliases, who published when, ready workers), the configured
   split against the one observed over the last minute (`gateway.dashboard.sampler`);
 * ``workers``: `gateway.dashboard.fleet.worker_rows`;
-* ``rollouts``: each model's latest rollouts with their history of judgements, plus, for a
-  running one, the candidate's and the baseline's figures over the last minute (the rollout
-  gates' own counters, `gateway.control.rollout_stats`).
+* ``rollouts``: each model's latest rollout with its history of judgements, plus, for a
+  running one, the candidate's and the baseline's figures in the current step, over its
+  last minute at most (the rollout gates' own counters, `gateway.control.rollout_stats`).
 
 Reading it costs no work on the request path: the split comes from the sampler's ring,
 workers from the balancer's snapshot, details from `RegistryReads`' cache.
@@ -34,11 +34,11 @@ from registry.models import ACTIVE_ROLLOUT_STATES
 from registry.resolution import ModelView
 from registry.tokens import Principal
 
-__all__ = ["DashboardState", "configured_split", "version_rows"]
+__all__ = ["DashboardState", "configured_split", "live_figures", "version_rows"]
 
 log = logging.getLogger("modelgate.gateway.dashboard")
 
-#: The span of the live rollout figures and of the observed split.
+#: The longest span of the live rollout figures (the observed split's is the sampler's).
 LIVE_WINDOW_S = 60.0
 STATUS_NAMES = {"active": "published"}
 ACTIVE_STATES = frozenset(str(s) for s in ACTIVE_ROLLOUT_STATES)
@@ -117,6 +117,34 @@ def _alias_rows(view: ModelView, details: Mapping[str, Mapping[str, Any]]) -> li
             }
         )
     return rows
+
+
+async def live_figures(
+    counters: OutcomeCounters, rollout: Mapping[str, Any], now: float
+) -> dict[str, Any] | None:
+    """A running rollout's candidate and baseline attempts in its current step, over the
+    step's last minute at most (the gates' own counters), or None when they cannot be read
+    (Redis down: the health header says so)."""
+    since = now - LIVE_WINDOW_S
+    if rollout.get("step_started_at"):
+        started = datetime.fromisoformat(str(rollout["step_started_at"]))
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=UTC)
+        since = max(since, started.timestamp())
+    model = str(rollout["model"])
+    try:
+        candidate = await counters.window(model, rollout["version"], since, now)
+        baseline = await counters.window(model, rollout["baseline"], since, now)
+    except Exception as exc:
+        # NOTE: whatever the counters' Redis raises; the controller reports it degraded.
+        log.debug("dashboard: cannot read the rollout counters: %s", exc)
+        return None
+    return {
+        "window_s": round(max(0.0, now - since), 1),
+        "at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "candidate": candidate.as_dict(),
+        "baseline": baseline.as_dict(),
+    }
 
 
 @dataclass
@@ -203,7 +231,7 @@ class DashboardState:
     async def _rollouts(self, figures: RegistryFigures) -> list[dict[str, Any]]:
         """Each model's newest rollout, with the ones before it in brief (``previous``)."""
         rows = []
-        for model, found in sorted(figures.rollouts.items()):
+        for _, found in sorted(figures.rollouts.items()):
             if not found:
                 continue
             newest, *older = found
@@ -213,26 +241,7 @@ class DashboardState:
                 {k: r[k] for k in ("id", "version", "state", "reason", "updated_at")} for r in older
             ]
             if newest["state"] == "running":
-                row["live"] = await self._live(model, newest)
+                row["live"] = await live_figures(self.counters, newest, self.wall())
             rows.append(row)
         rows.sort(key=lambda r: (not r["active"], r["model"]))
         return rows
-
-    async def _live(self, model: str, rollout: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The candidate's and the baseline's attempts over the last minute, or None when
-        the counters cannot be read (Redis down: the health header says so)."""
-        until = self.wall()
-        since = until - LIVE_WINDOW_S
-        try:
-            candidate = await self.counters.window(model, rollout["version"], since, until)
-            baseline = await self.counters.window(model, rollout["baseline"], since, until)
-        except Exception as exc:
-            # NOTE: whatever the counters' Redis raises; the controller reports it degraded.
-            log.debug("dashboard: cannot read the rollout counters: %s", exc)
-            return None
-        return {
-            "window_s": LIVE_WINDOW_S,
-            "at": datetime.fromtimestamp(until, UTC).isoformat(),
-            "candidate": candidate.as_dict(),
-            "baseline": baseline.as_dict(),
-        }

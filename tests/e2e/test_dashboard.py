@@ -1,11 +1,13 @@
 """Issue 11, acceptance 1: the dashboard at ``/ui`` in a real browser (Debian's Chromium,
 driven by Playwright) against a live stack: a ``modelgate serve`` on PostgreSQL and Redis,
-and two real worker processes (``w1``: resnet@1.0.0 and textcls@1.0.0; ``w2``:
-resnet@2.0.0).
+and three real worker processes (``w1``: resnet@1.0.0 and textcls@1.0.0; ``w2``:
+resnet@2.0.0; ``w3``: resnet@1.0.0, started with every answer failing, so that traffic
+gets it ejected).
 
 * With a read token, the page shows the models, their versions, the configured and observed
   split, the workers and a rollout, and follows them without a reload: the rollout advancing
-  to promotion under load, the observed split moving with it, a version published meanwhile.
+  to promotion under load, the observed split moving with it, ``w3`` ejected (and why), a
+  version published meanwhile.
   It offers no action, and the admin API refuses the read token one (403).
 * A wrong token gets a message on the login form.
 * With an admin token, a rollout is aborted through the page's button and its confirmation
@@ -48,6 +50,9 @@ FLAGS = [
 #: How long the page may take to show a change (it polls every 1.5 s; rollout steps of 1 s).
 SHOWN_MS = 20_000
 SCREENSHOTS = os.environ.get("MODELGATE_UI_SCREENSHOTS")
+#: The rollout's step interval: short, or, for screenshots, long enough to catch its
+#: middle step on the page.
+INTERVAL_S = 5.0 if SCREENSHOTS else 1.0
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +61,23 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, pg_database_factory: Any) ->
     deployment = Fleet(
         tmp_path_factory.mktemp("dashboard"), pg_database_factory(), REDIS_URL, keys.prefix
     )
-    deployment.env.update(MODELGATE_GATEWAY_SLOW_START_S="0")
+    # NOTE: short ejections, so that the fleet's restore between tests finds w3 back soon.
+    deployment.env.update(
+        MODELGATE_GATEWAY_SLOW_START_S="0",
+        MODELGATE_GATEWAY_BASE_EJECTION_S="2",
+        MODELGATE_GATEWAY_MAX_EJECTION_S="4",
+    )
     try:
         deployment.start_gateway()
         deployment.publish(MODEL, {"1.0.0": 1.0, "2.0.0": 2.0})
         deployment.publish("textcls", {"1.0.0": 3.0})
         deployment.start_worker("w1", [f"{MODEL}@1.0.0", "textcls@1.0.0"])
         deployment.start_worker("w2", [f"{MODEL}@2.0.0"])
-        deployment.wait_serving(MODEL, "1.0.0", workers=1)
+        healthy = dict(deployment.env)
+        deployment.env["MODELGATE_WORKER_FAULT_ERROR_RATE"] = "1"
+        deployment.start_worker("w3", [f"{MODEL}@1.0.0"])
+        deployment.env = healthy
+        deployment.wait_serving(MODEL, "1.0.0", workers=2)
         deployment.wait_serving(MODEL, "2.0.0", workers=1)
         yield deployment
     finally:
@@ -137,13 +151,13 @@ def assert_local(requested: list[str], base_url: str) -> None:
     assert outside == [], outside
 
 
-async def shot(page: Page, name: str, selector: str | None = None) -> None:
+async def shot(page: Page, name: str, selector: str | None = None, full: bool = True) -> None:
     if not SCREENSHOTS:
         return
     path = Path(SCREENSHOTS) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     if selector is None:
-        await page.screenshot(path=str(path), full_page=True)
+        await page.screenshot(path=str(path), full_page=full)
     else:
         await page.locator(selector).screenshot(path=str(path))
 
@@ -176,11 +190,11 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
         await expect(page.get_by_test_id(f"version-{MODEL}-1.0.0")).to_contain_text("prod")
         split = page.get_by_test_id(f"split-{MODEL}")
         await expect(split).to_have_attribute("data-configured", '{"1.0.0":100}')
-        for worker in ("w1", "w2"):
+        for worker in ("w1", "w2", "w3"):
             row = page.get_by_test_id(f"worker-{worker}")
             await expect(row).to_have_attribute("data-status", "ready")
         await expect(page.get_by_test_id("worker-w1")).to_contain_text("textcls@1.0.0")
-        await expect(page.get_by_test_id("ready-workers")).to_contain_text("2/2")
+        await expect(page.get_by_test_id("ready-workers")).to_contain_text("3/3")
         await expect(page.get_by_test_id("fleet-status")).to_have_text("Healthy")
         await expect(page.get_by_test_id("rollouts")).to_contain_text("No rollout yet")
 
@@ -190,7 +204,17 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
             await expect(split).to_have_attribute(
                 "data-observed", '{"1.0.0":100}', timeout=SHOWN_MS
             )
-            out = start_rollout(client, "2.0.0", steps=[30, 100], interval_s=1.0, gates=gates)
+            # w3 fails every answer: it is ejected, and the page says why.
+            w3 = page.get_by_test_id("worker-w3")
+            await expect(w3).to_have_attribute("data-status", "ejected", timeout=SHOWN_MS)
+            await expect(w3.get_by_test_id("ejection")).to_contain_text(
+                "5 failed requests in a row; out for"
+            )
+            await expect(page.get_by_test_id("fleet-status")).to_have_text(
+                "Serving, workers ejected"
+            )
+            steps = [20, 50, 100]
+            out = start_rollout(client, "2.0.0", steps=steps, interval_s=INTERVAL_S, gates=gates)
             card = page.get_by_test_id(f"rollout-{MODEL}")
             await expect(card).to_have_attribute("data-state", "running", timeout=SHOWN_MS)
             await expect(card).to_have_attribute("data-id", str(out["id"]))
@@ -204,7 +228,9 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
                 }""",
                 timeout=SHOWN_MS,
             )
-            await shot(page, "dashboard.png")
+            if SCREENSHOTS:  # mid-rollout: one step passed, the next one running
+                await expect(card).to_have_attribute("data-step", "1", timeout=SHOWN_MS)
+                await shot(page, "dashboard.png")
             await expect(card).to_have_attribute("data-state", "promoted", timeout=SHOWN_MS)
             await expect(card.get_by_test_id("timeline")).to_contain_text("pass")
             await expect(split).to_have_attribute("data-configured", '{"2.0.0":100}')
@@ -249,6 +275,7 @@ async def test_an_admin_aborts_a_rollout_through_the_page(
         assert state == "running"
 
         await abort.click()
+        await shot(page, "dashboard-confirm.png", full=False)  # the dialog's backdrop: one screen
         await page.get_by_test_id("confirm-ok").click()
         await expect(card).to_have_attribute("data-state", "aborted", timeout=SHOWN_MS)
         await expect(page.get_by_test_id("toast")).to_contain_text("aborted")

@@ -5,18 +5,21 @@ reason of their ejection, and the configured split and version rows of a model."
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import semver
 
 from gateway.balancing.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
+from gateway.control.rollout_stats import OutcomeCounters
 from gateway.dashboard.fleet import worker_rows
 from gateway.dashboard.sampler import SplitSampler
-from gateway.dashboard.state import configured_split, version_rows
+from gateway.dashboard.state import configured_split, live_figures, version_rows
 from gateway.metrics import GatewayMetrics
 from registry.resolution import Arm, ModelView, Policy, VersionInfo
 
 MODEL = "resnet"
+WORKERS = ("w1", "w2", "w3")
 
 
 class Clock:
@@ -113,6 +116,33 @@ def test_the_ring_keeps_only_what_the_window_needs() -> None:
     assert len(ring._ring) <= 60.0 / 2.0 + 2
 
 
+# -- a running rollout's live figures -------------------------------------------------------
+
+
+async def test_the_live_figures_are_the_current_steps_last_minute_at_most() -> None:
+    clock = Clock(10_000.0)
+    counters = OutcomeCounters(clock=clock)
+    for at, version, error in ((9_000.0, "2.0.0", True), (9_990.0, "2.0.0", True)):
+        clock.now = at  # before the step started: not the step's figures
+        counters.record(MODEL, version, error, 0.01)
+    clock.now = 9_996.0
+    for _ in range(3):
+        counters.record(MODEL, "2.0.0", False, 0.01)
+    counters.record(MODEL, "1.0.0", True, 0.02)
+    started = datetime.fromtimestamp(9_995.0, UTC).isoformat()
+    rollout = {"model": MODEL, "version": "2.0.0", "baseline": "1.0.0"}
+    live = await live_figures(counters, {**rollout, "step_started_at": started}, 10_000.0)
+    assert live is not None
+    assert live["window_s"] == 5.0
+    assert (live["candidate"]["requests"], live["candidate"]["errors"]) == (3, 0)
+    assert (live["baseline"]["requests"], live["baseline"]["errors"]) == (1, 1)
+    # A step older than a minute: its last minute only.
+    old = datetime.fromtimestamp(5_000.0, UTC).isoformat()
+    live = await live_figures(counters, {**rollout, "step_started_at": old}, 10_000.0)
+    assert live is not None
+    assert (live["window_s"], live["candidate"]["requests"]) == (60.0, 4)
+
+
 # -- workers --------------------------------------------------------------------------------
 
 
@@ -120,24 +150,17 @@ def balancer(**settings: Any) -> tuple[Balancer, Clock]:
     clock = Clock(0.0)
     lb = Balancer(BalancerSettings(**settings), clock=clock, rng=random.Random(1))
     lb.update(
-        {
-            w: WorkerInfo(w, f"http://{w}", frozenset({(MODEL, "1.0.0")}), -1000.0)
-            for w in ("w1", "w2", "w3")
-        }
+        {w: WorkerInfo(w, f"http://{w}", frozenset({(MODEL, "1.0.0")}), -1000.0) for w in WORKERS}
     )
     return lb, clock
 
 
 def rows(lb: Balancer) -> dict[str, dict[str, Any]]:
-    found = worker_rows(lb.snapshot(), lb.ejections(), lb.rules, {}, lb_infos(lb))
-    return {r["id"]: r for r in found}
-
-
-def lb_infos(lb: Balancer) -> dict[str, WorkerInfo]:
-    return {
-        w: WorkerInfo(w, f"http://{w}", frozenset({(MODEL, "1.0.0")}), -1000.0)
-        for w in ("w1", "w2", "w3")
+    infos = {
+        w: WorkerInfo(w, f"http://{w}", frozenset({(MODEL, "1.0.0")}), -1000.0) for w in WORKERS
     }
+    found = worker_rows(lb.snapshot(), lb.ejections(), lb.rules, {}, infos)
+    return {r["id"]: r for r in found}
 
 
 def test_an_ejected_worker_says_why_and_for_how_long() -> None:
@@ -157,7 +180,7 @@ def test_an_ejected_worker_says_why_and_for_how_long() -> None:
 
 
 def test_a_failure_rate_ejection_and_a_remote_one_name_their_cause() -> None:
-    lb, clock = balancer(
+    lb, _ = balancer(
         consecutive_failures=1000,
         failure_percentage_threshold=50.0,
         failure_percentage_min_requests=4,

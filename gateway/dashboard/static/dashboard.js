@@ -180,7 +180,7 @@ function renderHeader(state) {
     stat("revision", String(state.gateway.revision)),
   );
   const who = state.principal;
-  $("who").textContent = `${who.name} · ${who.scopes.join(", ")}${who.can_act ? "" : " (read only)"}`;
+  $("who").textContent = `${who.name} · ${who.can_act ? who.scopes.join(", ") : "read only"}`;
   $("updated").textContent = `updated ${new Date(state.generated_at).toLocaleTimeString()}`;
 }
 
@@ -238,8 +238,9 @@ function renderSplit(model) {
     const arm = configured ? configured.arms.find((a) => a.version === v) : null;
     return h("span", { class: "key-item", "data-version": v },
       h("i", { class: "dot", style: { "--c": colorFor(model.name, v) } }), h("code", {}, v),
-      ` ${c === undefined ? "—" : pct(c, 0)} → ${o === undefined ? "0%" : pct(o)}`,
-      arm && !arm.ready ? pill("no ready worker", "bad") : null);
+      ` ${conf ? pct(c ?? 0, 0) : "—"} → ${o === undefined ? "0%" : pct(o)}`,
+      arm && !arm.ready ? pill("no ready worker", "bad") : null,
+      errors(observed.versions[v]));
   });
   const counts = observed.requests
     ? `${observed.split_requests} of ${observed.requests} requests split by the policy`
@@ -249,6 +250,11 @@ function renderSplit(model) {
     "data-observed": JSON.stringify(observed.shares),
     "data-configured": JSON.stringify(conf || {}) },
     ...rows, h("div", { class: "legend" }, legend), h("p", { class: "hint" }, counts));
+}
+
+function errors(counts) {
+  if (!counts || !counts.errors) return null;
+  return pill(`${counts.errors} 5xx (${pct((100 * counts.errors) / counts.requests)})`, "bad");
 }
 
 function bar(label, shares, model, empty) {
@@ -368,12 +374,13 @@ function gatesLine(r) {
     `${r.interval_s} s per step`,
   ].filter(Boolean);
   const live = r.live
-    ? ` · last ${r.live.window_s} s: candidate ${r.live.candidate.requests} req, `
+    ? `this step, last ${Math.max(1, Math.ceil(r.live.window_s))} s: candidate ${r.live.candidate.requests} requests, `
       + `${pct(100 * r.live.candidate.error_rate)} errors, p99 ${ms(r.live.candidate.p99_ms)}; `
-      + `baseline ${r.live.baseline.requests} req, ${pct(100 * r.live.baseline.error_rate)}, `
-      + `p99 ${ms(r.live.baseline.p99_ms)}`
-    : "";
-  return h("p", { class: "hint gates" }, `gates: ${parts.join(", ")}${live}`);
+      + `baseline ${r.live.baseline.requests} requests, ${pct(100 * r.live.baseline.error_rate)} `
+      + `errors, p99 ${ms(r.live.baseline.p99_ms)}`
+    : null;
+  return h("div", { class: "hint gates" }, h("div", {}, `gates: ${parts.join(", ")}`),
+    live ? h("div", { "data-testid": "live" }, live) : null);
 }
 
 function timeline(r) {
