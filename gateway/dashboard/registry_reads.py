@@ -8,18 +8,20 @@ here, shared by every viewer:
 
 * versions and aliases change only with the registry revision, so they are re-read when the
   revision the gateway routes by moves;
-* rollouts gain judgements between revisions, so they are re-read when older than
-  ``rollouts_ttl_s``.
+* every rollout transition moves the revision too, so each model's rollouts are re-read
+  with it; only an active rollout gains judgements in between (a ``wait`` verdict), so the
+  models with one are re-read when older than ``rollouts_ttl_s``.
 
 A failed read keeps the last one and says why in `RegistryFigures.problem` (the page shows
-it), so the dashboard stays up while the database is down, as the gateway does.
+it), and the database is not asked again for ``retry_s``: the dashboard stays up, and
+quick, while the database is down, as the gateway does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,36 +60,44 @@ class RegistryReads:
         registry: Registry,
         *,
         rollouts_ttl_s: float = 1.0,
+        retry_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.rollouts_ttl_s = rollouts_ttl_s
+        self.retry_s = retry_s
         self.clock = clock
         self._figures = RegistryFigures()
         self._catalog_key: tuple[int, tuple[tuple[str, tuple[str, ...]], ...]] | None = None
         self._rollouts_at = -float("inf")
-        self._rollouts_models: tuple[str, ...] = ()
+        self._failed_at = -float("inf")
         self._lock = asyncio.Lock()
 
     async def read(
-        self, revision: int, aliases: Sequence[tuple[str, Sequence[str]]]
+        self,
+        revision: int,
+        aliases: Sequence[tuple[str, Sequence[str]]],
+        active: Collection[str] = (),
     ) -> RegistryFigures:
-        """The figures for ``aliases`` (each model with its alias names) at ``revision``."""
+        """The figures for ``aliases`` (each model with its alias names) at ``revision``;
+        ``active`` names the models with an active rollout."""
         key = (revision, tuple((m, tuple(a)) for m, a in aliases))
-        models = tuple(m for m, _ in aliases)
         async with self._lock:
+            if self.clock() - self._failed_at < self.retry_s:
+                return self._figures  # still failing, as far as we know
             problem = None
             try:
                 if key != self._catalog_key:
                     await self._read_catalog(aliases)
+                    await self._read_rollouts([m for m, _ in aliases], every=True)
                     self._catalog_key = key
-                stale = self.clock() - self._rollouts_at >= self.rollouts_ttl_s
-                if stale or models != self._rollouts_models or key != self._catalog_key:
-                    await self._read_rollouts(models)
                     self._rollouts_at = self.clock()
-                    self._rollouts_models = models
+                elif active and self.clock() - self._rollouts_at >= self.rollouts_ttl_s:
+                    await self._read_rollouts(sorted(active), every=False)
+                    self._rollouts_at = self.clock()
             except RegistryError as exc:
                 problem = f"registry details may be stale: {exc.message}"
+                self._failed_at = self.clock()
             self._figures.problem = problem
             return self._figures
 
@@ -117,12 +127,15 @@ class RegistryReads:
         self._figures.versions = versions
         self._figures.aliases = alias_docs
 
-    async def _read_rollouts(self, models: Sequence[str]) -> None:
-        rollouts: dict[str, list[dict[str, Any]]] = {}
+    async def _read_rollouts(self, models: Sequence[str], *, every: bool) -> None:
+        """Re-read ``models``' rollouts: ``every`` model's (the others' are dropped), or
+        those beside the others as last read."""
+        rollouts = {} if every else dict(self._figures.rollouts)
         for model in models:
             try:
                 found = await self.registry.rollouts.list(model)
-            except NotFound:
+            except NotFound:  # deleted since the snapshot was taken
+                rollouts.pop(model, None)
                 continue
             rollouts[model] = [_plain(r) for r in found[:MAX_ROLLOUTS]]
         self._figures.rollouts = rollouts

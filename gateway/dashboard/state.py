@@ -113,7 +113,7 @@ def _alias_rows(view: ModelView, details: Mapping[str, Mapping[str, Any]]) -> li
                 "etag": detail.get("etag"),
                 "updated_at": detail.get("updated_at"),
                 "updated_by": detail.get("updated_by"),
-                "history": list(detail.get("history", []))[-10:],
+                "history": list(detail.get("history", []))[:10],  # newest first
             }
         )
     return rows
@@ -164,8 +164,11 @@ class DashboardState:
         snapshot = self.table.snapshot
         views = dict(snapshot.models) if snapshot is not None else {}
         revision = snapshot.revision if snapshot is not None else -1
+        active = snapshot.rollouts.keys() if snapshot is not None else ()
         figures = await self.reads.read(
-            revision, [(name, sorted(view.aliases)) for name, view in sorted(views.items())]
+            revision,
+            [(name, sorted(view.aliases)) for name, view in sorted(views.items())],
+            active,
         )
         observed = self.sampler.observed()
         models = [self._model(view, figures, observed.get(name)) for name, view in views.items()]

@@ -11,7 +11,8 @@ gets it ejected).
   It offers no action, and the admin API refuses the read token one (403).
 * A wrong token gets a message on the login form.
 * With an admin token, a rollout is aborted through the page's button and its confirmation
-  (a cancelled confirmation does nothing); the registry says it was aborted.
+  (a cancelled confirmation does nothing), and an alias is moved through its dialog; the
+  registry says the rollout was aborted and where the alias points.
 * No request of the page leaves the gateway's own ``http://127.0.0.1:PORT/``.
 
 With ``MODELGATE_UI_SCREENSHOTS=DIR`` the tests save screenshots there (``docs/img`` holds
@@ -50,9 +51,9 @@ FLAGS = [
 #: How long the page may take to show a change (it polls every 1.5 s; rollout steps of 1 s).
 SHOWN_MS = 20_000
 SCREENSHOTS = os.environ.get("MODELGATE_UI_SCREENSHOTS")
-#: The rollout's step interval: short, or, for screenshots, long enough to catch its
+#: The rollout's steps and interval: short, or, for screenshots, long enough to catch its
 #: middle step on the page.
-INTERVAL_S = 5.0 if SCREENSHOTS else 1.0
+STEPS, INTERVAL_S = ([20, 50, 100], 5.0) if SCREENSHOTS else ([30, 100], 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +214,7 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
             await expect(page.get_by_test_id("fleet-status")).to_have_text(
                 "Serving, workers ejected"
             )
-            steps = [20, 50, 100]
-            out = start_rollout(client, "2.0.0", steps=steps, interval_s=INTERVAL_S, gates=gates)
+            out = start_rollout(client, "2.0.0", steps=STEPS, interval_s=INTERVAL_S, gates=gates)
             card = page.get_by_test_id(f"rollout-{MODEL}")
             await expect(card).to_have_attribute("data-state", "running", timeout=SHOWN_MS)
             await expect(card).to_have_attribute("data-id", str(out["id"]))
@@ -283,4 +283,15 @@ async def test_an_admin_aborts_a_rollout_through_the_page(
         assert after["state"] == "aborted", after
         assert after["reason"], after
         await expect(card.locator("[data-action]")).to_have_count(0)
+
+        # Move the alias prod from 1.0.0 to 2.0.0, through its dialog.
+        model = page.get_by_test_id(f"model-{MODEL}")
+        await model.locator("[data-action=move-alias][data-alias=prod]").click()
+        await page.get_by_test_id("alias-target").select_option("2.0.0")
+        await page.get_by_test_id("confirm-ok").click()
+        moved = page.get_by_test_id(f"version-{MODEL}-2.0.0")
+        await expect(moved).to_contain_text("prod", timeout=SHOWN_MS)
+        await expect(page.get_by_test_id(f"aliases-{MODEL}")).to_contain_text("1.0.0 → 2.0.0")
+        alias = client.get(f"/admin/v1/models/{MODEL}/aliases/prod").json()
+        assert alias["version"] == "2.0.0", alias
     assert_local(requested, base)

@@ -214,7 +214,16 @@ function renderModel(model) {
           v.ready_workers ? `${v.ready_workers} worker${v.ready_workers > 1 ? "s" : ""}` : "none"),
         h("td", { title: v.published_at || "" },
           v.published_at ? `${ago(v.published_at)}${v.published_by ? ` by ${v.published_by}` : ""}` : "—"),
-      )))));
+      )))),
+    aliasHistory(model));
+}
+
+function aliasHistory(model) {
+  const moved = model.aliases.filter((a) => a.history.length);
+  if (!moved.length) return null;
+  return h("div", { class: "hint alias-history", "data-testid": `aliases-${model.name}` },
+    moved.map((a) => h("div", {}, h("b", {}, a.alias), ": ", a.history.slice(0, 3).map((e) =>
+      `${e.from ? `${e.from} → ` : "set to "}${e.to} ${ago(e.at)} by ${e.by}`).join(" · "))));
 }
 
 function renderSplit(model) {
@@ -374,7 +383,8 @@ function gatesLine(r) {
     `${r.interval_s} s per step`,
   ].filter(Boolean);
   const live = r.live
-    ? `this step, last ${Math.max(1, Math.ceil(r.live.window_s))} s: candidate ${r.live.candidate.requests} requests, `
+    ? `this step, last ${Math.max(1, Math.ceil(r.live.window_s))} s: `
+      + `candidate ${r.live.candidate.requests} requests, `
       + `${pct(100 * r.live.candidate.error_rate)} errors, p99 ${ms(r.live.candidate.p99_ms)}; `
       + `baseline ${r.live.baseline.requests} requests, ${pct(100 * r.live.baseline.error_rate)} `
       + `errors, p99 ${ms(r.live.baseline.p99_ms)}`
