@@ -109,36 +109,65 @@ async function errorText(response) {
   return `${response.status} ${response.statusText}`;
 }
 
+// One poll at a time: a call while one is in flight (an action just done, the tab shown
+// again) asks for another right after it, so what is drawn is never older than the call.
+let polling = false;
+let again = false;
+
 async function poll() {
+  if (polling) {
+    again = true;
+    return;
+  }
+  polling = true;
   clearTimeout(pollTimer);
+  let signedIn = false;
+  try {
+    signedIn = await refresh();
+  } finally {
+    polling = false;
+  }
+  if (!signedIn) return;
+  if (again) {
+    again = false;
+    poll();
+    return;
+  }
+  pollTimer = setTimeout(poll, POLL_MS);
+}
+
+// Fetch and draw the state; false when there is no usable token (the login form is shown).
+async function refresh() {
   const secret = token();
-  if (!secret) return showLogin();
+  if (!secret) {
+    showLogin();
+    return false;
+  }
   let response;
   try {
     response = await fetch(STATE_URL, { headers: { Authorization: `Bearer ${secret}` },
       cache: "no-store" });
   } catch (err) {
     banner(`The gateway does not answer (${err.message}); retrying…`, "bad");
-    pollTimer = setTimeout(poll, POLL_MS);
-    return;
+    return true;
   }
   if (response.status === 401 || response.status === 403) {
     const why = await errorText(response);
-    return signOut(response.status === 401
+    signOut(response.status === 401
       ? `That token was refused: ${why}`
       : `That token may not read the dashboard: ${why}`);
+    return false;
   }
   if (!response.ok) {
     banner(`The state could not be read: ${await errorText(response)}; retrying…`, "bad");
-    pollTimer = setTimeout(poll, POLL_MS);
-    return;
+    return true;
   }
   current = await response.json();
   $("login").hidden = true;
   $("main").hidden = false;
   $("signout").hidden = false;
   render(current);
-  pollTimer = setTimeout(poll, POLL_MS);
+  return true;
 }
 
 function banner(message, kind) {
