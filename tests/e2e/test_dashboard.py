@@ -51,9 +51,10 @@ FLAGS = [
 #: How long the page may take to show a change (it polls every 1.5 s; rollout steps of 1 s).
 SHOWN_MS = 20_000
 SCREENSHOTS = os.environ.get("MODELGATE_UI_SCREENSHOTS")
-#: The rollout's steps and interval: short, or, for screenshots, long enough to catch its
-#: middle step on the page.
-STEPS, INTERVAL_S = ([20, 50, 100], 5.0) if SCREENSHOTS else ([30, 100], 1.0)
+#: The rollout's steps and interval: short, but running for longer than a few of the
+#: page's polls, even on a loaded machine; for screenshots, long enough to catch its middle
+#: step on the page.
+STEPS, INTERVAL_S = ([20, 50, 100], 5.0) if SCREENSHOTS else ([30, 100], 2.0)
 
 
 @pytest.fixture(scope="module")
