@@ -140,8 +140,10 @@ async def test_a_worker_process_waits_for_the_migration_and_the_publish(
         scale = (model_dir / "scale-1.onnx").read_bytes()
         await publish(engine, store, "late", {"1.0.0": (scale, "active", {})})
         await engine.dispose()
-        await asyncio.to_thread(poll_until, lambda: logged("loaded") and
-                                httpx.get(ready).status_code == 200, "the worker to be ready", 60)  # fmt: skip
+        def serving() -> bool:
+            return logged("loaded late@1.0.0") and httpx.get(ready).status_code == 200
+
+        await asyncio.to_thread(poll_until, serving, "the worker to be ready", 60)
         assert "waiting for late@1.0.0 (try 1 failed" in log.read_text()
     finally:
         process.terminate()
