@@ -140,6 +140,7 @@ async def test_a_worker_process_waits_for_the_migration_and_the_publish(
         scale = (model_dir / "scale-1.onnx").read_bytes()
         await publish(engine, store, "late", {"1.0.0": (scale, "active", {})})
         await engine.dispose()
+
         def serving() -> bool:
             return logged("loaded late@1.0.0") and httpx.get(ready).status_code == 200
 
