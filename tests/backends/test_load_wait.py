@@ -105,14 +105,15 @@ async def test_a_worker_process_waits_for_the_migration_and_the_publish(
     tmp_path: Path, model_dir: Path
 ) -> None:
     """Started against a registry that is neither migrated nor holds the version, the
-    worker stays up, not ready, logging its tries; migrated and published, it becomes
-    ready without a restart."""
+    worker stays up, not ready, logging its tries (its announcements failing meanwhile, as
+    in a Kubernetes pod started before the migration Job); migrated and published, it
+    becomes ready without a restart."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
     store = ArtifactStore(tmp_path / "artifacts")
     log = tmp_path / "worker.log"
     env = {**os.environ, "MODELGATE_DATABASE_URL": url, "MODELGATE_ARTIFACT_ROOT": str(store.root),
            "MODELGATE_WORKER_LOAD_RETRY_MAX_S": "0.2", "MODELGATE_WORKER_INTRA_OP_THREADS": "1",
-           "MODELGATE_WORKER_ANNOUNCE": "false"}  # fmt: skip
+           "MODELGATE_WORKER_HEARTBEAT_INTERVAL_S": "0.2"}  # fmt: skip
     env.pop("MODELGATE_REDIS_URL", None)
     port = free_port()
     with log.open("ab") as out:
