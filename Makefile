@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench services proto clean interop interop-env interop-libs
+.PHONY: demo test lint fuzz bench services proto clean interop interop-env interop-libs tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ demo: $(STAMP)
 services:
 	./scripts/services.sh
 
-test: $(STAMP) services
+test: $(STAMP) services tools
 	$(BIN)/python -m pytest -q
+
+# The validators of the deployment files (tests/deploy, deploy/README.md): promtool and
+# haproxy unpacked under .tools/ from Debian's packages when missing (nothing installed or
+# started); docker compose and kubernetes-validate come with the dev dependencies.
+tools:
+	./scripts/validators.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -68,4 +74,4 @@ proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. modelgate/core/proto/inference.proto
 
 clean:
-	rm -rf $(VENV) $(INTEROP) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INTEROP) .tools var .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ import click
 from modelgate.cli.admin import register
 from modelgate.cli.artifacts import artifacts
 from modelgate.cli.http import client_settings
+from modelgate.cli.seed import seed
 from modelgate.cli.worker import worker
 from registry.errors import DatabaseUnavailable, InvalidDatabaseUrl, InvalidInput
 from registry.limits import TOKEN_NAME_MAX, check_text
@@ -214,6 +215,7 @@ def demo(port: int, keep: bool) -> None:
 
 main.add_command(worker)
 main.add_command(artifacts)
+main.add_command(seed)
 register(main)
 
 

@@ -61,6 +61,13 @@ def _files(values: tuple[str, ...]) -> dict[tuple[str, str], Path]:
 @click.option("--max-batch-size", type=int, default=None, help="rows per batch; 1 = off")
 @click.option("--max-queue-delay-us", type=int, default=None, help="wait to fill a batch")
 @click.option("--max-queue-size", type=int, default=None, help="queued requests before 503")
+@click.option(
+    "--load-wait",
+    "load_wait_s",
+    type=float,
+    default=None,
+    help="seconds a --load waits for its version to be published (default 0: fail at once)",
+)
 @click.option("--providers", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--intra-op-threads", type=int, default=None, help="ONNX Runtime threads")
 @click.option("--fault-error-rate", type=float, default=None, help="fraction failing (500)")
