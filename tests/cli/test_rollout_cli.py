@@ -82,7 +82,7 @@ class FakeApi:
 def api(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeApi]:
     monkeypatch.setattr(rollout.time, "sleep", lambda _s: None)  # NOTE: the CLI's poll pause
     monkeypatch.setattr(rollout, "_now", lambda: NOW)  # the documents' times are from NOW
-    monkeypatch.setattr(rollout, "console", Console(width=200))  # tables unwrapped
+    monkeypatch.setattr(rollout, "stdout_console", lambda: Console(width=200))  # unwrapped
 
     def install(
         sequence: list[dict[str, Any]] | None = None, listing: list[dict[str, Any]] | None = None
@@ -222,7 +222,7 @@ def test_watch_on_a_terminal_is_a_live_panel(
 ) -> None:
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=160, color_system=None)
-    monkeypatch.setattr(rollout, "console", console)
+    monkeypatch.setattr(rollout, "stdout_console", lambda: console)
     api(sequence=[doc(), doc(state="promoted", step=3, weight=100.0)])
     out = cli("rollout", "status", "resnet", "--watch")
     assert out.exit_code == 0, out.output
