@@ -8,6 +8,7 @@ admin token. No command ever shows a secret but the one ``tokens create`` just m
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from typing import Any
 
@@ -123,13 +124,19 @@ def tokens_revoke(ctx: click.Context, token_id: int) -> None:
     show(ctx, {"revoked": token_id}, lambda _wide: f"revoked token {token_id}")
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
 def _change(e: dict[str, Any]) -> str:
+    """What an event changed: ``key: before → after`` for each differing key, the new
+    object's fields for a creation, ``removed`` for a deletion."""
     before, after = e["before"], e["after"]
     if before and after:
         keys = [k for k in after if before.get(k) != after.get(k)] or list(after)
-        return "; ".join(f"{k}: {before.get(k)} → {after.get(k)}" for k in keys)
+        return "; ".join(f"{k}: {_text(before.get(k))} → {_text(after.get(k))}" for k in keys)
     if after:
-        return "; ".join(f"{k}={v}" for k, v in after.items())
+        return "; ".join(f"{k}={_text(v)}" for k, v in after.items())
     return "removed" if before else ""
 
 

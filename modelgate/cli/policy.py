@@ -250,8 +250,9 @@ def _resolve_view(model: str, version: str | None, out: dict[str, Any], wide: bo
         arms = ", ".join(f"{a['version']}={a['weight']} ({_serving(a)})" for a in out["arms"])
         lines.append(Text(f"  arms: {arms}"))
     if wide:
-        lines.append(Text(f"  candidates: {', '.join(out['candidates'])}"))
-        lines.append(Text(f"  registry revision {out['registry_version']}"))
+        lines.append(Text(f"  reference kind: {out['kind']}"))
+        lines.append(Text(f"  candidates: {', '.join(out['candidates']) or 'none'}"))
+        lines.append(Text(f"  skipped: {', '.join(out['skipped']) or 'none'}"))
     return Group(*lines)
 
 
