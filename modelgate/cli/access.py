@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -181,7 +181,7 @@ def audit(
     given = {"model": model, "action": action, "actor": actor}
     params: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if since is not None:
-        params["since"] = since.isoformat()
+        params["since"] = (since if since.tzinfo else since.replace(tzinfo=UTC)).isoformat()
     page = api_call(
         ctx, "GET", "/admin/v1/audit", params={**params, "limit": limit, "offset": offset}
     )
