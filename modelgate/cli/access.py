@@ -164,7 +164,8 @@ _AUDIT_COLUMNS = [
     type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
     default=None,
     metavar="TIME",
-    help="only events at or after TIME: 2026-01-31, 2026-01-31T12:00:00[+02:00] (UTC unless it has an offset)",
+    help="only events at or after TIME: 2026-01-31, 2026-01-31T12:00:00[+02:00] "
+    "(UTC unless it has an offset)",
 )
 @click.option("--limit", type=click.IntRange(1, 500), default=50, help="events per page [50]")
 @click.option("--offset", type=click.IntRange(min=0), default=0, help="events to skip [0]")
