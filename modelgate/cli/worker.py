@@ -68,12 +68,21 @@ def _files(values: tuple[str, ...]) -> dict[tuple[str, str], Path]:
     default=None,
     help="seconds a --load waits for its version to be published (default 0: fail at once)",
 )
-@click.option("--providers", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option(
+    "--providers",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="ONNX Runtime execution providers (auto: CUDA when present, else CPU)",
+)
 @click.option("--intra-op-threads", type=int, default=None, help="ONNX Runtime threads")
 @click.option("--fault-error-rate", type=float, default=None, help="fraction failing (500)")
 @click.option("--fault-delay-rate", type=float, default=None, help="fraction slowed down")
 @click.option("--fault-delay-ms", type=float, default=None, help="added delay when slowed")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="the worker's log level (default info)",
+)
 def worker(
     loads: tuple[str, ...], model_files: tuple[str, ...], worker_id: str | None, **flags: Any
 ) -> None:
