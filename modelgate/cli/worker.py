@@ -87,6 +87,7 @@ def worker(
     loads: tuple[str, ...], model_files: tuple[str, ...], worker_id: str | None, **flags: Any
 ) -> None:
     """Serve exact model versions over the Open Inference Protocol and announce them."""
+    from backends.errors import BackendError
     from backends.server import run_worker
     from backends.settings import WorkerSettings
 
@@ -98,4 +99,8 @@ def worker(
     files = _files(model_files)
     if not refs and not files:
         raise click.UsageError("nothing to serve: give --load MODEL@VERSION or --model-file")
-    sys.exit(run_worker(settings, refs, files))
+    try:
+        code = run_worker(settings, refs, files)
+    except BackendError as exc:  # the worker cannot start as configured (CUDA required, absent)
+        raise click.ClickException(exc.message) from None
+    sys.exit(code)
