@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fuzz bench services proto clean interop interop-env interop-libs browser
+.PHONY: demo test lint fuzz bench services proto clean interop interop-env interop-libs tools browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,13 +18,19 @@ demo: $(STAMP)
 services:
 	./scripts/services.sh
 
-test: $(STAMP) services browser
+test: $(STAMP) services tools browser
 	$(BIN)/python -m pytest -q
 
 # Debian's Chromium, which the dashboard's Playwright test drives (never `playwright install`).
 browser:
 	@test -x /usr/bin/chromium || apt-get install -y -q chromium \
 		|| (apt-get update -q && apt-get install -y -q chromium)
+
+# The validators of the deployment files (tests/deploy, deploy/README.md): promtool and
+# haproxy unpacked under .tools/ from Debian's packages when missing (nothing installed or
+# started); docker compose and kubernetes-validate come with the dev dependencies.
+tools:
+	./scripts/validators.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -73,4 +79,4 @@ proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. modelgate/core/proto/inference.proto
 
 clean:
-	rm -rf $(VENV) $(INTEROP) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INTEROP) .tools var .pytest_cache .mypy_cache .ruff_cache

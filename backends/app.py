@@ -32,6 +32,7 @@ from backends.errors import InflatedTooLarge, InvalidRequest
 from backends.extensions import ROUTES as TRITON_ROUTES
 from backends.limits import MAX_JSON_DEPTH, check_json_depth, shown
 from backends.oip import ModelMetadata, ServerMetadata
+from backends.startup import LoadWait, load_waiting
 from backends.versions import requested_version
 from modelgate.core.asgi import read_body
 from modelgate.core.errors import ModelgateError
@@ -310,6 +311,7 @@ def create_worker_app(
     services: Sequence[Service] = (),
     on_fatal: Callable[[BaseException], None] | None = None,
     control: ControlAccess | None = None,
+    load_wait: LoadWait | None = None,
 ) -> WorkerApp:
     """The worker app around ``plane``.
 
@@ -318,14 +320,15 @@ def create_worker_app(
 
     At start-up the app serves at once (live) and loads ``startup_loads`` in the
     background; it reports ready when all are loaded and warm. A failed start-up load
-    calls ``on_fatal`` (the CLI exits non-zero). ``services`` start after the app and stop
+    calls ``on_fatal`` (the CLI exits non-zero); with ``load_wait``, a version not published
+    yet is waited for first (`backends.startup`). ``services`` start after the app and stop
     before the plane closes, so the last announcement says "stopped".
     """
 
     async def load_all() -> None:
         for model, version in startup_loads:
             try:
-                await plane.load(model, version)
+                await load_waiting(plane, model, version, load_wait or LoadWait())
             except Exception as exc:
                 log.error("cannot load %s@%s: %s", model, version, exc)
                 if on_fatal is not None:

@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from backends.errors import LoadFailed
 from backends.source import Artifact
+from backends.startup import VersionYanked
 from modelgate.core.semver import split_version
 from registry.artifacts import ArtifactStore
-from registry.db import make_engine, make_sessionmaker
+from registry.db import make_engine, make_sessionmaker, unavailable
 from registry.errors import ModelNotFound, VersionNotFound
 from registry.models import Model, ModelVersion, VersionStatus
 
@@ -24,8 +25,9 @@ EXTERNAL = "external"
 
 class RegistrySource:
     """``fetch(model, version)``: the exact published version (build metadata may differ),
-    refused when yanked or external (no artifact), its artifact's sha256 checked. Also a
-    service: ``stop`` disposes the engine it owns."""
+    refused when yanked or external (no artifact), its artifact's sha256 checked; a
+    database that cannot be reached or is not migrated raises `DatabaseUnavailable`. Also
+    a service: ``stop`` disposes the engine it owns."""
 
     def __init__(
         self,
@@ -44,6 +46,11 @@ class RegistrySource:
         return cls(make_sessionmaker(engine), ArtifactStore(settings.artifact_root), engine=engine)
 
     async def _row(self, model: str, version: str) -> ModelVersion:
+        bind = self._engine or self._sessionmaker.kw.get("bind")
+        with unavailable(bind.url if bind is not None else "the registry database"):
+            return await self._find(model, version)
+
+    async def _find(self, model: str, version: str) -> ModelVersion:
         async with self._sessionmaker() as session:
             query = select(ModelVersion).join(Model).where(Model.name == model)
             row = (
@@ -72,7 +79,7 @@ class RegistrySource:
     async def fetch(self, model: str, version: str) -> Artifact:
         row = await self._row(model, version)
         if row.status == VersionStatus.YANKED:
-            raise VersionNotFound(model, row.version, "is yanked and cannot be loaded")
+            raise VersionYanked(model, row.version)
         if row.runtime == EXTERNAL:
             raise LoadFailed(
                 f'{model}@{row.version} was published with runtime "external": it has no '

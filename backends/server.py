@@ -128,5 +128,6 @@ def run_worker(
         services=services,
         on_fatal=lambda exc: app.state.server.fatal(exc),
         control=control,
+        load_wait=settings.load_wait(),
     )
     return serve(app, plane, host=settings.host, port=settings.port)

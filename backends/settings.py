@@ -19,6 +19,7 @@ from backends.control import ControlAccess
 from backends.dataplane import WorkerOptions
 from backends.faults import FaultPolicy
 from backends.runtime import RuntimeOptions
+from backends.startup import LoadWait
 from modelgate.core.settings import RedisSettings, StoreSettings
 
 __all__ = ["WorkerSettings"]
@@ -52,6 +53,12 @@ class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
     allow_spinning: bool = False
 
     warmup: bool = True
+    #: How long a start-up ``--load`` waits for a version that is not published yet (or a
+    #: registry not reachable or migrated yet), retrying with exponential backoff from
+    #: 0.5 s up to ``load_retry_max_s``; 0, the default, fails the start at once, so that a
+    #: mistyped reference on a terminal is an error, not a hang (`backends.startup`).
+    load_wait_s: float = Field(default=0.0, ge=0.0)
+    load_retry_max_s: float = Field(default=30.0, gt=0.0)
     drain_timeout_s: float = Field(default=30.0, gt=0)
 
     fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -93,6 +100,9 @@ class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
     def control_access(self) -> ControlAccess:
         token = self.control_token.get_secret_value() if self.control_token else None
         return ControlAccess(token=token or None, open=self.control == "open")
+
+    def load_wait(self) -> LoadWait:
+        return LoadWait(timeout_s=self.load_wait_s, max_delay_s=self.load_retry_max_s)
 
     def options(self) -> WorkerOptions:
         return WorkerOptions(

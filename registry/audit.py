@@ -3,7 +3,7 @@ happen inside each mutation)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -15,14 +15,33 @@ __all__ = ["AuditService"]
 
 
 class AuditService(ServiceBase):
-    async def events(self, *, model: str | None, offset: int, limit: int) -> Page:
-        """Audit events, newest first, optionally for one model."""
+    async def events(
+        self,
+        *,
+        model: str | None,
+        offset: int,
+        limit: int,
+        action: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+    ) -> Page:
+        """Audit events, newest first, optionally only for one model, one action (exact,
+        ``alias.set``, or a family without a dot, ``alias`` for every ``alias.*``), one
+        actor, or at or after ``since`` (a naive time is UTC)."""
+        conditions = []
+        if model is not None:
+            conditions.append(AuditEvent.model == model)
+        if action is not None and "." in action:
+            conditions.append(AuditEvent.action == action)
+        elif action is not None:
+            conditions.append(AuditEvent.action.startswith(f"{action}.", autoescape=True))
+        if actor is not None:
+            conditions.append(AuditEvent.actor == actor)
+        if since is not None:
+            conditions.append(AuditEvent.at >= as_utc(since).astimezone(UTC))
         async with self.read() as session:
-            query = select(AuditEvent)
-            count = select(func.count()).select_from(AuditEvent)
-            if model is not None:
-                query = query.where(AuditEvent.model == model)
-                count = count.where(AuditEvent.model == model)
+            query = select(AuditEvent).where(*conditions)
+            count = select(func.count()).select_from(AuditEvent).where(*conditions)
             total = await session.scalar(count) or 0
             rows = await session.execute(
                 query.order_by(AuditEvent.id.desc()).offset(offset).limit(limit)

@@ -103,6 +103,17 @@ class PolicyService(ServiceBase):
             ],
         )
 
+    async def list_aliases(self, model: str) -> list[AliasOut]:
+        """``model``'s aliases by name, each with its version, ETag and history."""
+        async with self.read() as session:
+            owner = await self.model_row(session, model)
+            rows = (
+                await session.execute(
+                    select(Alias).where(Alias.model_id == owner.id).order_by(Alias.name)
+                )
+            ).scalars()
+            return [await self._alias_out(session, owner, row) for row in rows]
+
     async def get_alias(self, model: str, alias: str) -> AliasOut:
         async with self.read() as session:
             owner = await self.model_row(session, model)

@@ -73,9 +73,11 @@ def choose(
     names = {c.version for c in resolution.candidates}
     if policy is not None:
         arms: list[Arm] = [a for a in policy.arms if a.version in names and a.weight > 0]
-        if arms:
+        if arms and (resolution.kind == "default" or any(is_ready(a.version) for a in arms)):
             pairs = [(a.version, float(a.weight)) for a in arms]
             return _split(resolution, pairs, "arm", route_key, is_ready)
+        # A range chooses among candidates with a ready worker: when none of the arms that
+        # satisfy it has one, the best ready candidate serves (`best-ready` says so).
     else:
         weighted = [(c.version, float(c.priority)) for c in resolution.candidates if c.priority > 0]
         if weighted:

@@ -58,7 +58,9 @@ class SharedEjections:
         try:
             await self.redis.publish(self.keys.ejections_channel, message)
         except Exception as exc:
-            self.health.fail("redis", f"cannot share an ejection: {exc}")
+            self.health.fail("redis", f"cannot share an ejection: {exc}", check="share-ejection")
+        else:
+            self.health.ok("redis", check="share-ejection")
 
     async def start(self) -> None:
         follow = follow_channel(

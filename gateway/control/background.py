@@ -54,6 +54,7 @@ async def follow_channel(
         try:
             async with redis.pubsub() as pubsub:
                 await pubsub.subscribe(channel)
+                health.ok("redis", check=f"follow:{channel}")
                 backoff = 0.5
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
@@ -61,6 +62,6 @@ async def follow_channel(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            health.fail("redis", f"{what}: {exc}")
+            health.fail("redis", f"{what}: {exc}", check=f"follow:{channel}")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)

@@ -171,9 +171,9 @@ class WorkerDirectory:
             keys = [key async for key in self.redis.scan_iter(match=self.keys.workers_pattern)]
             values = await self.redis.mget(keys) if keys else []
         except Exception as exc:
-            self.health.fail("redis", f"cannot read worker announcements: {exc}")
+            self.health.fail("redis", f"cannot read worker announcements: {exc}", check="discovery")
             return False
-        self.health.ok("redis")
+        self.health.ok("redis", check="discovery")
         for value in values:
             if value is None:
                 continue

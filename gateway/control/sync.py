@@ -102,5 +102,7 @@ class RegistrySync:
             try:
                 await self.redis.publish(self.keys.registry_channel, str(snapshot.revision))
             except Exception as exc:
-                self.health.fail("redis", f"cannot publish the revision: {exc}")
+                self.health.fail("redis", f"cannot publish the revision: {exc}", check="publish")
+            else:
+                self.health.ok("redis", check="publish")
         return True

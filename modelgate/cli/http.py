@@ -1,13 +1,13 @@
-"""How the admin subcommands talk to a gateway: one httpx client per command, errors as
-``[status] message`` with a non-zero exit, and the ``-o json`` switch.
+"""How the admin subcommands talk to a gateway: one httpx client per command, and the
+errors that end a command with its documented exit code.
 
 The gateway and token come from ``--url``/``--token`` or ``MODELGATE_URL``/``MODELGATE_TOKEN``
-(`ClientSettings`, the root context's ``obj``); ``-o json`` sets ``ctx.meta["output"]``.
+(`ClientSettings`, the root context's ``obj``). Exit codes (`modelgate --help`): an answer
+>= 400 is `ApiError` (1, except 401: `Unauthenticated`, 2), no answer at all `Unreachable` (2).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -18,13 +18,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ApiError",
     "ClientSettings",
+    "Unauthenticated",
     "Unreachable",
     "api_call",
     "api_request",
     "client_settings",
-    "emit_json",
     "make_client",
-    "wants_json",
 ]
 
 
@@ -54,19 +53,44 @@ def make_client(settings: ClientSettings) -> httpx.Client:
 class ApiError(click.ClickException):
     """An answer >= 400: shown as ``[status] message``, exit code 1; ``status`` kept."""
 
+    exit_code = 1
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"[{status}] {message}")
         self.status = status
         self.api_message = message
 
 
+class Unauthenticated(ApiError):
+    """A 401 (no token, or one the gateway does not know): exit code 2, like a wrong URL,
+    since no retry helps until the command's ``--token``/``MODELGATE_TOKEN`` is fixed."""
+
+    exit_code = 2
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, f"{message} (give --token or set MODELGATE_TOKEN)")
+
+
 class Unreachable(click.ClickException):
-    """The gateway did not answer (connection refused, timeout)."""
+    """The gateway did not answer (a bad URL, connection refused, a timeout): exit code 2."""
+
+    exit_code = 2
 
 
 def _settings(ctx: click.Context) -> ClientSettings:
     settings: ClientSettings = ctx.find_root().obj
     return settings
+
+
+def api_error(response: httpx.Response) -> ApiError:
+    """The `ApiError` (or `Unauthenticated`) for an answer >= 400, with the API's ``error``."""
+    try:
+        body = response.json()
+        message = body.get("error", response.text) if isinstance(body, dict) else response.text
+    except ValueError:
+        message = response.text
+    kind = Unauthenticated if response.status_code == 401 else ApiError
+    return kind(response.status_code, str(message))
 
 
 def api_request(ctx: click.Context, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -79,12 +103,7 @@ def api_request(ctx: click.Context, method: str, path: str, **kwargs: Any) -> ht
         except httpx.HTTPError as exc:
             raise Unreachable(f"cannot reach {settings.url}: {exc}") from None
     if response.status_code >= 400:
-        try:
-            body = response.json()
-            message = body.get("error", response.text) if isinstance(body, dict) else response.text
-        except ValueError:
-            message = response.text
-        raise ApiError(response.status_code, str(message))
+        raise api_error(response)
     return response
 
 
@@ -92,13 +111,3 @@ def api_call(ctx: click.Context, method: str, path: str, **kwargs: Any) -> Any:
     """`api_request`, returning the decoded JSON body (``None`` when empty)."""
     response = api_request(ctx, method, path, **kwargs)
     return response.json() if response.content else None
-
-
-def wants_json(ctx: click.Context) -> bool:
-    """Whether ``-o json`` was given anywhere on the command line."""
-    return ctx.meta.get("output") == "json"
-
-
-def emit_json(data: Any) -> None:
-    """One JSON document on stdout (one line, so a stream of them is NDJSON)."""
-    click.echo(json.dumps(data, default=str))

@@ -5,17 +5,15 @@ Each command reads its settings once and passes them down; nothing below re-read
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 import click
 
 from modelgate.cli.admin import register
 from modelgate.cli.artifacts import artifacts
 from modelgate.cli.http import client_settings
+from modelgate.cli.output import FORMATS
+from modelgate.cli.seed import seed
 from modelgate.cli.worker import worker
-from registry.errors import DatabaseUnavailable, InvalidDatabaseUrl, InvalidInput
-from registry.limits import TOKEN_NAME_MAX, check_text
+from registry.errors import DatabaseUnavailable, InvalidDatabaseUrl
 from registry.settings import RegistrySettings
 
 __all__ = ["main"]
@@ -65,19 +63,26 @@ def hoist_global_options(args: list[str], keep: frozenset[str] = frozenset()) ->
     return front + rest
 
 
-def _declared(command: click.Command) -> set[str]:
-    """Every option name ``command`` (and, for a group, each command below it) declares."""
-    names = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-    if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            names |= _declared(sub)
+def _path_options(group: click.Group, args: list[str]) -> set[str]:
+    """Every option name declared by the commands ``args`` names below ``group`` (the
+    subcommand, its subcommand, ...): those of the same name as a global one stay put."""
+    names: set[str] = set()
+    command: click.Command = group
+    for arg in args:
+        if not isinstance(command, click.Group):
+            break
+        sub = command.commands.get(arg)
+        if sub is None:
+            continue
+        names |= {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
+        command = sub
     return names
 
 
 class _Main(click.Group):
     """The top-level group: its global options are accepted after the subcommand too,
-    except where that subcommand has an option of the same name (``worker --url``); every
-    command's database errors leave as one line (`DatabaseProblem`), no traceback."""
+    except where a command on the line has an option of the same name (``worker --url``);
+    every command's database errors leave as one line (`DatabaseProblem`), no traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -86,10 +91,8 @@ class _Main(click.Group):
             raise DatabaseProblem(exc.message) from None
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        rest = hoist_global_options(args)
-        name = next((a for a in _after_global(rest)), None)
-        command = self.commands.get(name) if name else None
-        keep = frozenset(_declared(command) & set(_GLOBAL_OPTIONS)) if command else frozenset()
+        rest = _after_global(hoist_global_options(args))
+        keep = frozenset(_path_options(self, rest) & set(_GLOBAL_OPTIONS))
         return super().parse_args(ctx, hoist_global_options(args, keep))
 
 
@@ -101,16 +104,31 @@ def _after_global(args: list[str]) -> list[str]:
     return args[i:]
 
 
-@click.group(cls=_Main)
-@click.version_option(package_name="modelgate")
+EPILOG = """\b
+Exit codes:
+  0  the command did what it was asked
+  1  the operation failed: the API refused it (4xx, 5xx, e.g. not found, a conflict,
+     a 403 for a token without the scope) or a wait ran out
+  2  usage or connection: a bad option or argument, the gateway cannot be reached,
+     no token or an unknown one (401), the database cannot be used
+  3, 4  rollout status --watch: the rollout was rolled back (3) or aborted (4)
+
+\b
+-o table|wide|json, --url and --token may stand anywhere on the line; json prints the
+API's answer as one JSON document on stdout. Tables are never cut when piped."""
+
+
+@click.group(cls=_Main, epilog=EPILOG)
+@click.version_option(package_name="modelgate", message="modelgate %(version)s")
 @click.option("--url", default=None, help="admin commands: gateway URL (MODELGATE_URL)")
 @click.option("--token", default=None, help="admin commands: bearer token (MODELGATE_TOKEN)")
 @click.option(
     "-o",
     "--output",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    help="admin commands: rich tables (text) or JSON for scripts; anywhere on the line",
+    type=click.Choice(FORMATS),
+    default="table",
+    help="admin commands: a table, a wide table (more columns), or the API's JSON for "
+    "scripts; anywhere on the line",
 )
 @click.pass_context
 def main(ctx: click.Context, url: str | None, token: str | None, output: str) -> None:
@@ -153,52 +171,6 @@ def db_upgrade() -> None:
     click.echo(f"database at head: {_redacted(settings.database_url)}", err=True)
 
 
-@main.group()
-def tokens() -> None:
-    """API tokens (direct database access, for the first admin token)."""
-
-
-@tokens.command("create")
-@click.option(
-    "--name",
-    required=True,
-    callback=lambda _ctx, _param, value: _token_name(value),
-    help=f"a name for the token (audit actor token:<name>; at most {TOKEN_NAME_MAX} characters)",
-)
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    required=True,
-    type=click.Choice(["read", "publish", "admin", "infer"]),
-    help="repeatable: read, publish, admin (admin API; admin implies infer), infer (inference)",
-)
-@click.option(
-    "--rate-limit-rps",
-    type=click.FloatRange(min=0, max=1e9),
-    default=None,
-    help="the token's own inference limit in requests/s (0: unlimited; default: the gateway's)",
-)
-@click.option(
-    "--rate-limit-burst",
-    type=click.FloatRange(min=0, max=1e9),
-    default=None,
-    help="the token's burst (default: its rate, or the gateway's burst)",
-)
-def tokens_create(
-    name: str,
-    scopes: tuple[str, ...],
-    rate_limit_rps: float | None,
-    rate_limit_burst: float | None,
-) -> None:
-    """Create a token and print it alone on stdout (it is shown only this once)."""
-    from modelgate.cli.bootstrap import create_token
-
-    limits = {"rate_limit_rps": rate_limit_rps, "rate_limit_burst": rate_limit_burst}
-    secret = asyncio.run(create_token(RegistrySettings(), name, list(scopes), **limits))
-    sys.stdout.write(secret + "\n")
-
-
 @main.command()
 @click.option("--port", type=int, default=8000, help="gateway port")
 @click.option("--keep/--no-keep", default=True, help="keep serving after the tour (Ctrl-C ends)")
@@ -214,15 +186,8 @@ def demo(port: int, keep: bool) -> None:
 
 main.add_command(worker)
 main.add_command(artifacts)
+main.add_command(seed)
 register(main)
-
-
-def _token_name(name: str) -> str:
-    try:
-        check_text("token name", name, TOKEN_NAME_MAX)
-    except InvalidInput as exc:
-        raise click.BadParameter(exc.message) from None
-    return name
 
 
 def _redacted(url: str) -> str:

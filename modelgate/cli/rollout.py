@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,8 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from modelgate.cli.http import Unreachable, api_call, emit_json, wants_json
+from modelgate.cli.http import Unreachable, api_call
+from modelgate.cli.output import emit_json, stdout_console, wait_progress, wants_json
 from modelgate.cli.rollout_view import (
     ACTIVE,
     EXIT_CODES,
@@ -30,8 +32,6 @@ from modelgate.cli.rollout_view import (
 )
 
 __all__ = ["RolloutTimeout", "follow", "rollout"]
-
-console = Console()
 
 #: How long ``--watch`` keeps retrying a gateway that does not answer (a replica restarting).
 UNREACHABLE_GRACE_S = 30.0
@@ -141,7 +141,7 @@ def start(
     if wants_json(ctx):
         emit_json(out)
     else:
-        console.print(
+        stdout_console().print(
             f"started {model} rollout #{out['id']}: {out['version']} against {out['baseline']},"
             f" steps {', '.join(f'{w}%' for w in out['steps'])}, every {out['interval_s']:g}s"
             f" ({out['state']})",
@@ -181,7 +181,7 @@ def status(
     if wants_json(ctx):
         emit_json(r)
     else:
-        console.print(status_view(r, _now()))
+        stdout_console().print(status_view(r, _now()))
 
 
 def _watch(
@@ -197,13 +197,21 @@ def _watch(
     final = follow(
         lambda: api_call(ctx, "GET", _path(model, rollout_id)),
         first,
-        console=console,
+        console=stdout_console(),
         poll_s=poll_s,
         as_json=wants_json(ctx),
         transient=(Unreachable,),
         timeout_s=timeout_s,
     )
     return EXIT_CODES.get(final["state"], 1)
+
+
+def _bar_text(r: dict[str, Any]) -> str:
+    return f"{r['model']} #{r['id']} {r['version']}: {r['state']}, {step_label(r)}"
+
+
+def _no_bar(_done: float, _text: str) -> None:
+    """The progress callback where the live panel (on stdout) shows the progress."""
 
 
 def follow(
@@ -229,31 +237,35 @@ def follow(
     view = Live(status_view(r, _now()), console=console, auto_refresh=False) if live else None
     if view is not None:
         view.start()
+    # NOTE: off a terminal stdout carries lines (or JSON); a terminal on stderr gets a bar.
+    bar = wait_progress(_bar_text(r), 100) if view is None else nullcontext(_no_bar)
     try:
-        while True:
-            mark = (r["state"], r["step"], r["weight"], len(r["history"]), r.get("reason"))
-            if view is not None:
-                view.update(status_view(r, _now()), refresh=True)
-            elif mark != seen and as_json:
-                emit_json(r)
-            elif mark != seen:
-                console.print(progress_line(r), highlight=False, soft_wrap=True)
-            seen = mark
-            if r["state"] not in ACTIVE:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                raise RolloutTimeout(
-                    f"{r['model']} rollout #{r['id']} is still {r['state']} at {step_label(r)}"
-                    f" after {timeout_s:g}s"
-                )
-            time.sleep(poll_s)
-            try:
-                r = fetch()
-                failing_since = None
-            except transient:
-                failing_since = failing_since or time.monotonic()
-                if time.monotonic() - failing_since > UNREACHABLE_GRACE_S:
-                    raise
+        with bar as advance:
+            while True:
+                mark = (r["state"], r["step"], r["weight"], len(r["history"]), r.get("reason"))
+                advance(float(r["weight"]), _bar_text(r))
+                if view is not None:
+                    view.update(status_view(r, _now()), refresh=True)
+                elif mark != seen and as_json:
+                    emit_json(r)
+                elif mark != seen:
+                    console.print(progress_line(r), highlight=False, soft_wrap=True)
+                seen = mark
+                if r["state"] not in ACTIVE:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RolloutTimeout(
+                        f"{r['model']} rollout #{r['id']} is still {r['state']} at"
+                        f" {step_label(r)} after {timeout_s:g}s"
+                    )
+                time.sleep(poll_s)
+                try:
+                    r = fetch()
+                    failing_since = None
+                except transient:
+                    failing_since = failing_since or time.monotonic()
+                    if time.monotonic() - failing_since > UNREACHABLE_GRACE_S:
+                        raise
     finally:
         if view is not None:
             view.stop()
@@ -278,7 +290,7 @@ def list_(ctx: click.Context, model: str) -> None:
     if wants_json(ctx):
         emit_json(rollouts)
     else:
-        console.print(list_table(model, rollouts))
+        stdout_console().print(list_table(model, rollouts))
 
 
 def _operator_verb(verb: str, summary: str, force: str | None = None) -> None:
@@ -294,7 +306,7 @@ def _operator_verb(verb: str, summary: str, force: str | None = None) -> None:
         if wants_json(ctx):
             emit_json(out)
             return
-        console.print(
+        stdout_console().print(
             f"{model} rollout #{out['id']} {out['version']}: {out['state']}, {step_label(out)}",
             highlight=False,
         )

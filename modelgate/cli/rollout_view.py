@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -158,6 +159,14 @@ def _history(r: dict[str, Any], limit: int) -> Table:
     return table
 
 
+def _weight_bar(r: dict[str, Any]) -> Table:
+    """The candidate's weight as a bar (0-100%)."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_row("weight", ProgressBar(total=100, completed=float(r["weight"]), width=40),
+                 f"{r['weight']:g}%")  # fmt: skip
+    return grid
+
+
 def status_view(r: dict[str, Any], now: datetime, *, history: int = 12) -> RenderableType:
     """The status panel: state, step and weight, gates, the last window's figures
     (candidate vs baseline error rate and p99), the verdicts, the time to the next judgement."""
@@ -173,6 +182,7 @@ def status_view(r: dict[str, Any], now: datetime, *, history: int = 12) -> Rende
     lines: list[RenderableType] = [
         head,
         Text.assemble("state ", state, f" · {step_label(r)} · weight {r['weight']:g}%"),
+        _weight_bar(r),
         Text.from_markup(f"steps {steps} · every {r['interval_s']:g}s", emoji=False),
         Text(f"gates: {_gates(r)}"),
     ]

@@ -61,16 +61,33 @@ def _files(values: tuple[str, ...]) -> dict[tuple[str, str], Path]:
 @click.option("--max-batch-size", type=int, default=None, help="rows per batch; 1 = off")
 @click.option("--max-queue-delay-us", type=int, default=None, help="wait to fill a batch")
 @click.option("--max-queue-size", type=int, default=None, help="queued requests before 503")
-@click.option("--providers", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option(
+    "--load-wait",
+    "load_wait_s",
+    type=float,
+    default=None,
+    help="seconds a --load waits for its version to be published (default 0: fail at once)",
+)
+@click.option(
+    "--providers",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="ONNX Runtime execution providers (auto: CUDA when present, else CPU)",
+)
 @click.option("--intra-op-threads", type=int, default=None, help="ONNX Runtime threads")
 @click.option("--fault-error-rate", type=float, default=None, help="fraction failing (500)")
 @click.option("--fault-delay-rate", type=float, default=None, help="fraction slowed down")
 @click.option("--fault-delay-ms", type=float, default=None, help="added delay when slowed")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="the worker's log level (default info)",
+)
 def worker(
     loads: tuple[str, ...], model_files: tuple[str, ...], worker_id: str | None, **flags: Any
 ) -> None:
     """Serve exact model versions over the Open Inference Protocol and announce them."""
+    from backends.errors import BackendError
     from backends.server import run_worker
     from backends.settings import WorkerSettings
 
@@ -82,4 +99,8 @@ def worker(
     files = _files(model_files)
     if not refs and not files:
         raise click.UsageError("nothing to serve: give --load MODEL@VERSION or --model-file")
-    sys.exit(run_worker(settings, refs, files))
+    try:
+        code = run_worker(settings, refs, files)
+    except BackendError as exc:  # the worker cannot start as configured (CUDA required, absent)
+        raise click.ClickException(exc.message) from None
+    sys.exit(code)

@@ -1,19 +1,21 @@
-"""``modelgate workers``: list the workers (announced and external), and register or remove
-external OIP servers (Triton, MLServer, KServe) through the admin API."""
+"""``modelgate workers``: list the workers (announced and external), load and unload
+versions on modelgate workers (the gateway's Triton repository API, ``/v2/repository``),
+and register or remove external OIP servers (Triton, MLServer, KServe) through the admin API."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from modelgate.cli.http import api_call, emit_json, wants_json
+from modelgate.cli.http import api_call
+from modelgate.cli.output import Column, show, table, wait_progress
 
 __all__ = ["parse_served", "workers"]
 
-console = Console()
+#: How often a load/unload wait reads the workers.
+POLL_S = 0.25
 
 SERVES_HELP = (
     "a published version it serves: MODEL@VERSION, optionally =REMOTE_MODEL[@REMOTE_VERSION] "
@@ -48,48 +50,207 @@ def parse_served(text: str) -> dict[str, str]:
 @click.pass_context
 def workers(ctx: click.Context) -> None:
     """Workers with their loaded versions, load and ejection state (list, the default);
-    add and remove register external OIP servers."""
+    load and unload place versions on modelgate workers; add and remove register external
+    OIP servers."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(workers_list)
+
+
+def _loaded(w: dict[str, Any]) -> str:
+    return ", ".join(f"{i['model']}@{i['version']}{'' if i['ready'] else '*'}" for i in w["loaded"])
+
+
+def _balancer(w: dict[str, Any], key: str) -> Any:
+    return (w["balancer"] or {}).get(key)
+
+
+def _kind(w: dict[str, Any]) -> str:
+    return f"external ({w.get('protocol')})" if w.get("kind") == "external" else "announced"
+
+
+def _seen(w: dict[str, Any]) -> str:
+    if w.get("kind") == "external":
+        return "registered"
+    return "stale" if w["stale"] else "fresh"
+
+
+_WORKER_COLUMNS = [
+    Column("id", lambda w: w["id"]),
+    Column("kind", _kind),
+    Column("state", lambda w: w["state"]),
+    Column("loaded (* = not ready)", _loaded),
+    Column("in flight", lambda w: w["in_flight"]),
+    Column("ewma ms", lambda w: _balancer(w, "ewma_ms")),
+    Column("ejected", lambda w: "yes" if _balancer(w, "ejected_until") else ""),
+    Column("seen", _seen),
+    Column("url", lambda w: w["url"], wide=True),
+    Column("device", lambda w: w["device"], wide=True),
+    Column("queue", lambda w: w["queue_depth"], wide=True),
+    Column("capacity", lambda w: w["capacity"], wide=True),
+    Column("last seen", lambda w: w["last_seen"], wide=True),
+    Column("ejected until", lambda w: _balancer(w, "ejected_until"), wide=True),
+]
 
 
 @workers.command("list")
 @click.pass_context
 def workers_list(ctx: click.Context) -> None:
-    """Announced workers and external servers, with the gateway's view of each."""
+    """Announced workers and external servers, with the gateway's view of each (wide: URL,
+    device, queue, capacity, last seen, ejection deadline)."""
     rows = api_call(ctx, "GET", "/admin/v1/workers")
-    if wants_json(ctx):
-        emit_json(rows)
-        return
-    columns = ["id", "kind", "state", "loaded (* = not ready)", "in flight", "ewma ms"]
-    table = Table(*columns, "ejected", "seen", title="workers")
-    for w in rows:
-        table.add_row(*(str(v) if v is not None else "" for v in _row(w)))
-    console.print(table)
+    show(ctx, rows, lambda wide: table("workers", _WORKER_COLUMNS, rows, wide))
 
 
-def _row(w: dict[str, Any]) -> list[Any]:
-    loaded = ", ".join(
-        f"{i['model']}@{i['version']}{'' if i['ready'] else '*'}" for i in w["loaded"]
+def _views(w: dict[str, Any], model: str, version: str | None) -> tuple[bool, bool]:
+    """Whether worker row ``w`` has ``model@version`` (any version of it when ``None``)
+    ready in its own announcement, and in the gateway's view."""
+    announced = any(
+        i["model"] == model and (version is None or i["version"] == version) and i["ready"]
+        for i in w["loaded"]
     )
-    b = w["balancer"] or {}
-    external = w.get("kind") == "external"
-    return [
-        w["id"],
-        f"external ({w.get('protocol')})" if external else "announced",
-        w["state"],
-        loaded,
-        w["in_flight"],
-        b.get("ewma_ms"),
-        "yes" if b.get("ejected_until") else "",
-        "registered" if external else ("stale" if w["stale"] else "fresh"),
-    ]
+    wanted = f"{model}@{version}" if version else f"{model}@"
+    ready = _balancer(w, "ready") or []
+    seen = any(r == wanted if version else r.startswith(wanted) for r in ready)
+    return announced, seen
+
+
+def _shows(w: dict[str, Any], action: str, model: str, version: str | None) -> bool:
+    """Whether ``w`` shows the outcome of ``action``: loaded in both views, or in neither."""
+    views = _views(w, model, version)
+    return all(views) if action == "load" else not any(views)
+
+
+def _targets(ctx: click.Context, chosen: tuple[str, ...]) -> list[str]:
+    if chosen:
+        return list(dict.fromkeys(chosen))
+    rows = api_call(ctx, "GET", "/admin/v1/workers")
+    return [w["id"] for w in rows if w.get("kind") != "external" and not w["stale"]]
+
+
+def _place(
+    ctx: click.Context,
+    action: str,
+    model: str,
+    version: str | None,
+    chosen: tuple[str, ...],
+    wait: bool,
+    timeout: float,
+) -> None:
+    """``action`` (load, unload) ``model@version`` on the workers, then (``wait``) until
+    each of them says so in its announcement and in the gateway's view."""
+    targets = _targets(ctx, chosen)
+    if not targets:
+        raise click.ClickException(f"no modelgate worker is announced to {action} {model} on")
+    path = f"/v2/repository/models/{model}" + (f"/versions/{version}" if version else "")
+    body = {"parameters": {"workers": ",".join(targets)}}
+    what = f"{model}@{version}" if version else f"every version of {model}"
+    with wait_progress(f"{action} {what} on {len(targets)} worker(s)", len(targets)) as update:
+        api_call(ctx, "POST", f"{path}/{action}", json=body)
+        rows = _settled(ctx, action, model, version, targets, update, timeout if wait else None)
+    message = f"{action}ed {what} on {', '.join(targets)}"
+    doc = {"action": action, "model": model, "version": version, "workers": rows}
+    show(ctx, doc, lambda wide: table(message, _WORKER_COLUMNS, rows, wide))
+
+
+def _settled(
+    ctx: click.Context,
+    action: str,
+    model: str,
+    version: str | None,
+    targets: list[str],
+    update: Any,
+    timeout: float | None,
+) -> list[dict[str, Any]]:
+    """The target workers' rows once each shows the outcome (``timeout`` None: at once)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        rows = [w for w in api_call(ctx, "GET", "/admin/v1/workers") if w["id"] in targets]
+        done = [w["id"] for w in rows if _shows(w, action, model, version)]
+        update(len(done), f"{action}: {len(done)}/{len(targets)} workers")
+        if deadline is None or len(done) == len(targets):
+            return rows
+        if time.monotonic() > deadline:
+            waiting = ", ".join(sorted(set(targets) - set(done)))
+            raise click.ClickException(
+                f"{action} of {model}{'@' + version if version else ''} succeeded, but after "
+                f"{timeout:g}s {waiting} still did not show it (see `modelgate workers`)"
+            )
+        time.sleep(POLL_S)
+
+
+_WORKER_OPTION = click.option(
+    "--worker",
+    "chosen",
+    multiple=True,
+    metavar="ID",
+    help="repeatable: only on this worker (default: every announced modelgate worker)",
+)
+_WAIT_OPTION = click.option(
+    "--wait/--no-wait",
+    default=True,
+    help="wait until every worker shows it, announced and in the gateway's view [wait]",
+)
+_TIMEOUT_OPTION = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    help="seconds --wait waits before failing (exit 1) [120]",
+)
+
+
+@workers.command("load")
+@click.argument("model")
+@click.argument("version")
+@_WORKER_OPTION
+@_WAIT_OPTION
+@_TIMEOUT_OPTION
+@click.pass_context
+def workers_load(
+    ctx: click.Context,
+    model: str,
+    version: str,
+    chosen: tuple[str, ...],
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Load MODEL@VERSION (an exact published version) on modelgate workers, warm and
+    ready, with a progress bar on stderr while it waits (needs the gateway's
+    MODELGATE_GATEWAY_WORKER_CONTROL_TOKEN)."""
+    api_call(ctx, "GET", f"/admin/v1/models/{model}/versions/{version}")
+    _place(ctx, "load", model, version, chosen, wait, timeout)
+
+
+@workers.command("unload")
+@click.argument("model")
+@click.argument("version", required=False)
+@_WORKER_OPTION
+@_WAIT_OPTION
+@_TIMEOUT_OPTION
+@click.pass_context
+def workers_unload(
+    ctx: click.Context,
+    model: str,
+    version: str | None,
+    chosen: tuple[str, ...],
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Unload MODEL@VERSION (every version of MODEL when VERSION is left out) from
+    modelgate workers; the gateway stops routing there first."""
+    if version is not None:
+        api_call(ctx, "GET", f"/admin/v1/models/{model}/versions/{version}")
+    _place(ctx, "unload", model, version, chosen, wait, timeout)
 
 
 @workers.command("add")
 @click.argument("server_id", metavar="ID")
 @click.argument("url")
-@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http")
+@click.option(
+    "--protocol",
+    type=click.Choice(["http", "grpc"]),
+    default="http",
+    help="how the gateway speaks to it: OIP v2 over HTTP or gRPC [http]",
+)
 @click.option("--serves", "serves", multiple=True, required=True, help=SERVES_HELP)
 @click.pass_context
 def workers_add(
@@ -103,15 +264,13 @@ def workers_add(
         "serves": [parse_served(s) for s in serves],
     }
     out = api_call(ctx, "POST", "/admin/v1/workers", json=body)
-    if wants_json(ctx):
-        emit_json(out)
-        return
     names = ", ".join(
         f"{s['model']}@{s['version']} as {s['remote_model']}"
         + (f"@{s['remote_version']}" if s["remote_version"] else "")
         for s in out["serves"]
     )
-    console.print(f"registered {out['id']} ({out['protocol']}) at {out['url']}: {names}")
+    text = f"registered {out['id']} ({out['protocol']}) at {out['url']}: {names}"
+    show(ctx, out, lambda _wide: text)
 
 
 @workers.command("remove")
@@ -120,7 +279,4 @@ def workers_add(
 def workers_remove(ctx: click.Context, server_id: str) -> None:
     """Remove a registered external server; the gateway stops routing to it."""
     api_call(ctx, "DELETE", f"/admin/v1/workers/{server_id}")
-    if wants_json(ctx):
-        emit_json({"removed": server_id})
-        return
-    console.print(f"removed {server_id}")
+    show(ctx, {"removed": server_id}, lambda _wide: f"removed {server_id}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
@@ -39,10 +39,14 @@ class AccessController(Controller):
 
     @get("/tokens", opt={"scope": "admin"})
     async def tokens(self, request: Request[Any, Any, Any]) -> list[TokenOut]:
+        """Every token by id, revoked ones included: name, scopes, the secret's first
+        characters (``prefix``), limits; never the secret itself."""
         return await registry_of(request).tokens.list()
 
     @delete("/tokens/{token_id:int}", opt={"scope": "admin", **raises(NotFound)})
     async def revoke(self, request: Request[Any, Any, Any], token_id: TokenId) -> None:
+        """Revoke a token (204); 404 when no token has that id or it
+        is already revoked."""
         await registry_of(request).tokens.revoke(actor(request), token_id)
 
     @get("/audit", opt={"scope": "admin"})
@@ -50,10 +54,28 @@ class AccessController(Controller):
         self,
         request: Request[Any, Any, Any],
         model: Annotated[str | None, QueryParameter(max_length=128)] = None,
+        action: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=64,
+                description='an action ("alias.set"), or a family without a dot ("alias": '
+                "every alias.* action)",
+            ),
+        ] = None,
+        actor: Annotated[
+            str | None, QueryParameter(max_length=128, description='e.g. "token:ci"')
+        ] = None,
+        since: Annotated[
+            datetime | None,
+            QueryParameter(description="only events at or after this time (RFC 3339; naive: UTC)"),
+        ] = None,
         offset: Offset = 0,
         limit: Limit = 50,
     ) -> Page:
-        return await registry_of(request).audit.events(model=model, offset=offset, limit=limit)
+        """Audit events, newest first: who did what to which object, before and after."""
+        return await registry_of(request).audit.events(
+            model=model, action=action, actor=actor, since=since, offset=offset, limit=limit
+        )
 
     @get("/workers")
     async def workers(self, request: Request[Any, Any, Any]) -> list[WorkerOut]:

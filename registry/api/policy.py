@@ -31,6 +31,13 @@ class PolicyController(Controller):
     #: Every route here names a model.
     opt = raises(ModelNotFound)
 
+    @get("/aliases")
+    async def aliases(
+        self, request: Request[Any, Any, Any], model: FromPath[str]
+    ) -> list[AliasOut]:
+        """The model's aliases by name, each as ``GET .../aliases/{alias}`` answers it."""
+        return await registry_of(request).policies.list_aliases(model)
+
     @get("/aliases/{alias:str}", opt=raises(AliasNotFound), response_headers=ETAG)
     async def alias(
         self, request: Request[Any, Any, Any], model: FromPath[str], alias: FromPath[str]

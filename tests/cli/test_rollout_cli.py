@@ -82,7 +82,7 @@ class FakeApi:
 def api(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeApi]:
     monkeypatch.setattr(rollout.time, "sleep", lambda _s: None)  # NOTE: the CLI's poll pause
     monkeypatch.setattr(rollout, "_now", lambda: NOW)  # the documents' times are from NOW
-    monkeypatch.setattr(rollout, "console", Console(width=200))  # tables unwrapped
+    monkeypatch.setattr(rollout, "stdout_console", lambda: Console(width=200))  # unwrapped
 
     def install(
         sequence: list[dict[str, Any]] | None = None, listing: list[dict[str, Any]] | None = None
@@ -222,7 +222,7 @@ def test_watch_on_a_terminal_is_a_live_panel(
 ) -> None:
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=160, color_system=None)
-    monkeypatch.setattr(rollout, "console", console)
+    monkeypatch.setattr(rollout, "stdout_console", lambda: console)
     api(sequence=[doc(), doc(state="promoted", step=3, weight=100.0)])
     out = cli("rollout", "status", "resnet", "--watch")
     assert out.exit_code == 0, out.output
@@ -331,3 +331,26 @@ def test_promote_force_is_passed_on(api: Callable[..., FakeApi]) -> None:
     assert fake.seen[-1].url.params["force"] == "true"
     assert cli("rollout", "promote", "resnet", "8").exit_code == 0
     assert "force" not in fake.seen[-1].url.params
+
+
+def test_watch_off_a_terminal_puts_its_bar_on_a_terminal_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-o json --watch`` into a pipe: stdout carries the JSON documents alone, a terminal
+    on stderr gets the rollout's progress bar (the candidate's weight)."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(rollout.time, "sleep", lambda _s: None)
+    screen = Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    docs = iter([doc(), doc(state="promoted", step=3, weight=100.0)])
+    piped = Console(file=io.StringIO(), width=200)
+    final = rollout.follow(lambda: next(docs), console=piped, as_json=True)
+    assert final["state"] == "promoted"
+    assert "resnet #7 1.3.0: promoted, step 4/4 (100%)" in screen.getvalue()
+    assert "100%" in screen.getvalue()
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["state"] for line in lines] == ["running", "promoted"]

@@ -9,6 +9,7 @@ and the tests look only at those ids.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.balancing.balancer import WorkerInfo
+from gateway.control.background import follow_channel
 from gateway.control.discovery import WorkerDirectory
 from gateway.control.health import Health
 from modelgate.core.announce import Announcement, LoadedEntry, encode
@@ -307,6 +309,42 @@ async def test_redis_down_keeps_sql_workers_and_reports_redis_degraded(sources: 
         await dead.aclose()
     assert seen.last[worker].ready == {("m", "1.0.0")}
     assert set(health.problems) == {"redis"}
+
+
+async def test_redis_down_is_logged_once_per_check_not_on_every_poll(
+    sources: Sources, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Discovery and a channel follower both lose Redis: each check says so once. (They
+    reported under one check name, overwrote each other's message, and the gateway logged
+    "redis degraded" again on every poll.)"""
+    follows = 0
+
+    dead = aioredis.Redis.from_url(refused_url().replace("http", "redis"), socket_timeout=1)
+    directory, health = sources.directory(Seen(sources.ids), redis=dead)
+    fail = health.fail
+
+    def counting_fail(component: str, message: str, check: str | None = None) -> None:
+        nonlocal follows
+        follows += message.startswith("notifications lost")
+        fail(component, message, check)
+
+    health.fail = counting_fail  # type: ignore[method-assign]
+    caplog.set_level(logging.WARNING, logger="modelgate.gateway.health")
+    follower = asyncio.create_task(
+        follow_channel(dead, "modelgate:test", lambda _: None, health, "notifications lost")
+    )
+    try:
+        for round_ in range(1, 3):
+            await directory.refresh()
+            await until(lambda r=round_: follows >= r, f"the follower's failure {round_}")  # type: ignore[misc]
+        await directory.refresh()
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await dead.aclose()
+    assert set(health.problems) == {"redis"}
+    warnings = [r.getMessage() for r in caplog.records if "redis degraded" in r.getMessage()]
+    assert len(warnings) == 2, warnings
 
 
 async def test_every_source_down_keeps_the_last_known_workers(sources: Sources) -> None:

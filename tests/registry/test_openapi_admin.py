@@ -178,6 +178,7 @@ async def _policy(call: Calls) -> None:
     await call("PUT", alias, 404, json={"version": "9.9.9"})
     await call("PUT", alias, 400, json={"version": "1.0.0"}, ids={"alias": "^1.0"})
     await call("GET", alias, 200)
+    await call("GET", f"{ADMIN}/models/{{model}}/aliases", 200)
     await call("DELETE", alias, 412, headers={"If-Match": STALE})
     await call("DELETE", alias, 204)
     await call("DELETE", alias, 404)
@@ -234,6 +235,10 @@ async def _access(call: Calls) -> None:
     await call("DELETE", one, 204, ids={"token_id": str(made.json()["id"])})
     await call("DELETE", one, 404, ids={"token_id": str(made.json()["id"])})
     await call("GET", f"{ADMIN}/audit", 200)
+    await call(
+        "GET", f"{ADMIN}/audit", 200, params={"action": "token", "since": "2020-01-01T00:00:00Z"}
+    )
+    await call("GET", f"{ADMIN}/audit", 400, params={"since": "yesterday"})
 
 
 async def _workers(call: Calls) -> None:

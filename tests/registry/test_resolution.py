@@ -70,6 +70,21 @@ def test_ready_aware_split_and_stickiness() -> None:
         choose(resolution, policy, "k", ready=lambda v: False)
 
 
+def test_a_range_whose_arms_have_no_ready_worker_falls_back_to_the_best_ready_candidate() -> None:
+    """Policy 1.0.0=50, 2.0.0=50; a request for ``^2 || 1.1.x`` fits only the 2.0.0 arm, which
+    no worker has ready: 1.1.0 satisfies the range and is ready, so it serves. A request
+    without a version still follows the policy and gets 503 when no arm is ready."""
+    policy = Policy((Arm("1.0.0", 50), Arm("2.0.0", 50)))
+    ranged = resolve(view(policy), "^2 || 1.1.x")
+    not_two = choose(ranged, policy, "k", ready=lambda v: v != "2.0.0")
+    assert (not_two.version, not_two.route, not_two.skipped) == ("1.1.0", "best-ready", ("2.0.0",))
+    assert choose(ranged, policy, "k").route == "arm:2.0.0"  # the arm serves while it is ready
+    with pytest.raises(NoReadyVersion, match="matching"):
+        choose(ranged, policy, "k", ready=lambda _: False)
+    with pytest.raises(NoReadyVersion, match="no arm"):
+        choose(resolve(view(policy), None), policy, "k", ready=lambda v: v == "1.1.0")
+
+
 def test_changing_one_weight_moves_only_keys_into_that_arm() -> None:
     before = Policy((Arm("1.0.0", 80), Arm("1.1.0", 10), Arm("2.0.0", 10)))
     after = Policy((Arm("1.0.0", 80), Arm("1.1.0", 20), Arm("2.0.0", 10)))

@@ -117,3 +117,39 @@ def model_files(model_dir: Path) -> list[str]:
         f"reduce@1.0.0={model_dir / 'reduce.onnx'}",
         f"mlp@1.0.0={model_dir / 'mlp.onnx'}",
     ]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _len_field(number: int, length: int) -> bytes:
+    """The key and length of a protobuf length-delimited field (its bytes follow)."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def write_sparse_model(path: Path, size: int) -> Path:
+    """A valid ONNX model of about ``size`` bytes, ``output = input + w``, written at once
+    as a sparse file: ``w`` (``size // 4`` zero floats) is the file's last field, so its
+    bytes are a hole that `Path.stat` counts and no disk holds."""
+    width = size // 4
+    tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[width]).SerializeToString()
+    tensor += _len_field(9, width * 4)  # raw_data, to the end of the file
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["input", "w"], ["output"])],
+        "big",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", width])],
+    ).SerializeToString()
+    graph += _len_field(5, len(tensor) + width * 4) + tensor  # the initializer
+    model = onnx.ModelProto(ir_version=IR_VERSION, opset_import=[helper.make_opsetid("", OPSET)])
+    head = model.SerializeToString() + _len_field(7, len(graph) + width * 4) + graph
+    with path.open("wb") as out:
+        out.write(head)
+        out.truncate(len(head) + width * 4)
+    return path

@@ -1,0 +1,182 @@
+"""The whole ``modelgate`` command tree, in-process: help on every command and option,
+``--version``, ``-o``/``--url``/``--token`` anywhere on the line for every admin command, the
+documented exit codes, tables that a pipe gets whole, and progress only on a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+
+import click
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from modelgate.cli import http, output
+from modelgate.cli.admin import ADMIN_COMMANDS
+from modelgate.cli.main import main
+from tests.support.net import free_port
+
+ADMIN = {c.name for c in ADMIN_COMMANDS}
+
+
+def walk(
+    command: click.Command, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    yield path, command
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            yield from walk(sub, (*path, name))
+
+
+def test_every_command_and_option_has_help_and_help_exits_0() -> None:
+    runner = CliRunner()
+    paths = []
+    for path, command in walk(main):
+        paths.append(path)
+        assert (command.help or "").strip(), f"modelgate {' '.join(path)} has no help"
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert (param.help or "").strip(), f"{' '.join(path)} {param.opts[0]}: no help"
+        shown = runner.invoke(main, [*path, "--help"], prog_name="modelgate")
+        assert shown.exit_code == 0, (path, shown.output)
+        assert shown.stdout.startswith(f"Usage: modelgate {' '.join(path)}".rstrip()), path
+    assert ("versions", "priority") in paths
+    for name in ("audit", "tokens list", "tokens revoke", "models show", "versions show",
+                 "alias list", "workers load", "workers unload"):  # fmt: skip
+        assert tuple(name.split()) in paths, name
+
+
+def test_version_and_the_exit_codes_are_in_the_help() -> None:
+    shown = CliRunner().invoke(main, ["--version"])
+    assert (shown.exit_code, shown.stdout) == (0, f"modelgate {version('modelgate')}\n")
+    helped = CliRunner().invoke(main, ["--help"]).stdout
+    for line in ("0  the command did what it was asked", "1  the operation failed",
+                 "2  usage or connection", "(401)"):  # fmt: skip
+        assert line in helped, line
+
+
+def admin_leaves() -> list[tuple[str, ...]]:
+    return [
+        path
+        for path, command in walk(main)
+        if path and path[0] in ADMIN and not isinstance(command, click.Group)
+    ]
+
+
+@pytest.mark.parametrize("path", admin_leaves(), ids=" ".join)
+def test_global_options_reach_the_root_from_anywhere_on_the_line(path: tuple[str, ...]) -> None:
+    for args in (
+        [*path, "X", "--url", "http://gw:9", "--token=t", "-o", "json"],
+        ["-owide", *path, "--token", "t", "X", "--url=http://gw:9"],
+    ):
+        ctx = main.make_context("modelgate", list(args))
+        assert ctx.params["url"] == "http://gw:9", args
+        assert ctx.params["token"] == "t", args
+        assert ctx.params["output"] in ("json", "wide"), args
+
+
+@pytest.fixture
+def answers(monkeypatch: pytest.MonkeyPatch) -> Callable[[httpx.Response], list[httpx.Request]]:
+    """Every admin request gets the given response; the requests are kept."""
+
+    def install(response: httpx.Response) -> list[httpx.Request]:
+        seen: list[httpx.Request] = []
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return response
+
+        transport = httpx.MockTransport(answer)
+        monkeypatch.setattr(
+            http, "make_client", lambda s: httpx.Client(base_url=s.url, transport=transport)
+        )
+        return seen
+
+    return install
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, [*args, "--url", "http://gw"])
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, 1), (409, 1), (403, 1), (503, 1), (401, 2), (400, 1)]
+)
+def test_an_api_refusal_exits_1_and_a_401_exits_2(
+    answers: Callable[[httpx.Response], list[httpx.Request]], status: int, code: int
+) -> None:
+    answers(httpx.Response(status, json={"error": f"refused with {status}"}))
+    out = cli("models", "show", "m", "-o", "json")
+    assert out.exit_code == code, out.output
+    assert out.stdout == ""  # -o json: nothing but a document on stdout
+    assert f"[{status}] refused with {status}" in out.stderr
+
+
+def test_usage_and_connection_problems_exit_2() -> None:
+    bad_option = cli("models", "list", "--no-such-option")
+    assert bad_option.exit_code == 2
+    bad_output = cli("models", "list", "-o", "yaml")
+    assert bad_output.exit_code == 2
+    assert "'yaml' is not one of 'table', 'wide', 'json'" in bad_output.stderr
+    closed = f"http://127.0.0.1:{free_port()}"
+    unreachable = CliRunner().invoke(main, ["models", "list", "--url", closed])
+    assert unreachable.exit_code == 2
+    assert f"cannot reach {closed}" in unreachable.stderr
+
+
+WORKER = {
+    "id": "demo-worker-" + "x" * 120, "url": "http://127.0.0.1:8001", "state": "ready",
+    "loaded": [{"model": "resnet", "version": "1.2.0", "ready": True}], "in_flight": 0,
+    "queue_depth": 0, "capacity": 64, "device": "cpu", "last_seen": "2026-01-01T00:00:00Z",
+    "stale": False, "balancer": {"ewma_ms": 1.5, "ejected_until": None, "ready": []},
+    "kind": "announced", "protocol": "http", "serves": [], "created_at": None, "created_by": None,
+}  # fmt: skip
+
+
+def test_a_piped_table_is_never_cut_and_wide_adds_columns(
+    answers: Callable[[httpx.Response], list[httpx.Request]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    answers(httpx.Response(200, json=[WORKER]))
+    table = cli("workers")
+    assert table.exit_code == 0, table.output
+    assert WORKER["id"] in table.stdout
+    assert "…" not in table.stdout
+    assert "\x1b[" not in table.stdout
+    assert "capacity" not in table.stdout
+    wide = cli("workers", "list", "-o", "wide")
+    assert "capacity" in wide.stdout
+    assert "http://127.0.0.1:8001" in wide.stdout
+    assert json.loads(cli("workers", "-o", "json").stdout) == [WORKER]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_goes_to_stderr_only_when_it_is_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    piped = io.StringIO()
+    monkeypatch.setattr("sys.stderr", piped)
+    with output.transfer_progress("m@1.0.0", 2_000_000) as sent:
+        sent(2_000_000)
+    with output.wait_progress("load", 2) as update:
+        update(2, "load: 2/2 workers")
+    assert piped.getvalue() == ""
+    screen = Terminal()
+    monkeypatch.setattr("sys.stderr", screen)
+    with output.transfer_progress("m@1.0.0", 2_000_000) as sent:
+        sent(1_000_000)
+        sent(1_000_000)
+    with output.wait_progress("load", 2) as update:
+        update(2, "load: 2/2 workers")
+    shown = screen.getvalue()
+    assert "m@1.0.0" in shown
+    assert "2.0/2.0 MB" in shown
+    assert "100%" in shown
+    assert "load: 2/2 workers" in shown
