@@ -198,7 +198,8 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
         await expect(page.get_by_test_id("worker-w1")).to_contain_text("textcls@1.0.0")
         await expect(page.get_by_test_id("ready-workers")).to_contain_text("3/3")
         await expect(page.get_by_test_id("fleet-status")).to_have_text("Healthy")
-        await expect(page.get_by_test_id("rollouts")).to_contain_text("No rollout yet")
+        card = page.get_by_test_id(f"rollout-{MODEL}")
+        await expect(card.and_(page.locator(".rollout.active"))).to_have_count(0)
 
         gates = {"min_requests": 15, "max_error_rate": 0.05, "max_latency_ratio": 50.0}
         async with Loop(base, f"/v2/models/{MODEL}/infer", infer_json, concurrency=3):
@@ -216,7 +217,6 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
                 "Serving, workers ejected"
             )
             out = start_rollout(client, "2.0.0", steps=STEPS, interval_s=INTERVAL_S, gates=gates)
-            card = page.get_by_test_id(f"rollout-{MODEL}")
             await expect(card).to_have_attribute("data-state", "running", timeout=SHOWN_MS)
             await expect(card).to_have_attribute("data-id", str(out["id"]))
             assert await page.locator("[data-action]").count() == 0  # read only
