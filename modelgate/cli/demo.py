@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 from rich.table import Table
 
 from backends.synthetic import scale_model
 from modelgate.cli.demo_rollouts import publish_candidates, rollout_story
+from modelgate.cli.output import stdout_console
 
 __all__ = ["DemoError", "run_demo"]
 
 ROOT = Path("var/demo")
-console = Console()
+console = stdout_console()  # full width and no colour when piped, like every command
 
 
 class DemoError(Exception):
@@ -199,6 +199,7 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
     for n in (1, 2):
         _check_free(port + n, f"demo worker {n}")
     processes: list[subprocess.Popen[bytes]] = []
+    terminate = signal.signal(signal.SIGTERM, _interrupt)
     try:
         _run(port, keep, processes)
     except KeyboardInterrupt:
@@ -206,10 +207,18 @@ def run_demo(*, port: int = 8000, keep: bool = True) -> None:
     finally:
         # NOTE: a second Ctrl-C must not cut the shutdown short and leave children behind.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             _stop(processes)
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, terminate)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM (``kill``, ``timeout``, a supervisor: sent to the demo alone, not to its
+    children) stops the demo as Ctrl-C does, its workers and gateway with it."""
+    raise KeyboardInterrupt
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:

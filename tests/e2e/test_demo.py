@@ -1,8 +1,8 @@
 """``modelgate demo`` (what ``make demo`` runs): it completes its tour on a clean directory,
 rollout chapter included (the good candidate promoted, the faulty one rolled back by its
 error-rate gate, the clients seeing (almost) none of its failures), ends it with the
-dashboard's URL and a read token that opens it (issue 11, acceptance 5), serves on until Ctrl-C,
-which ends it quietly with no process left; a busy port is refused before anything starts
+dashboard's URL and a read token that opens it (issue 11, acceptance 5), serves on until Ctrl-C or
+SIGTERM, which ends it quietly with no process left; a busy port is refused before anything starts
 (issue 8, finding 14)."""
 
 from __future__ import annotations
@@ -67,10 +67,14 @@ def _assert_dashboard(out: str, port: int) -> None:
 #: while the workers start and the gateway has requests in flight (where the demo used to
 #: print a traceback from every child); the delay picks that moment, it synchronises nothing.
 MOMENTS = {"starting": ("after deprecating 2.0.0", 0.5), "serving": ("Ctrl-C stops the demo", 0)}
+#: How it is stopped: while starting, Ctrl-C in a terminal (SIGINT to the whole foreground
+#: process group); while serving, ``kill``/``timeout``/a supervisor (SIGTERM to the demo
+#: alone: it must stop its children itself).
+STOPS = {"starting": "ctrl-c", "serving": "sigterm"}
 
 
 @pytest.mark.parametrize("moment", sorted(MOMENTS))
-def test_demo_ctrl_c_is_quiet(tmp_path: Path, moment: str) -> None:
+def test_demo_stops_quietly_on_ctrl_c_or_sigterm(tmp_path: Path, moment: str) -> None:
     marker, after = MOMENTS[moment]
     port = free_ports(3)  # the gateway's, and the two workers' after it
     # NOTE: stderr to a file: the children's logs would fill an unread pipe and stall them.
@@ -105,8 +109,10 @@ def test_demo_ctrl_c_is_quiet(tmp_path: Path, moment: str) -> None:
         if moment == "serving":
             _assert_dashboard("".join(lines), port)
         time.sleep(after)
-        # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
-        os.killpg(demo.pid, signal.SIGINT)
+        if STOPS[moment] == "ctrl-c":
+            os.killpg(demo.pid, signal.SIGINT)
+        else:
+            demo.terminate()
         code = demo.wait(timeout=60)
     finally:
         if demo.poll() is None:
