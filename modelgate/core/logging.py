@@ -1,17 +1,226 @@
-"""Logging set-up, the same for every modelgate process (gateway, worker, CLI)."""
+"""Logging set-up, one configuration for every modelgate process (gateway, worker, CLI, demo).
+
+``MODELGATE_LOG_FORMAT`` chooses the line format of every logger of the process, the ASGI
+server's (uvicorn, granian), Litestar's, gRPC's and modelgate's alike:
+- ``text`` (default): ``2026-12-04T18:25:25.123Z INFO modelgate.access: request
+  request_id=... status=200``, a record's structured fields appended as ``key=value``;
+- ``json``: one JSON object per line, ``{"ts": "2026-12-04T18:25:25.123Z", "level":
+  "INFO", "logger": "modelgate.access", "msg": "request", ...}``, each structured field
+  (``extra=``) a top-level key and an exception's traceback in ``exc`` on the same line.
+
+``MODELGATE_LOG_LEVEL`` is the level of every logger but the access logs
+(``modelgate.access``, ``modelgate.worker.access``), which are on or off by their own
+setting; a component's own level (``MODELGATE_GATEWAY_LOG_LEVEL``,
+``MODELGATE_WORKER_LOG_LEVEL``) wins where it is set.
+
+Everything goes to stderr. gRPC's C core logs there itself, outside Python's logging:
+``GRPC_VERBOSITY`` defaults to ``ERROR`` here (a value set in the environment wins), so
+that what it would print is only an error worth a look.
+"""
 
 from __future__ import annotations
 
 import logging
+import logging.config
+import os
+import sys
+import threading
+import time
+from types import TracebackType
+from typing import Any, Literal
 
-__all__ = ["configure_logging"]
+import msgspec
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+__all__ = [
+    "ACCESS_LOGGERS",
+    "JsonFormatter",
+    "LogSettings",
+    "TextFormatter",
+    "configure_logging",
+    "logging_config",
+]
+
+LogFormat = Literal["json", "text"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+#: The per-request loggers, switched on and off by ``access_log`` alone.
+ACCESS_LOGGERS = ("modelgate.access", "modelgate.worker.access")
+
+#: The attributes every `logging.LogRecord` has; the others are a record's fields.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    # NOTE: uvicorn adds a coloured copy of some messages; the plain one is ``msg``.
+    "color_message",
+}
+_encode = msgspec.json.Encoder(enc_hook=str).encode
 
 
-def configure_logging(level: str, *, access_log: bool = False) -> None:
-    """One line per record on stderr at ``level``; the gateway's access log
-    (``modelgate.access``) only when ``access_log``."""
-    logging.basicConfig(level=level.upper(), format=FORMAT)
-    logging.getLogger("modelgate.access").disabled = not access_log
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe otherwise
+class LogSettings(BaseSettings):
+    """``MODELGATE_LOG_FORMAT`` and ``MODELGATE_LOG_LEVEL``, shared by every process."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_LOG_", extra="ignore")
+
+    format: LogFormat = "text"
+    level: LogLevel = "info"
+
+
+class _Clock:
+    """ISO 8601 UTC timestamps with milliseconds; the seconds part is formatted once a second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def iso(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    """A record's structured fields: what ``extra=`` added to it."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``ts``, ``level``, ``logger``, ``msg``, the record's
+    fields, and ``exc`` (the traceback) when it carries an exception."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": self._clock.iso(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return _encode(doc).decode()
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' "=\n'):
+        return _encode(text).decode()
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """``TS LEVEL logger: message key=value ...`` and the traceback on the lines after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock()
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{self._clock.iso(record.created)} {record.levelname} {record.name}: "
+        line += record.getMessage()
+        extra = [f"{k}={_text_value(v)}" for k, v in fields_of(record).items()]
+        if extra:
+            line += " " + " ".join(extra)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+def logging_config(level: str, fmt: LogFormat, *, access_log: bool = True) -> dict[str, Any]:
+    """The `logging.config.dictConfig` of a modelgate process (also what granian is given,
+    so that its own loggers are configured the same way in each of its processes)."""
+    upper = level.upper()
+    formatter = (
+        "modelgate.core.logging.JsonFormatter"
+        if fmt == "json"
+        else ("modelgate.core.logging.TextFormatter")
+    )
+    # NOTE: the servers' and frameworks' loggers keep no handler of their own and
+    # propagate to the root's one handler, so every line has the same format.
+    through_root = {"handlers": [], "propagate": True}
+    access = {**through_root, "level": "INFO" if access_log else "CRITICAL"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"modelgate": {"()": formatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "modelgate",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": upper, "handlers": ["stderr"]},
+        "loggers": {
+            **{name: {**through_root, "level": upper} for name in ("uvicorn", "uvicorn.error")},
+            "uvicorn.access": {**through_root, "level": upper},
+            "litestar": {**through_root, "level": upper},
+            "_granian": {**through_root, "level": upper},
+            "granian.access": {**through_root, "level": upper},
+            # one line per probe and admin call otherwise
+            "httpx": {**through_root, "level": "WARNING"},
+            "httpcore": {**through_root, "level": "WARNING"},
+            **{name: access for name in ACCESS_LOGGERS},
+        },
+    }
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    logging.getLogger("modelgate").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("modelgate").critical(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
+def configure_logging(
+    level: str | None = None, *, access_log: bool = True, settings: LogSettings | None = None
+) -> LogSettings:
+    """Configure this process's logging (idempotent); ``level`` overrides
+    ``MODELGATE_LOG_LEVEL``; ``access_log`` False silences the access loggers. Returns the
+    settings it applied."""
+    settings = settings or LogSettings()
+    if level is not None:
+        settings = settings.model_copy(update={"level": level.lower()})
+    # NOTE: the C core reads it when it starts (the first channel or server), so setting it
+    # here, before either, is in time; the only environment this module writes.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # NOTE: the documented optimisations of the logging HOWTO: no record looks up its
+    # caller's frame, thread or process (no format here prints them).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.config.dictConfig(
+        logging_config(settings.level, settings.format, access_log=access_log)
+    )
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+    return settings

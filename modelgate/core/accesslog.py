@@ -1,0 +1,124 @@
+"""Access logs written off the request path, and request ids.
+
+An `AccessLog` line is a record of its logger like any other (``configure_logging`` gives
+it the process's one format; ``access_log`` turns the logger on or off), but the request
+path only appends a tuple of values: a flusher thread makes the records and hands them to
+the logger's handlers every `AccessLog.interval_s`, and at exit. NOTE: measured in
+``bench.gateway_overhead --access-log`` (docs/BENCHMARKS.md, 2026-12-04): a record made
+and written on the event loop for every request cost about 10% of the gateway's
+throughput; a record handed to a `logging.handlers.QueueHandler` thread one at a time cost
+more (the hand-off per record), which is why the lines are handed over in batches.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["AccessLog", "new_request_id", "request_id"]
+
+#: The longest client-sent ``X-Request-Id`` kept (longer ones are replaced).
+MAX_REQUEST_ID = 128
+
+
+def new_request_id() -> str:
+    """32 hex digits, random (not secret: an id to find a request's lines by)."""
+    return f"{random.getrandbits(128):032x}"
+
+
+def request_id(sent: str | None) -> str:
+    """The request id of a request: the client's ``X-Request-Id`` when it is 1 to
+    `MAX_REQUEST_ID` printable ASCII characters, else a new one (`new_request_id`)."""
+    if sent and len(sent) <= MAX_REQUEST_ID and sent.isascii() and sent.isprintable():
+        return sent
+    return new_request_id()
+
+
+class AccessLog:
+    """One INFO record per `write` on ``logger``, with ``fields`` as its structured fields
+    (``values`` in the same order) and ``message`` as its message.
+
+    `write` is cheap and thread-safe; records reach the handlers within ``interval_s``,
+    in order, from a daemon thread started by the first write in each process (a forked
+    child starts its own). `flush` writes what is pending now; it also runs at exit. At
+    most ``capacity`` lines wait: beyond that a line is dropped and counted in `dropped`.
+    """
+
+    def __init__(
+        self,
+        logger: str,
+        message: str,
+        fields: Sequence[str],
+        *,
+        interval_s: float = 0.1,
+        capacity: int = 100_000,
+    ) -> None:
+        self.logger = logging.getLogger(logger)
+        self.message = message
+        self.fields = tuple(fields)
+        self.interval_s = interval_s
+        self.capacity = capacity
+        self.dropped = 0
+        self._pending: collections.deque[tuple[float, tuple[Any, ...]]] = collections.deque()
+        self._pid = 0
+        self._lock = threading.Lock()
+        atexit.register(self.flush)
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def write(self, values: tuple[Any, ...]) -> None:
+        """Queue one line (``values`` in `fields` order) if the logger is on."""
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        if self._pid != os.getpid():
+            self._start()
+        pending = self._pending
+        if len(pending) >= self.capacity:
+            self.dropped += 1
+            return
+        pending.append((time.time(), values))
+
+    def flush(self) -> None:
+        """Hand every pending line to the logger's handlers now."""
+        pending = self._pending
+        if not pending:
+            return
+        with self._lock:  # one flusher at a time keeps the lines in order
+            logger, message, fields = self.logger, self.message, self.fields
+            while pending:
+                try:
+                    created, values = pending.popleft()
+                except IndexError:
+                    return
+                record = logging.LogRecord(logger.name, logging.INFO, "", 0, message, None, None)
+                record.created = created
+                record.msecs = (created - int(created)) * 1000
+                record.__dict__.update(zip(fields, values, strict=True))
+                logger.handle(record)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._pending = collections.deque()
+            threading.Thread(
+                target=self._run, name=f"{self.logger.name} flusher", daemon=True
+            ).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self.flush()
+            except Exception:  # a broken handler must not end the flusher
+                logging.getLogger("modelgate").exception("the access log could not be written")
