@@ -14,6 +14,7 @@ from modelgate.cli.admin import register
 from modelgate.cli.artifacts import artifacts
 from modelgate.cli.http import client_settings
 from modelgate.cli.worker import worker
+from modelgate.core.logging import configure_logging
 from registry.errors import DatabaseUnavailable, InvalidDatabaseUrl, InvalidInput
 from registry.limits import TOKEN_NAME_MAX, check_text
 from registry.settings import RegistrySettings
@@ -115,6 +116,7 @@ def _after_global(args: list[str]) -> list[str]:
 @click.pass_context
 def main(ctx: click.Context, url: str | None, token: str | None, output: str) -> None:
     """modelgate: route inference by model name and semantic-version constraint."""
+    configure_logging(default_level="warning", access_log=False)  # serve/worker: their own
     ctx.obj = client_settings(url, token)
     ctx.meta["output"] = output
 

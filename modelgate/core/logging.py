@@ -64,7 +64,8 @@ class LogSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODELGATE_LOG_", extra="ignore")
 
     format: LogFormat = "text"
-    level: LogLevel = "info"
+    #: Unset: each process's default (info for servers, warning for the CLI's commands).
+    level: LogLevel | None = None
 
 
 class _Clock:
@@ -200,20 +201,26 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
 
 
 def configure_logging(
-    level: str | None = None, *, access_log: bool = True, settings: LogSettings | None = None
+    level: str | None = None,
+    *,
+    default_level: LogLevel = "info",
+    access_log: bool = True,
+    settings: LogSettings | None = None,
 ) -> LogSettings:
-    """Configure this process's logging (idempotent); ``level`` overrides
-    ``MODELGATE_LOG_LEVEL``; ``access_log`` False silences the access loggers. Returns the
-    settings it applied."""
+    """Configure this process's logging (idempotent: a later call replaces an earlier
+    one). The level is ``level`` (a component's own setting) when given, else
+    ``MODELGATE_LOG_LEVEL``, else ``default_level``; ``access_log`` False silences the
+    access loggers. Returns the settings it applied."""
     settings = settings or LogSettings()
-    if level is not None:
-        settings = settings.model_copy(update={"level": level.lower()})
+    chosen = level or settings.level or default_level
+    settings = settings.model_copy(update={"level": chosen.lower()})
+    assert settings.level is not None
     # NOTE: the C core reads it when it starts (the first channel or server), so setting it
     # here, before either, is in time; the only environment this module writes.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     # NOTE: the documented optimisations of the logging HOWTO: no record looks up its
     # caller's frame, thread or process (no format here prints them).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
