@@ -80,6 +80,33 @@ def _served(route: Route, version: str) -> Route:
     return replace(route, version=version, route=f"baseline-retry:{version}")
 
 
+def _log_retry(
+    inbound: Inbound,
+    model: str,
+    version: str,
+    worker: str,
+    failure: BackendUnavailable,
+    baseline: str | None,
+) -> None:
+    where = f"on the rollout's baseline {baseline}" if baseline else "elsewhere"
+    log.info(
+        "retrying %s@%s %s: %s",
+        model,
+        version,
+        where,
+        failure,
+        extra={
+            "event": "request.retry",
+            "request_id": inbound.request_id,
+            "model": model,
+            "version": version,
+            "worker": worker,
+            "condition": failure.condition,
+            "baseline": baseline,
+        },
+    )
+
+
 @dataclass
 class GatewayDataPlane:
     table: RoutingTable
@@ -339,7 +366,7 @@ class GatewayDataPlane:
                 tried.add(worker)
                 if attempt.retry_held:
                     chosen = attempt.next_worker
-                    log.info("retrying %s@%s elsewhere: %s", route.model, version, failure)
+                    _log_retry(inbound, route.model, version, worker, failure, None)
                     continue
                 baseline = self._baseline_for(route, version)
                 condition = failure.condition
@@ -364,18 +391,11 @@ class GatewayDataPlane:
                     raise failure
                 retrying = True
                 self.metrics.retries.labels(route.model, version, "allowed").inc()
+                _log_retry(inbound, route.model, version, worker, failure, baseline)
                 if baseline is not None:
-                    log.info(
-                        "retrying %s@%s on the rollout's baseline %s: %s",
-                        route.model,
-                        version,
-                        baseline,
-                        failure,
-                    )
                     version, tried = baseline, set(unreachable)
                 else:
                     tried.add(worker)
-                    log.info("retrying %s@%s elsewhere: %s", route.model, version, failure)
         finally:
             if retrying:  # the deadline check for a retry raised
                 self.budget.retry_finished()
