@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["AccessLog", "new_request_id", "request_id"]
+__all__ = ["AccessLog", "AccessRecord", "new_request_id", "request_id"]
 
 #: The longest client-sent ``X-Request-Id`` kept (longer ones are replaced).
 MAX_REQUEST_ID = 128
@@ -39,6 +39,13 @@ def request_id(sent: str | None) -> str:
     if sent and len(sent) <= MAX_REQUEST_ID and sent.isascii() and sent.isprintable():
         return sent
     return new_request_id()
+
+
+class AccessRecord(logging.LogRecord):
+    """A record of an `AccessLog`: ``field_names`` says which attributes are its fields
+    (the formats then skip looking for them)."""
+
+    field_names: tuple[str, ...] = ()
 
 
 class AccessLog:
@@ -67,9 +74,11 @@ class AccessLog:
         self.capacity = capacity
         self.dropped = 0
         self._pending: collections.deque[tuple[float, tuple[Any, ...]]] = collections.deque()
-        self._pid = 0
+        self._started = False
         self._lock = threading.Lock()
+        self._base = logging.LogRecord(logger, logging.INFO, "", 0, message, None, None).__dict__
         atexit.register(self.flush)
+        os.register_at_fork(after_in_child=self._forked)
 
     @property
     def enabled(self) -> bool:
@@ -79,7 +88,7 @@ class AccessLog:
         """Queue one line (``values`` in `fields` order) if the logger is on."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
-        if self._pid != os.getpid():
+        if not self._started:
             self._start()
         pending = self._pending
         if len(pending) >= self.capacity:
@@ -88,29 +97,48 @@ class AccessLog:
         pending.append((time.time(), values))
 
     def flush(self) -> None:
-        """Hand every pending line to the logger's handlers now."""
+        """Hand every pending line to the logger's handlers now: in one write per handler
+        that takes batches (`modelgate.core.logging.StderrHandler`), else one by one."""
         pending = self._pending
         if not pending:
             return
         with self._lock:  # one flusher at a time keeps the lines in order
-            logger, message, fields = self.logger, self.message, self.fields
+            records = []
+            base, fields = self._base, self.fields
             while pending:
                 try:
                     created, values = pending.popleft()
                 except IndexError:
-                    return
-                record = logging.LogRecord(logger.name, logging.INFO, "", 0, message, None, None)
+                    break
+                # NOTE: built as a dict, not through LogRecord.__init__ (a third of the
+                # cost of a line): the formats read only these attributes.
+                record = AccessRecord.__new__(AccessRecord)
+                record.__dict__.update(base)
                 record.created = created
                 record.msecs = (created - int(created)) * 1000
                 record.__dict__.update(zip(fields, values, strict=True))
-                logger.handle(record)
+                record.field_names = fields
+                records.append(record)
+            for handler in _handlers(self.logger):
+                emit_many = getattr(handler, "emit_many", None)
+                if emit_many is not None:
+                    emit_many(records)
+                else:
+                    for record in records:
+                        if record.levelno >= handler.level:
+                            handler.handle(record)
+
+    def _forked(self) -> None:
+        # NOTE: a forked child has the lines its parent will write, and no flusher thread.
+        self._lock = threading.Lock()
+        self._pending = collections.deque()
+        self._started = False
 
     def _start(self) -> None:
         with self._lock:
-            if self._pid == os.getpid():
+            if self._started:
                 return
-            self._pid = os.getpid()
-            self._pending = collections.deque()
+            self._started = True
             threading.Thread(
                 target=self._run, name=f"{self.logger.name} flusher", daemon=True
             ).start()
@@ -122,3 +150,13 @@ class AccessLog:
                 self.flush()
             except Exception:  # a broken handler must not end the flusher
                 logging.getLogger("modelgate").exception("the access log could not be written")
+
+
+def _handlers(logger: logging.Logger) -> list[logging.Handler]:
+    """The handlers a record of ``logger`` reaches (`logging.Logger.callHandlers`'s walk)."""
+    found: list[logging.Handler] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        found.extend(current.handlers)
+        current = current.parent if current.propagate else None
+    return found
