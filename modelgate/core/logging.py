@@ -157,7 +157,8 @@ def _text_value(value: Any) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``TS LEVEL logger: message key=value ...`` and the traceback on the lines after."""
+    """``TS LEVEL logger: message key=value ...`` (fields that are None left out) and the
+    traceback on the lines after."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -166,7 +167,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = f"{self._clock.iso(record.created)} {record.levelname} {record.name}: "
         line += record.getMessage()
-        extra = [f"{k}={_text_value(v)}" for k, v in fields_of(record).items()]
+        extra = [f"{k}={_text_value(v)}" for k, v in fields_of(record).items() if v is not None]
         if extra:
             line += " " + " ".join(extra)
         if record.exc_info:
