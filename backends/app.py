@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol, cast
@@ -121,10 +122,15 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes,
 
 async def _infer(plane: DataPlane, scope: Scope, receive: Receive, send: Send,
                  model: str, version: str | None) -> None:  # fmt: skip
-    version = requested_version(version, _header(scope, b"x-model-version"))
-    body = await _read_body(scope, receive, plane.options.max_body_bytes)
     sent_id, traceparent = _ids(scope)
     served = Served.start(plane.tracer, sent_id, traceparent, "http", model)
+    arrived = time.perf_counter()
+    try:
+        version = requested_version(version, _header(scope, b"x-model-version"))
+        body = await _read_body(scope, receive, plane.options.max_body_bytes)
+    except ModelgateError as exc:  # refused before the data plane: logged here
+        served.finish(model, exc.status_code, time.perf_counter() - arrived)
+        raise
     out = await plane.infer(model, version, body, _header(scope, HEADER_LENGTH.encode()), served)
     headers = [(b"x-model-version", out.version.encode()),
                (b"x-backend", plane.options.worker_id.encode()),

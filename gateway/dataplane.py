@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from opentelemetry.trace import SpanKind, set_span_in_context
+from opentelemetry.trace import SpanKind
 
 from gateway.attempts import Attempt, InFlight
 from gateway.balancing.balancer import Outcome
@@ -57,7 +57,7 @@ from gateway.errors import (
 from gateway.external import rename_infer, rename_metadata
 from gateway.forward import Forwarder, Reply
 from gateway.identity import Caller
-from gateway.inbound import Inbound, log_request
+from gateway.inbound import Inbound, attempt_span, log_request, log_retry
 from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, RoutingTable
@@ -78,33 +78,6 @@ def _served(route: Route, version: str) -> Route:
     if version == route.version:
         return route
     return replace(route, version=version, route=f"baseline-retry:{version}")
-
-
-def _log_retry(
-    inbound: Inbound,
-    model: str,
-    version: str,
-    worker: str,
-    failure: BackendUnavailable,
-    baseline: str | None,
-) -> None:
-    where = f"on the rollout's baseline {baseline}" if baseline else "elsewhere"
-    log.info(
-        "retrying %s@%s %s: %s",
-        model,
-        version,
-        where,
-        failure,
-        extra={
-            "event": "request.retry",
-            "request_id": inbound.request_id,
-            "model": model,
-            "version": version,
-            "worker": worker,
-            "condition": failure.condition,
-            "baseline": baseline,
-        },
-    )
 
 
 @dataclass
@@ -366,7 +339,7 @@ class GatewayDataPlane:
                 tried.add(worker)
                 if attempt.retry_held:
                     chosen = attempt.next_worker
-                    _log_retry(inbound, route.model, version, worker, failure, None)
+                    log_retry(inbound, route.model, version, worker, failure, None)
                     continue
                 baseline = self._baseline_for(route, version)
                 condition = failure.condition
@@ -391,7 +364,7 @@ class GatewayDataPlane:
                     raise failure
                 retrying = True
                 self.metrics.retries.labels(route.model, version, "allowed").inc()
-                _log_retry(inbound, route.model, version, worker, failure, baseline)
+                log_retry(inbound, route.model, version, worker, failure, baseline)
                 if baseline is not None:
                     version, tried = baseline, set(unreachable)
                 else:
@@ -425,7 +398,7 @@ class GatewayDataPlane:
         inbound.attempts += 1
         span = None
         if inbound.span is not None:
-            span = self._attempt_span(inbound, worker)
+            span = attempt_span(self.tracer, inbound, worker)
             headers = {**headers, "traceparent": tracing.traceparent(span)}
         self.in_flight.add(attempt)
         balancer.started(worker)
@@ -467,15 +440,6 @@ class GatewayDataPlane:
                 self.outcomes.record(
                     attempt.model, attempt.version, outcome is not Outcome.OK, elapsed
                 )
-
-    def _attempt_span(self, inbound: Inbound, worker: str) -> Any:
-        """A child of the request's span for one attempt on ``worker``."""
-        return self.tracer.start_span(
-            "attempt",
-            context=set_span_in_context(inbound.span),
-            kind=SpanKind.CLIENT,
-            attributes={"modelgate.worker": worker, "modelgate.attempt": inbound.attempts},
-        )
 
     def worker_unready(self, worker: str, model: str, version: str) -> None:
         """Probes found ``model``@``version`` unready on ``worker``: abandon the attempts in

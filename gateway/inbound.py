@@ -9,17 +9,23 @@ the request (`ACCESS_LOG`), whatever its outcome, refusals included, and ends it
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+
 from modelgate.core.accesslog import AccessLog, request_id
 
 if TYPE_CHECKING:
+    from gateway.errors import BackendUnavailable
     from gateway.routing import Route
 
-__all__ = ["ACCESS_LOG", "Inbound", "log_request"]
+__all__ = ["ACCESS_LOG", "Inbound", "attempt_span", "log_request", "log_retry"]
+
+log = logging.getLogger("modelgate.gateway")
 
 #: ``retries`` is attempts - 1; ``reference`` the version constraint as the client sent it
 #: (null: none, the model's traffic policy); ``error`` the gateway's own refusal, if any.
@@ -95,8 +101,6 @@ def log_request(
 
 
 def _end_span(span: Any, inbound: Inbound, model: str | None, status: int, retries: int) -> None:
-    from opentelemetry.trace import Status, StatusCode
-
     route = inbound.route
     span.set_attribute("modelgate.request_id", inbound.request_id)
     if model:
@@ -111,3 +115,41 @@ def _end_span(span: Any, inbound: Inbound, model: str | None, status: int, retri
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
     span.end()
+
+
+def attempt_span(tracer: Any, inbound: Inbound, worker: str) -> Any:
+    """A child of the request's span for its attempt on ``worker`` (the latest, counted)."""
+    return tracer.start_span(
+        "attempt",
+        context=set_span_in_context(inbound.span),
+        kind=SpanKind.CLIENT,
+        attributes={"modelgate.worker": worker, "modelgate.attempt": inbound.attempts},
+    )
+
+
+def log_retry(
+    inbound: Inbound,
+    model: str,
+    version: str,
+    worker: str,
+    failure: BackendUnavailable,
+    baseline: str | None,
+) -> None:
+    """The ``request.retry`` event: ``worker`` failed, the request goes elsewhere."""
+    where = f"on the rollout's baseline {baseline}" if baseline else "elsewhere"
+    log.info(
+        "retrying %s@%s %s: %s",
+        model,
+        version,
+        where,
+        failure,
+        extra={
+            "event": "request.retry",
+            "request_id": inbound.request_id,
+            "model": model,
+            "version": version,
+            "worker": worker,
+            "condition": failure.condition,
+            "baseline": baseline,
+        },
+    )
