@@ -180,11 +180,20 @@ class TextFormatter(logging.Formatter):
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """stderr, one write per record; `emit_many` writes a batch of records in one write
-    (`modelgate.core.accesslog` hands its lines over that way)."""
+    """The process's current ``sys.stderr`` (as `logging.lastResort` writes to it, so a
+    replaced stderr is followed), one write per record; `emit_many` writes a batch of
+    records in one write (`modelgate.core.accesslog` hands its lines over that way)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
 
     def emit_many(self, records: list[logging.LogRecord]) -> None:
         """Format ``records`` (those this handler's level and filters pass) and write them
