@@ -97,36 +97,42 @@ class AccessLog:
         pending.append((time.time(), values))
 
     def flush(self) -> None:
-        """Hand every pending line to the logger's handlers now: in one write per handler
-        that takes batches (`modelgate.core.logging.StderrHandler`), else one by one."""
+        """Hand every pending line to the logger's handlers now: as values, in one write,
+        to a handler that takes them (`modelgate.core.logging.StderrHandler.emit_entries`),
+        else as one record per line."""
         pending = self._pending
         if not pending:
             return
         with self._lock:  # one flusher at a time keeps the lines in order
-            records = []
-            base, fields = self._base, self.fields
+            entries = []
             while pending:
                 try:
-                    created, values = pending.popleft()
+                    entries.append(pending.popleft())
                 except IndexError:
                     break
-                # NOTE: built as a dict, not through LogRecord.__init__ (a third of the
-                # cost of a line): the formats read only these attributes.
-                record = AccessRecord.__new__(AccessRecord)
-                record.__dict__.update(base)
-                record.created = created
-                record.msecs = (created - int(created)) * 1000
-                record.__dict__.update(zip(fields, values, strict=True))
-                record.field_names = fields
-                records.append(record)
+            records: list[logging.LogRecord] | None = None
+            name, message, fields = self.logger.name, self.message, self.fields
             for handler in _handlers(self.logger):
-                emit_many = getattr(handler, "emit_many", None)
-                if emit_many is not None:
-                    emit_many(records)
-                else:
-                    for record in records:
-                        if record.levelno >= handler.level:
-                            handler.handle(record)
+                if handler.level > logging.INFO:
+                    continue
+                emit_entries = getattr(handler, "emit_entries", None)
+                if emit_entries is not None and emit_entries(name, message, fields, entries):
+                    continue
+                if records is None:
+                    records = [self._record(created, values) for created, values in entries]
+                for record in records:
+                    handler.handle(record)
+
+    def _record(self, created: float, values: tuple[Any, ...]) -> AccessRecord:
+        # NOTE: built as a dict, not through LogRecord.__init__ (a third of its cost): the
+        # formats read only these attributes.
+        record = AccessRecord.__new__(AccessRecord)
+        record.__dict__.update(self._base)
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        record.__dict__.update(zip(self.fields, values, strict=True))
+        record.field_names = self.fields
+        return record
 
     def _forked(self) -> None:
         # NOTE: a forked child has the lines its parent will write, and no flusher thread.

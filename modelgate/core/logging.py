@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -58,6 +59,8 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
     "field_names",
 }
 _encode = msgspec.json.Encoder(enc_hook=str).encode
+#: Lines given as values: ``(created, values)`` each (`StderrHandler.emit_entries`).
+Entries = Sequence[tuple[float, tuple[Any, ...]]]
 
 
 class LogSettings(BaseSettings):
@@ -131,15 +134,18 @@ class JsonFormatter(logging.Formatter):
             doc["stack"] = self.formatStack(record.stack_info)
         return _encode(doc).decode()
 
-    def _line(self, record: logging.LogRecord, names: tuple[str, ...]) -> str:
-        # NOTE: an access line (fixed field names) is encoded from a struct made once per
-        # set of names, at a third of the cost of building and encoding a dict.
+    def _struct(self, names: tuple[str, ...]) -> type[msgspec.Struct]:
+        # NOTE: lines with fixed field names (access lines) are encoded from a struct made
+        # once per set of names, at a third of the cost of building and encoding a dict.
         line = self._lines.get(names)
         if line is None:
             fields = [(n, Any) for n in ("ts", "level", "logger", "msg", *names)]
-            line = self._lines[names] = msgspec.defstruct("Line", fields, array_like=False)
+            line = self._lines[names] = msgspec.defstruct("Line", fields)
+        return line
+
+    def _line(self, record: logging.LogRecord, names: tuple[str, ...]) -> str:
         attrs = record.__dict__
-        made = line(
+        made = self._struct(names)(
             self._clock.iso(record.created),
             record.levelname,
             record.name,
@@ -148,10 +154,19 @@ class JsonFormatter(logging.Formatter):
         )
         return _encode(made).decode()
 
+    def format_entries(
+        self, logger: str, msg: str, names: tuple[str, ...], entries: Entries
+    ) -> str:
+        """INFO lines of ``logger`` without records: ``(created, values)`` per line, the
+        values of ``names`` (`modelgate.core.accesslog`); one string, each line ended."""
+        line, iso = self._struct(names), self._clock.iso
+        made = b"\n".join([_encode(line(iso(c), "INFO", logger, msg, *v)) for c, v in entries])
+        return made.decode() + "\n"
+
 
 def _text_value(value: Any) -> str:
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
+    text = value if isinstance(value, str) else str(value)
+    if not text or " " in text or '"' in text or "=" in text or "\n" in text:
         return _encode(text).decode()
     return text
 
@@ -163,6 +178,22 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self._clock = _Clock()
+
+    def format_entries(
+        self, logger: str, msg: str, names: tuple[str, ...], entries: Entries
+    ) -> str:
+        """As `JsonFormatter.format_entries`, in this format."""
+        iso, lines = self._clock.iso, []
+        for created, values in entries:
+            extra = " ".join(
+                [
+                    f"{k}={_text_value(v)}"
+                    for k, v in zip(names, values, strict=True)
+                    if v is not None
+                ]
+            )
+            lines.append(f"{iso(created)} INFO {logger}: {msg} {extra}\n")
+        return "".join(lines)
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{self._clock.iso(record.created)} {record.levelname} {record.name}: "
@@ -181,8 +212,8 @@ class TextFormatter(logging.Formatter):
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The process's current ``sys.stderr`` (as `logging.lastResort` writes to it, so a
-    replaced stderr is followed), one write per record; `emit_many` writes a batch of
-    records in one write (`modelgate.core.accesslog` hands its lines over that way)."""
+    replaced stderr is followed), one write per record; `emit_entries` writes a batch of
+    lines in one write (`modelgate.core.accesslog` hands its lines over that way)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
@@ -195,24 +226,21 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self, _: Any) -> None:
         pass
 
-    def emit_many(self, records: list[logging.LogRecord]) -> None:
-        """Format ``records`` (those this handler's level and filters pass) and write them
-        at once."""
-        lines = []
-        for record in records:
-            if record.levelno >= self.level and self.filter(record):
-                try:
-                    lines.append(self.format(record))
-                except Exception:
-                    self.handleError(record)
-        if not lines:
-            return
+    def emit_entries(self, logger: str, msg: str, names: tuple[str, ...], entries: Entries) -> bool:
+        """Write INFO lines given as values (`JsonFormatter.format_entries`) in one write,
+        without a record per line; False when this handler cannot (it has filters, or its
+        formatter is not one of these), and the caller hands it records instead."""
+        format_entries = getattr(self.formatter, "format_entries", None)
+        if self.filters or format_entries is None or self.level > logging.INFO:
+            return False
+        text = format_entries(logger, msg, names, entries)
         with self.lock:  # type: ignore[union-attr]
             try:
-                self.stream.write("\n".join(lines) + "\n")
+                self.stream.write(text)
                 self.flush()
             except Exception:
-                self.handleError(records[-1])
+                self.handleError(logging.makeLogRecord({"name": logger, "msg": msg}))
+        return True
 
 
 def logging_config(level: str, fmt: LogFormat, *, access_log: bool = True) -> dict[str, Any]:
