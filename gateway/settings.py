@@ -44,7 +44,7 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     log_level: str | None = Field(default=None, pattern="^(debug|info|warning|error)$")
     #: One structured line per inference request, answered or refused, on the
     #: ``modelgate.access`` logger (`gateway.inbound`), written off the request path; its
-    #: cost is measured by ``bench.gateway_overhead --access-log`` (docs/BENCHMARKS.md).
+    #: cost is measured by ``bench.access_log`` (docs/BENCHMARKS.md, 2026-12-04).
     access_log: bool = True
     #: Default per-request budget; a client's ``X-Request-Timeout-Ms`` can only shorten it.
     request_timeout_s: float = Field(default=30.0, gt=0)
