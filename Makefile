@@ -49,6 +49,7 @@ bench: $(STAMP) interop-env
 	$(BIN)/python -m bench.bench_balancer
 	$(BIN)/python -m bench.bench_worker
 	$(BIN)/python -m bench.gateway_overhead
+	$(BIN)/python -m bench.access_log
 	$(BIN)/python -m bench.gateway_balancing
 	$(BIN)/python -m bench.gateway_overload
 	$(BIN)/python -m bench.publish_under_load

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol, cast
@@ -31,6 +32,7 @@ from backends.dataplane import DataPlane
 from backends.errors import InflatedTooLarge, InvalidRequest
 from backends.extensions import ROUTES as TRITON_ROUTES
 from backends.limits import MAX_JSON_DEPTH, check_json_depth, shown
+from backends.observe import Served
 from backends.oip import ModelMetadata, ServerMetadata
 from backends.startup import LoadWait, load_waiting
 from backends.versions import requested_version
@@ -93,6 +95,18 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _ids(scope: Scope) -> tuple[str | None, str | None]:
+    """The request's ``X-Request-Id`` and ``traceparent``, in one pass over the headers."""
+    sent_id = traceparent = None
+    for key, value in scope["headers"]:
+        name = key.lower()
+        if name == b"x-request-id":
+            sent_id = value.decode("latin-1")
+        elif name == b"traceparent":
+            traceparent = value.decode("latin-1")
+    return sent_id, traceparent
+
+
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     body = await read_body(receive, limit, _header(scope, b"content-length"))
     return _decompress(body, _header(scope, b"content-encoding"), limit)
@@ -109,11 +123,19 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes,
 
 async def _infer(plane: DataPlane, scope: Scope, receive: Receive, send: Send,
                  model: str, version: str | None) -> None:  # fmt: skip
-    version = requested_version(version, _header(scope, b"x-model-version"))
-    body = await _read_body(scope, receive, plane.options.max_body_bytes)
-    out = await plane.infer(model, version, body, _header(scope, HEADER_LENGTH.encode()))
+    sent_id, traceparent = _ids(scope)
+    served = Served.start(plane.tracer, sent_id, traceparent, "http", model)
+    arrived = time.perf_counter()
+    try:
+        version = requested_version(version, _header(scope, b"x-model-version"))
+        body = await _read_body(scope, receive, plane.options.max_body_bytes)
+    except ModelgateError as exc:  # refused before the data plane: logged here
+        served.finish(model, exc.status_code, time.perf_counter() - arrived)
+        raise
+    out = await plane.infer(model, version, body, _header(scope, HEADER_LENGTH.encode()), served)
     headers = [(b"x-model-version", out.version.encode()),
-               (b"x-backend", plane.options.worker_id.encode())]  # fmt: skip
+               (b"x-backend", plane.options.worker_id.encode()),
+               (b"x-request-id", served.request_id.encode())]  # fmt: skip
     if out.header_length is None:
         headers.append((b"content-type", _JSON))
     else:

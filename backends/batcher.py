@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from backends.errors import BackendError, InferenceFailed, QueueFull
+from backends.observe import batch_span
 
 __all__ = ["BatchPolicy", "BatchResult", "Batcher", "RunFn"]
 
@@ -68,6 +69,8 @@ class _Item:
     key: BatchKey | None
     enqueued: float
     future: asyncio.Future[BatchResult] = field(repr=False)
+    #: The request's span while tracing is on.
+    span: Any = field(default=None, repr=False)
 
 
 class _NotBatchAligned(Exception):
@@ -87,6 +90,7 @@ class Batcher:
         batchable: bool,
         on_batch: Callable[[int, float], None] | None = None,  # (batch size, seconds)
         clock: Callable[[], float] = time.perf_counter,
+        tracer: Any = None,
     ) -> None:
         self._run = run
         self.policy = policy
@@ -95,6 +99,8 @@ class Batcher:
         self.batchable = batchable and policy.max_batch_size > 1
         self._on_batch = on_batch
         self._clock = clock
+        #: A span per batch (`backends.observe.batch_span`) while tracing is on.
+        self._tracer = tracer
         self._pending: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -128,13 +134,14 @@ class Batcher:
         key = tuple(sorted((n, a.shape[1:], a.dtype.str) for n, a in inputs.items()))
         return rows, key
 
-    async def submit(self, inputs: dict[str, np.ndarray]) -> BatchResult:
-        """Queue a request and wait for its outputs. Raises ``QueueFull`` at the bound."""
+    async def submit(self, inputs: dict[str, np.ndarray], span: Any = None) -> BatchResult:
+        """Queue a request and wait for its outputs (``span``: the request's, for the
+        batch's span to link to). Raises ``QueueFull`` at the bound."""
         if self._closing or len(self._pending) >= self.policy.max_queue_size:
             raise QueueFull(self.model, self.version, self.policy.max_queue_size)
         rows, key = self._key(inputs)
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Item(inputs, rows, key, self._clock(), future))
+        self._pending.append(_Item(inputs, rows, key, self._clock(), future, span))
         self._wakeup.set()
         return await future
 
@@ -195,6 +202,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         start = self._clock()
         self.running = len(batch)
+        span = None
+        if self._tracer is not None:
+            rows = sum(item.rows for item in batch)
+            spans = [item.span for item in batch]
+            span = batch_span(self._tracer, spans, rows, self.model, self.version)
         try:
             if len(batch) == 1:
                 outputs = [await loop.run_in_executor(self._executor, self._run, batch[0].inputs)]
@@ -212,6 +224,8 @@ class Batcher:
             return
         finally:
             self.running = 0
+            if span is not None:
+                span.end()
         compute = self._clock() - start
         batched = self.batchable
         rows = sum(item.rows for item in batch) if batched else 1

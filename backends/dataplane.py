@@ -30,11 +30,13 @@ from backends.errors import (
 from backends.faults import FaultPolicy
 from backends.limits import RequestLimits
 from backends.metrics import Metrics
+from backends.observe import Served
 from backends.oip import ModelMetadata, ServerMetadata
 from backends.runtime import OnnxModel, RuntimeOptions, synthetic_inputs
 from backends.source import Artifact, ModelSource
 from backends.triton import model_config, statistics
 from backends.versions import LoadedVersion, choose, precedence
+from modelgate.core import tracing
 from modelgate.core.proto import inference_pb2 as pb
 from modelgate.core.semver import base_version
 
@@ -126,6 +128,8 @@ class DataPlane:
         self.changed = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Spans of requests and batches (`modelgate.core.tracing`); None: tracing is off.
+        self.tracer = tracing.tracer("modelgate.worker")
 
     # -- state -------------------------------------------------------------------------
 
@@ -212,7 +216,12 @@ class DataPlane:
     # -- inference ---------------------------------------------------------------------
 
     async def infer(
-        self, model: str, version: str | None, body: bytes, header_length: str | None
+        self,
+        model: str,
+        version: str | None,
+        body: bytes,
+        header_length: str | None,
+        served: Served | None = None,
     ) -> InferOutcome:
         """Decode, validate, batch, run and encode one REST request (`backends.codec`)."""
 
@@ -221,25 +230,54 @@ class DataPlane:
                 raise PayloadTooLarge(len(body), self.options.max_body_bytes)
             return decode_request(body, header_length, limits)
 
-        return await self.run(model, version, decode, _encode_rest)
+        return await self.run(model, version, decode, _encode_rest, served)
 
-    async def run(self, model: str, version: str | None, decode: Decode, encode: Encode[T]) -> T:
+    async def run(
+        self,
+        model: str,
+        version: str | None,
+        decode: Decode,
+        encode: Encode[T],
+        served: Served | None = None,
+    ) -> T:
         """One inference request of any transport: ``decode`` it (under this worker's
         limits), check it against the model's signature, apply faults, batch, run, and
         ``encode`` the requested outputs.
 
-        Draining, readiness, in-flight accounting and metrics are the same for every
-        transport; any exception from ``decode`` or ``encode`` counts as a failure.
+        Draining, readiness, in-flight accounting, metrics and the access line
+        (`backends.observe`; ``served`` carries its request id and span) are the same for
+        every transport; any exception from ``decode`` or ``encode`` counts as a failure.
         """
-        if self.draining:
-            raise Draining()
-        target = self.model_ready(model, version)
+        arrived = self._clock()
+        if served is None:
+            served = Served.start(self.tracer, None, None, "http", model)
+        status = 500
+        try:
+            if self.draining:
+                raise Draining()
+            target = self.model_ready(model, version)
+            served.version = target.version
+            result = await self._served(target, decode, encode, served)
+            status = 200
+            return result
+        except BackendError as exc:
+            status = exc.status_code
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client (the gateway) gave up: nginx's code for it
+            raise
+        finally:
+            served.finish(model, status, self._clock() - arrived)
+
+    async def _served(
+        self, target: LoadedVersion, decode: Decode, encode: Encode[T], served: Served
+    ) -> T:
         started = self._clock()
         self.in_flight += 1
         self._idle.clear()
         target.metrics.request()
         try:
-            return await self._run(target, decode, encode, started)
+            return await self._run(target, decode, encode, started, served)
         except Exception as exc:
             status = exc.status_code if isinstance(exc, BackendError) else 500
             target.metrics.failed(status, self._clock() - started)
@@ -253,7 +291,12 @@ class DataPlane:
                 self._idle.set()
 
     async def _run(
-        self, target: LoadedVersion, decode: Decode, encode: Encode[T], started: float
+        self,
+        target: LoadedVersion,
+        decode: Decode,
+        encode: Encode[T],
+        started: float,
+        served: Served,
     ) -> T:
         request = decode(self.limits)
         target.signature.check(target.model, request.inputs)
@@ -265,7 +308,8 @@ class DataPlane:
         if target.faults.active:
             await target.faults.apply(self._rng, target.model, target.version)
         decoded = self._clock()
-        result = await target.batcher.submit(request.inputs)
+        result = await target.batcher.submit(request.inputs, served.span)
+        served.batch_size = result.batch_size
         encoding = self._clock()
         outputs = [(n, result.outputs[n], request.wants_binary(n)) for n in names]
         response = encode(target, request, outputs)
@@ -346,6 +390,7 @@ class DataPlane:
             version=artifact.version,
             batchable=batchable,
             on_batch=metrics.batch,
+            tracer=self.tracer,
         )
         loaded = LoadedVersion(artifact, session, batcher, faults)
         loaded.metrics = metrics

@@ -22,6 +22,7 @@ from backends.dataplane import DataPlane, LoadedVersion, Outputs
 from backends.errors import BackendError, InvalidRequest, PayloadTooLarge
 from backends.grpc_codec import decode_infer, encode_infer
 from backends.limits import shown
+from backends.observe import Served
 from backends.versions import requested_version
 from modelgate.core.errors import ModelgateError
 from modelgate.core.proto import inference_pb2 as pb
@@ -133,8 +134,16 @@ class InferenceService:
         """``model_version`` and/or the ``x-model-version`` metadata name the version; the
         data plane applies the worker's version rule to it."""
         version = _version(request.model_version, context)
+        sent_id = traceparent = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "x-request-id":
+                sent_id = value
+            elif key == "traceparent":
+                traceparent = value
+        model = request.model_name
+        served = Served.start(self.plane.tracer, sent_id, traceparent, "grpc", model)
         return await self.plane.run(
-            request.model_name, version, lambda limits: decode_infer(request, limits), _encode
+            model, version, lambda limits: decode_infer(request, limits), _encode, served
         )
 
     async def _stream_one(self, raw: bytes, context: Any) -> pb.ModelStreamInferResponse:

@@ -19,6 +19,7 @@ import uvicorn
 
 from backends.dataplane import DataPlane
 from modelgate.core.logging import configure_logging
+from modelgate.core.tracing import configure_tracing
 
 if TYPE_CHECKING:
     from backends.app import WorkerApp
@@ -96,7 +97,9 @@ def run_worker(
     from backends.runtime import choose_device
     from backends.source import ChainSource, FileSource, ModelSource
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, access_log=settings.access_log)
+    if configure_tracing("modelgate-worker"):
+        log.info("tracing on: spans are exported as the OTEL_* environment says")
     options = settings.options()
     choose_device(options.runtime)
     sources: list[ModelSource] = [FileSource(files)] if files else []

@@ -70,7 +70,11 @@ class WorkerSettings(StoreSettings, RedisSettings, BaseSettings):
     announce: bool | None = None
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     heartbeat_ttl_s: float = Field(default=10.0, gt=0)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Unset: ``MODELGATE_LOG_LEVEL`` (`modelgate.core.logging`), else info.
+    log_level: Literal["debug", "info", "warning", "error"] | None = None
+    #: One line per inference request on ``modelgate.worker.access`` (request id, model,
+    #: version, status, duration, batch size), written off the request path.
+    access_log: bool = True
 
     #: Bearer token the repository load/unload endpoints require (``backends.control``).
     control_token: SecretStr | None = None

@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from gateway.attempts import Attempt, InFlight
 from gateway.balancing.balancer import Outcome
 from gateway.balancing.retry import RetryBudget
@@ -55,12 +57,14 @@ from gateway.errors import (
 from gateway.external import rename_infer, rename_metadata
 from gateway.forward import Forwarder, Reply
 from gateway.identity import Caller
-from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics, access_log
+from gateway.inbound import Inbound, attempt_span, log_request, log_retry
+from gateway.metrics import UNKNOWN_MODEL, GatewayMetrics
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, RoutingTable
 from gateway.settings import GatewaySettings
 from gateway.shadow import Shadows
 from gateway.transport import HttpTransport, Transport
+from modelgate.core import tracing
 from modelgate.core.errors import ModelgateError
 
 __all__ = ["GatewayDataPlane"]
@@ -93,6 +97,8 @@ class GatewayDataPlane:
     http: HttpTransport = field(init=False)
     gates: ModelGates = field(init=False)
     shadows: Shadows = field(init=False)
+    #: Spans of requests and attempts (`modelgate.core.tracing`); None: tracing is off.
+    tracer: Any = field(default_factory=lambda: tracing.tracer("modelgate.gateway"))
 
     def __post_init__(self) -> None:
         self.http = HttpTransport(self.table, self.forwarder)
@@ -121,11 +127,20 @@ class GatewayDataPlane:
             return model
         return UNKNOWN_MODEL
 
-    def refused(self, model: str | None, exc: ModelgateError) -> None:
-        """Count an inference request the gateway answered itself with ``exc``."""
+    def refused(
+        self,
+        model: str | None,
+        exc: ModelgateError,
+        inbound: Inbound | None = None,
+        reference: str | None = None,
+    ) -> None:
+        """Count an inference request the gateway answered itself with ``exc``, and write
+        its access line when ``inbound`` is given."""
         self.metrics.errors.labels(
             self.model_label(model), str(exc.status_code), type(exc).__name__
         ).inc()
+        if inbound is not None:
+            log_request(inbound, model, reference, exc.status_code, exc.message)
 
     def deadline(self, headers: Mapping[str, str], timeout_s: float | None = None) -> float:
         """Absolute monotonic deadline: the client's ``X-Request-Timeout-Ms`` or
@@ -155,70 +170,92 @@ class GatewayDataPlane:
         client: Caller | None = None,
         transport: Transport | None = None,
         timeout_s: float | None = None,
+        inbound: Inbound | None = None,
     ) -> Reply:
         """Serve one inference request; raises `ModelgateError` subclasses for the client,
         each counted by `refused`. ``client`` is who sent it (`gateway.identity`), for the
         rate limit; ``transport`` how it reaches a worker (default `http`); ``timeout_s`` the
-        client's own deadline when its protocol carries one (`deadline`)."""
+        client's own deadline when its protocol carries one (`deadline`); ``inbound`` its
+        request id and trace context (default: from ``headers``). Every request, answered
+        or refused, writes one access line (`gateway.inbound.log_request`)."""
         if transport is None:
             transport = self.http
-        try:
-            started = time.monotonic()
-            if self.limiter is not None and client is not None:
-                try:
-                    await self.limiter.check(client)
-                except Overloaded:
-                    self.metrics.shed.labels(self.model_label(model), "rate").inc()
-                    raise
-            deadline = self.deadline(headers, timeout_s)
-            sticky = self.table.sticky_header(model)
-            route = self.table.route(model, reference, headers.get(sticky or "x-route-key"))
-            if deadline <= started:
-                raise DeadlineExceeded("the request's deadline had passed before it was forwarded")
-            gate = self.gates[model]
-            try:
-                await gate.acquire(model)
-            except Overloaded:
-                self.metrics.shed.labels(model, "queue").inc()
-                raise
-            try:
-                forward_headers = {
-                    k: v for k in transport.forwarded if (v := headers.get(k)) is not None
-                }
-                reply, worker, route = await self._forward(
-                    transport, route, forward_headers, body, deadline
-                )
-            finally:
-                gate.release()
-            # NOTE: the gRPC transport renames an external server's protobuf answer itself.
-            if transport is self.http and worker in self.table.external:
-                reply = rename_infer(reply, model, route.version)
-            if route.shadow is not None:
-                self.shadows.send(transport, model, route.shadow, forward_headers, body)
-            elapsed = time.monotonic() - started
-            self._observe(model, route, worker, reply.status, elapsed)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "infer model=%s ref=%s version=%s route=%s worker=%s status=%d ms=%.2f",
-                    model,
-                    reference or "",
-                    route.version,
-                    route.route,
-                    worker,
-                    reply.status,
-                    elapsed * 1000,
-                )
-            reply.headers.extend(
-                [
-                    (b"x-model-version", route.version.encode()),
-                    (b"x-backend", worker.encode()),
-                    (b"x-route", route.route.encode()),
-                ]
+        if inbound is None:
+            inbound = Inbound.of(headers)
+        if self.tracer is not None:
+            inbound.span = self.tracer.start_span(
+                f"infer {model}", context=tracing.parent(inbound.traceparent), kind=SpanKind.SERVER
             )
-            return reply
+        try:
+            reply = await self._infer(model, reference, headers, body, client, transport,
+                                      timeout_s, inbound)  # fmt: skip
         except ModelgateError as exc:
-            self.refused(model, exc)
+            self.refused(model, exc, inbound, reference)
             raise
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError)
+            # NOTE: 499 as nginx logs a client that left before its answer.
+            log_request(inbound, model, reference, 499 if cancelled else 500, repr(exc))
+            raise
+        log_request(inbound, model, reference, reply.status, None)
+        return reply
+
+    async def _infer(
+        self,
+        model: str,
+        reference: str | None,
+        headers: Mapping[str, str],
+        body: bytes,
+        client: Caller | None,
+        transport: Transport,
+        timeout_s: float | None,
+        inbound: Inbound,
+    ) -> Reply:
+        started = inbound.started
+        if self.limiter is not None and client is not None:
+            try:
+                await self.limiter.check(client)
+            except Overloaded:
+                self.metrics.shed.labels(self.model_label(model), "rate").inc()
+                raise
+        deadline = self.deadline(headers, timeout_s)
+        sticky = self.table.sticky_header(model)
+        route = inbound.route = self.table.route(
+            model, reference, headers.get(sticky or "x-route-key")
+        )
+        if deadline <= time.monotonic():
+            raise DeadlineExceeded("the request's deadline had passed before it was forwarded")
+        gate = self.gates[model]
+        try:
+            await gate.acquire(model)
+        except Overloaded:
+            self.metrics.shed.labels(model, "queue").inc()
+            raise
+        try:
+            forward_headers = {
+                k: v for k in transport.forwarded if (v := headers.get(k)) is not None
+            }
+            forward_headers["x-request-id"] = inbound.request_id
+            reply, worker, route = await self._forward(
+                transport, route, forward_headers, body, deadline, inbound
+            )
+            inbound.route = route
+        finally:
+            gate.release()
+        # NOTE: the gRPC transport renames an external server's protobuf answer itself.
+        if transport is self.http and worker in self.table.external:
+            reply = rename_infer(reply, model, route.version)
+        if route.shadow is not None:
+            self.shadows.send(transport, model, route.shadow, forward_headers, body)
+        self._observe(model, route, worker, reply.status, time.monotonic() - started)
+        reply.headers.extend(
+            [
+                (b"x-model-version", route.version.encode()),
+                (b"x-backend", worker.encode()),
+                (b"x-route", route.route.encode()),
+            ]
+        )
+        return reply
 
     def pick(self, transport: Transport, model: str, version: str, tried: set[str]) -> str:
         """`Balancer.pick` among the workers ``transport`` reaches (``tried`` holds them
@@ -243,6 +280,7 @@ class GatewayDataPlane:
         headers: dict[str, str],
         body: bytes,
         deadline: float,
+        inbound: Inbound,
     ) -> tuple[Reply, str, Route]:
         """Send to a worker of ``route.version``; after a ``retry_on`` failure, again to a
         worker not yet tried while the retry budget allows. During a rollout, a candidate
@@ -277,7 +315,9 @@ class GatewayDataPlane:
                 attempt = Attempt(worker, route.model, version, tried)
                 answer: Reply | None = None  # a 5xx answer the client may get as it is
                 try:
-                    reply = await self._attempt(transport, attempt, headers, body, remaining)
+                    reply = await self._attempt(
+                        transport, attempt, headers, body, remaining, inbound
+                    )
                     if reply.status < 500:
                         return reply, worker, _served(route, version)
                     if reply.status == 503:
@@ -299,7 +339,7 @@ class GatewayDataPlane:
                 tried.add(worker)
                 if attempt.retry_held:
                     chosen = attempt.next_worker
-                    log.info("retrying %s@%s elsewhere: %s", route.model, version, failure)
+                    log_retry(inbound, route.model, version, worker, failure, None)
                     continue
                 baseline = self._baseline_for(route, version)
                 condition = failure.condition
@@ -324,18 +364,11 @@ class GatewayDataPlane:
                     raise failure
                 retrying = True
                 self.metrics.retries.labels(route.model, version, "allowed").inc()
+                log_retry(inbound, route.model, version, worker, failure, baseline)
                 if baseline is not None:
-                    log.info(
-                        "retrying %s@%s on the rollout's baseline %s: %s",
-                        route.model,
-                        version,
-                        baseline,
-                        failure,
-                    )
                     version, tried = baseline, set(unreachable)
                 else:
                     tried.add(worker)
-                    log.info("retrying %s@%s elsewhere: %s", route.model, version, failure)
         finally:
             if retrying:  # the deadline check for a retry raised
                 self.budget.retry_finished()
@@ -348,6 +381,7 @@ class GatewayDataPlane:
         headers: dict[str, str],
         body: bytes,
         remaining: float,
+        inbound: Inbound,
     ) -> Reply:
         """One send to ``attempt.worker``, bracketed by the balancer's ``started`` and
         ``finished`` (with the outcome) and registered in `in_flight` meanwhile.
@@ -360,6 +394,12 @@ class GatewayDataPlane:
         limit = self.settings.attempt_timeout_s
         own_limit = 0 < limit < remaining
         timeout = limit if own_limit else remaining
+        inbound.worker = worker
+        inbound.attempts += 1
+        span = None
+        if inbound.span is not None:
+            span = attempt_span(self.tracer, inbound, worker)
+            headers = {**headers, "traceparent": tracing.traceparent(span)}
         self.in_flight.add(attempt)
         balancer.started(worker)
         sent = time.monotonic()
@@ -393,6 +433,9 @@ class GatewayDataPlane:
             elapsed = time.monotonic() - sent
             self.in_flight.discard(attempt)
             balancer.finished(worker, elapsed, outcome)
+            if span is not None:
+                span.set_attribute("modelgate.outcome", outcome.value)
+                span.end()
             if outcome is not Outcome.CANCELLED and (attempt.model, attempt.version) in counted:
                 self.outcomes.record(
                     attempt.model, attempt.version, outcome is not Outcome.OK, elapsed

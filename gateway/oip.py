@@ -15,6 +15,7 @@ metadata of a model named "stats" is reached only as ``/v2/models/stats/versions
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
@@ -27,7 +28,9 @@ from gateway.errors import BadGatewayRequest
 from gateway.extensions import TritonExtensions
 from gateway.forward import Reply
 from gateway.identity import Identity
+from gateway.inbound import Inbound
 from gateway.repository import FleetRepository
+from modelgate.core.accesslog import request_id
 from modelgate.core.asgi import read_body
 from modelgate.core.errors import ModelgateError
 
@@ -99,41 +102,55 @@ class OipApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every answer, an error's too, echoes the request id (`request_id`)."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = request_id(headers.get("x-request-id"))
         try:
-            reply = await self._dispatch(scope, receive)
+            reply = await self._dispatch(scope, receive, headers, rid)
         except ModelgateError as exc:
             reply = _error(exc)
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            log.exception(
+                "unhandled error on %s %s",
+                scope["method"],
+                scope["path"],
+                extra={"request_id": rid},
+            )
             reply = _json(500, {"error": "internal error; see the gateway log"})
-        headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        out = [
+            *reply.headers,
+            (b"content-length", str(len(reply.body)).encode()),
+            (b"x-request-id", rid.encode()),
+        ]
+        await send({"type": "http.response.start", "status": reply.status, "headers": out})
         await send({"type": "http.response.body", "body": reply.body})
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> Reply:
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, headers: dict[str, str], rid: str
+    ) -> Reply:
         method: str = scope["method"]
         raw = scope.get("raw_path")
         path = raw.decode("latin-1").split("?", 1)[0] if raw else scope["path"]
         parts = [unquote(p) for p in path.strip("/").split("/")]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if parts == ["v2"] and method in ("GET", "HEAD"):
             return _json(200, SERVER)
         if parts[:2] == ["v2", "health"] and len(parts) == 3 and method in ("GET", "HEAD"):
             return self._health(parts[2])
         if parts == ["v2", "infer"] and method == "POST":
+            inbound = Inbound(rid, headers.get("traceparent"), time.monotonic())
             model = headers.get("x-model")
             if not model:
                 exc = BadGatewayRequest(
                     "POST /v2/infer needs the header X-Model (and optionally X-Model-Version)"
                 )
-                self.plane.refused(None, exc)
+                self.plane.refused(None, exc, inbound)
                 raise exc
-            return await self._infer(model, None, headers, receive, scope)
+            return await self._infer(model, None, headers, receive, scope, inbound)
         if parts == ["v2", "models", "stats"] and method in ("GET", "HEAD"):
             self.identity.caller(scope["headers"], scope.get("client"))
             return _json(200, await self.extensions.statistics())
         if len(parts) >= 3 and parts[:2] == ["v2", "models"]:
-            return await self._model(method, parts[2:], headers, receive, scope)
+            return await self._model(method, parts[2:], headers, receive, scope, rid)
         if len(parts) >= 3 and parts[:2] == ["v2", "repository"]:
             return await self._repository(method, parts[2:], headers, receive, scope)
         return _json(404, {"error": f"no route for {method} {path}"})
@@ -148,7 +165,13 @@ class OipApp:
         return _json(404, {"error": f"no health endpoint {what!r}; use live or ready"})
 
     async def _model(
-        self, method: str, rest: list[str], headers: dict[str, str], receive: Receive, scope: Scope
+        self,
+        method: str,
+        rest: list[str],
+        headers: dict[str, str],
+        receive: Receive,
+        scope: Scope,
+        rid: str,
     ) -> Reply:
         model, version, action = rest[0], None, ""
         tail = rest[1:]
@@ -163,7 +186,8 @@ class OipApp:
                 return _json(
                     405, {"error": f"method {method} is not allowed on .../infer; use POST"}
                 )
-            return await self._infer(model, version, headers, receive, scope)
+            inbound = Inbound(rid, headers.get("traceparent"), time.monotonic())
+            return await self._infer(model, version, headers, receive, scope, inbound)
         if method not in ("GET", "HEAD"):
             return _json(405, {"error": f"method {method} is not allowed here; use GET"})
         self.identity.caller(scope["headers"], scope.get("client"))
@@ -229,17 +253,20 @@ class OipApp:
         headers: dict[str, str],
         receive: Receive,
         scope: Scope,
+        inbound: Inbound,
     ) -> Reply:
-        """Read what the data plane needs, then let it serve (and count its own refusals)."""
+        """Read what the data plane needs, then let it serve (and count and log its own
+        refusals)."""
+        reference = version
         try:
             caller = self.identity.caller(scope["headers"], scope.get("client"))
             reference = self._reference(version, headers)
             limit = self.plane.settings.max_body_bytes
             body = await read_body(receive, limit, headers.get("content-length"))
         except ModelgateError as exc:
-            self.plane.refused(model, exc)
+            self.plane.refused(model, exc, inbound, reference)
             raise
-        return await self.plane.infer(model, reference, headers, body, caller)
+        return await self.plane.infer(model, reference, headers, body, caller, inbound=inbound)
 
 
 def _repository_target(rest: list[str]) -> tuple[str | None, str | None] | None:

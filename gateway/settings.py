@@ -40,10 +40,12 @@ class GatewaySettings(RedisSettings, BalancerSettings, BaseSettings):
     #: Measured on the forwarding path (docs/BENCHMARKS.md): uvicorn spends half of
     #: granian's CPU per request at concurrency 1 and matches it at 64.
     server: str = Field(default="uvicorn", pattern="^(uvicorn|granian)$")
-    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
-    #: One structured line per inference request on the ``modelgate.access`` logger. Off by
-    #: default: it measured ~19% of the gateway's CPU per request (docs/BENCHMARKS.md).
-    access_log: bool = False
+    #: Unset: ``MODELGATE_LOG_LEVEL`` (`modelgate.core.logging`), else info.
+    log_level: str | None = Field(default=None, pattern="^(debug|info|warning|error)$")
+    #: One structured line per inference request, answered or refused, on the
+    #: ``modelgate.access`` logger (`gateway.inbound`), written off the request path; its
+    #: cost is measured by ``bench.access_log`` (docs/BENCHMARKS.md, 2026-12-04).
+    access_log: bool = True
     #: Default per-request budget; a client's ``X-Request-Timeout-Ms`` can only shorten it.
     request_timeout_s: float = Field(default=30.0, gt=0)
     #: A connect to a worker that takes longer fails that attempt (``connect-failure``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,6 +21,16 @@ from registry.resolution import unknown_model
 __all__ = ["Clock", "ServiceBase", "as_utc", "check_if_match", "etag", "utcnow"]
 
 Clock = Callable[[], datetime]
+
+log = logging.getLogger("modelgate.registry")
+#: ``session.info`` key of the changes a transaction made, logged once it commits.
+_EVENTS = "modelgate.events"
+
+
+def _log_event(event: dict[str, Any]) -> None:
+    """One INFO line per committed change: ``event`` is the audit action (``alias.set``,
+    ``traffic.set``, ``rollout.advance`` ...), with its actor, target, before and after."""
+    log.info("%s %s by %s", event["event"], event["target"], event["actor"], extra=event)
 
 
 def utcnow() -> datetime:
@@ -79,6 +90,8 @@ class ServiceBase:
             async with self.sessions() as session, session.begin():
                 await session.connection(execution_options={WRITE_INTENT: True})
                 yield session
+        for event in session.info.pop(_EVENTS, ()):
+            _log_event(event)
         if self.on_commit is not None:
             self.on_commit()
 
@@ -93,7 +106,8 @@ class ServiceBase:
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
     ) -> int:
-        """Bump the registry revision and write the audit row, inside ``session``'s transaction."""
+        """Bump the registry revision and write the audit row, inside ``session``'s
+        transaction; once it commits, the change is logged as an event (`_log_event`)."""
         now = self.clock()
         result = await session.execute(
             update(RegistryState)
@@ -114,6 +128,10 @@ class ServiceBase:
                 revision=revision,
             )
         )
+        session.info.setdefault(_EVENTS, []).append(
+            {"event": action, "actor": actor, "model": model, "target": target,
+             "before": before, "after": after, "revision": revision}
+        )  # fmt: skip
         return revision
 
     async def model_row(self, session: AsyncSession, name: str, *, lock: bool = False) -> Model:

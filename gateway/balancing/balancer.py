@@ -433,7 +433,7 @@ class Balancer:
         worker = self._workers.get(worker_id)
         if worker is not None and worker.ejected_until is not None:
             now = self._clock()
-            self._ejector.bring_back(worker, now)
+            self._ejector.bring_back(worker, now, "an active probe succeeded")
             self._seed(worker, now)
 
     def apply_remote_ejection(

@@ -20,11 +20,14 @@ Pure logic on the balancer's worker records; time is passed in by the caller.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger("modelgate.gateway.balancer")
 
 __all__ = [
     "CONSECUTIVE_FAILURES",
@@ -325,9 +328,11 @@ class Ejector:
                 upcoming = until
         self.next_expiry = upcoming
 
-    def bring_back(self, worker: Ejectable, at: float) -> None:
+    def bring_back(
+        self, worker: Ejectable, at: float, reason: str = "its ejection ran out"
+    ) -> None:
         """End the worker's ejection at ``at``: fresh failure streak, slow start from ``at``,
-        latency unmeasured.
+        latency unmeasured. Logged with ``reason``.
 
         NOTE: the latency it had before it failed says nothing about it now (it may have
         restarted); kept, it could stay above its peers' forever, since only the requests a
@@ -343,6 +348,12 @@ class Ejector:
         worker.ramp_until = at + self.slow_start_s
         self.ejected -= 1
         self.epoch += 1
+        log.info(
+            "worker %s readmitted: %s",
+            worker.id,
+            reason,
+            extra={"event": "worker.readmitted", "worker": worker.id, "reason": reason},
+        )
 
     def _set(self, worker: Ejectable, until: float, count: int) -> None:
         # NOTE: the worker comes back with a clean window: evidence from before its
@@ -358,3 +369,17 @@ class Ejector:
     def _record(self, event: Ejection) -> None:
         self._log.append(event)
         self.total += 1
+        log.info(
+            "worker %s ejected for %.1f s: %s",
+            event.worker_id,
+            event.until - event.at,
+            event.reason,
+            extra={
+                "event": "worker.ejected",
+                "worker": event.worker_id,
+                "reason": event.reason,
+                "ejected_s": round(event.until - event.at, 3),
+                "ejections": event.count,
+                "remote": event.remote,
+            },
+        )

@@ -96,8 +96,18 @@ class RegistrySync:
             self.health.fail("database", f"cannot read the registry: {exc}", check="registry")
             return False
         self.health.ok("database", check="registry")
-        self.revision = snapshot.revision
+        previous, self.revision = self.revision, snapshot.revision
         self.on_snapshot(snapshot)
+        log.info(
+            "routing by registry revision %d",
+            snapshot.revision,
+            extra={
+                "event": "registry.applied",
+                "revision": snapshot.revision,
+                "previous": previous,
+                "models": len(snapshot.models),
+            },
+        )
         if self.redis is not None:
             try:
                 await self.redis.publish(self.keys.registry_channel, str(snapshot.revision))

@@ -8,8 +8,10 @@ Contract (DESIGN.md, "gRPC (data plane)"):
   ``latest``, a range). The metadata ``x-model-version`` carries one too (a different
   version in both is INVALID_ARGUMENT, as HTTP's 400), ``x-route-key`` (or the policy's
   sticky header) keeps a client on one arm, ``authorization`` identifies it
-  (`gateway.identity`, the same 401/403 and rate limits), ``x-request-id`` is passed to
-  the worker and echoed. The call's deadline is the client's deadline.
+  (`gateway.identity`, the same 401/403 and rate limits), ``x-request-id`` (or a new one,
+  `gateway.inbound`) is passed to the worker and echoed in the initial and trailing
+  metadata, ``traceparent`` continued (`modelgate.core.tracing`). The call's deadline is
+  the client's deadline.
 * The answer is the worker's ``ModelInferResponse`` bytes (its ``model_version`` is the
   concrete version); the trailing metadata names what served it: ``x-model-version``,
   ``x-backend``, ``x-route``. The gateway's own errors are the HTTP errors' messages with
@@ -45,6 +47,7 @@ from gateway.grpc import wire
 from gateway.grpc.peers import caller
 from gateway.grpc.transport import GrpcTransport
 from gateway.identity import Caller, Identity
+from gateway.inbound import Inbound
 from gateway.oip import SERVER
 from gateway.repository import FleetRepository
 from modelgate.core.errors import ModelgateError
@@ -62,10 +65,13 @@ INTERNAL = "internal error; see the gateway log"
 NAME, VERSION, EXTENSIONS = str(SERVER["name"]), str(SERVER["version"]), SERVER["extensions"]
 
 
-async def abort(context: Context, exc: ModelgateError) -> NoReturn:
-    """End the call with ``exc``'s message and the gRPC code of its status."""
-    trailing = tuple((k.lower(), v) for k, v in (exc.headers or {}).items())
-    await context.abort(grpc_code(exc.status_code), exc.message, trailing_metadata=trailing)
+async def abort(context: Context, exc: ModelgateError, request_id: str | None = None) -> NoReturn:
+    """End the call with ``exc``'s message and the gRPC code of its status (and the
+    request id in the trailing metadata)."""
+    trailing = [(k.lower(), v) for k, v in (exc.headers or {}).items()]
+    if request_id is not None:
+        trailing.append(("x-request-id", request_id))
+    await context.abort(grpc_code(exc.status_code), exc.message, trailing_metadata=tuple(trailing))
     raise AssertionError("unreachable: context.abort raises")
 
 
@@ -82,11 +88,14 @@ def reference(field: str, metadata: dict[str, str]) -> str | None:
 
 async def render(reply: Reply, request_id: str | None, context: Context) -> bytes:
     """A worker's reply as the call's answer, or its error; `NAMED` headers and the
-    client's ``x-request-id`` go back as trailing metadata."""
+    request id (of an inference call) go back as trailing metadata, the request id in the
+    initial metadata too."""
     trailing = [(k.decode(), v.decode()) for k, v in reply.headers if k in NAMED]
     if request_id is not None:
         trailing.append(("x-request-id", request_id))
     if reply.status == 200:
+        if request_id is not None:
+            await context.send_initial_metadata((("x-request-id", request_id),))
         context.set_trailing_metadata(trailing)
         return reply.body
     await context.abort(_code(reply), reply.body.decode(errors="replace"), tuple(trailing))
@@ -122,9 +131,14 @@ class InferenceService:
     # -- inference -----------------------------------------------------------------------
 
     async def infer(
-        self, request: bytes, metadata: dict[str, str], client: Caller, timeout_s: float | None
+        self,
+        request: bytes,
+        metadata: dict[str, str],
+        client: Caller,
+        timeout_s: float | None,
+        inbound: Inbound,
     ) -> tuple[Reply, wire.Routing]:
-        """One request through the data plane; raises `ModelgateError`, counted."""
+        """One request through the data plane; raises `ModelgateError`, counted and logged."""
         fields: wire.Routing | None = None
         try:
             fields = wire.routing(request)
@@ -132,26 +146,29 @@ class InferenceService:
                 raise BadGatewayRequest("model_name is empty: name the model to infer with")
             version = reference(fields.version, metadata)
         except ModelgateError as exc:
-            self.plane.refused(fields.model if fields is not None else None, exc)
+            self.plane.refused(fields.model if fields is not None else None, exc, inbound)
             raise
         reply = await self.plane.infer(
-            fields.model, version, metadata, request, client, self.transport, timeout_s
+            fields.model, version, metadata, request, client, self.transport, timeout_s, inbound
         )
         return reply, fields
 
     async def model_infer(self, request: bytes, context: Context) -> bytes:
         raw = context.invocation_metadata() or ()
         metadata = _text(raw)
+        inbound = Inbound.of(metadata, "grpc")
         try:
             try:
                 client = caller(self.identity, raw, context.peer())
             except ModelgateError as exc:
-                self.plane.refused(_model_of(request), exc)
+                self.plane.refused(_model_of(request), exc, inbound)
                 raise
-            reply, _ = await self.infer(request, metadata, client, context.time_remaining())
+            reply, _ = await self.infer(
+                request, metadata, client, context.time_remaining(), inbound
+            )
         except ModelgateError as exc:
-            await abort(context, exc)
-        return await render(reply, metadata.get("x-request-id"), context)
+            await abort(context, exc, inbound.request_id)
+        return await render(reply, inbound.request_id, context)
 
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: Context
@@ -161,8 +178,9 @@ class InferenceService:
         try:
             client = caller(self.identity, raw, context.peer())
         except ModelgateError as exc:
-            self.plane.refused(None, exc)
-            await abort(context, exc)
+            inbound = Inbound.of(metadata, "grpc")
+            self.plane.refused(None, exc, inbound)
+            await abort(context, exc, inbound.request_id)
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         answers: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -203,7 +221,8 @@ class InferenceService:
         """One request of a stream, answered by a response or an ``error_message``."""
         model = rid = ""
         try:
-            reply, fields = await self.infer(request, metadata, client, timeout_s)
+            inbound = Inbound.of(metadata, "grpc")
+            reply, fields = await self.infer(request, metadata, client, timeout_s, inbound)
             model, rid = fields.model, fields.id
             if reply.status == 200:
                 return wire.stream_reply(reply.body)

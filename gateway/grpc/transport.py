@@ -35,7 +35,8 @@ class GrpcTransport:
     """Sends attempts over gRPC; `unary` makes the other calls a worker answers."""
 
     name: str = "gRPC"
-    forwarded: tuple[str, ...] = ("x-request-id",)
+    #: (The data plane adds ``x-request-id`` and ``traceparent`` itself.)
+    forwarded: tuple[str, ...] = ()
 
     def __init__(self, table: RoutingTable, channels: WorkerChannels) -> None:
         self.table = table

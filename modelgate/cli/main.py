@@ -13,6 +13,7 @@ from modelgate.cli.http import client_settings
 from modelgate.cli.output import FORMATS
 from modelgate.cli.seed import seed
 from modelgate.cli.worker import worker
+from modelgate.core.logging import configure_logging
 from registry.errors import DatabaseUnavailable, InvalidDatabaseUrl
 from registry.settings import RegistrySettings
 
@@ -133,6 +134,7 @@ API's answer as one JSON document on stdout. Tables are never cut when piped."""
 @click.pass_context
 def main(ctx: click.Context, url: str | None, token: str | None, output: str) -> None:
     """modelgate: route inference by model name and semantic-version constraint."""
+    configure_logging(default_level="warning", access_log=False)  # serve/worker: their own
     ctx.obj = client_settings(url, token)
     ctx.meta["output"] = output
 

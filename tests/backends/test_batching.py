@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import types
 from collections.abc import AsyncIterator
@@ -11,11 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from backends.app import WorkerApp, create_worker_app
+from backends.batcher import BatchPolicy
 from backends.dataplane import DataPlane, WorkerOptions
 from backends.faults import FaultPolicy
 from backends.metrics import PrometheusMetrics
+from backends.observe import WORKER_ACCESS
 from backends.source import FileSource
 from tests.support.net import poll_until_async
 from tests.support.workers import WorkerProcess
@@ -85,3 +92,63 @@ async def test_a_delay_fault_waits_its_delay_before_answering(
         for _ in range(3):
             assert (await client.post(INFER, content=BODY)).status_code == 200
     assert waited == [0.25, 0.25, 0.25]
+
+
+async def test_request_spans_continue_the_gateways_trace_and_a_batch_span_links_them(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="modelgate.worker.access")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    source = FileSource({("scale", "1.0.0"): model_dir / "scale-1.onnx"})
+    # NOTE: the test client may serve the requests one after the other, so how they are
+    # batched is not asserted: only that each batch span links the requests it ran.
+    policy = BatchPolicy(max_batch_size=3, max_queue_delay_us=2000)
+    plane = DataPlane(WorkerOptions(batch=policy), source=source, metrics=PrometheusMetrics())
+    plane.tracer = provider.get_tracer("test")
+    app = create_worker_app(plane, startup_loads=[("scale", "1.0.0")])
+    traces = [f"{n:032x}" for n in (0xA1, 0xB2, 0xC3)]
+    async with AsyncTestClient(app=app) as client:
+        await poll_until_async(lambda: _ready(client), "the worker to be ready")
+        replies = await asyncio.gather(
+            *(
+                client.post(
+                    INFER,
+                    content=BODY,
+                    headers={"traceparent": f"00-{t}-{n + 1:016x}-01", "x-request-id": f"r{n}"},
+                )
+                for n, t in enumerate(traces)
+            )
+        )
+    provider.shutdown()
+    assert [(r.status_code, r.headers["x-request-id"]) for r in replies] == [
+        (200, f"r{n}") for n in range(3)
+    ]
+    finished = exporter.get_finished_spans()
+    requests = {s.context.trace_id: s for s in finished if s.name == "worker infer scale"}
+    assert sorted(requests) == sorted(int(t, 16) for t in traces)
+    for n, trace in enumerate(traces):
+        span = requests[int(trace, 16)]
+        assert span.parent is not None
+        assert span.parent.span_id == n + 1
+    batches = [s for s in finished if s.name == "batch"]
+    linked: set[int] = set()
+    for batch in batches:
+        links = {link.context.span_id for link in batch.links}
+        assert batch.parent is not None
+        assert batch.parent.span_id in links  # a child of its first request's span
+        linked |= links
+    assert linked == {s.context.span_id for s in requests.values()}
+    sizes = [b.attributes["modelgate.batch_size"] for b in batches if b.attributes is not None]
+    assert sum(sizes) == 3
+    WORKER_ACCESS.flush()
+    lines = [r for r in caplog.records if r.name == "modelgate.worker.access"]
+    assert sorted((r.request_id, r.status) for r in lines) == [(f"r{n}", 200) for n in range(3)]  # type: ignore[attr-defined]
+    assert sorted(r.batch_size for r in lines) == sorted(  # type: ignore[attr-defined]
+        size for size in sizes for _ in range(size)
+    )
+
+
+async def _ready(client: AsyncTestClient[WorkerApp]) -> bool:
+    return (await client.get("/v2/health/ready")).status_code == 200

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 import semver
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gateway.balancing.balancer import Balancer, WorkerInfo
 from gateway.balancing.retry import RetryBudget
@@ -26,9 +30,11 @@ from gateway.errors import (
     Overloaded,
 )
 from gateway.forward import Forwarder, Reply
+from gateway.inbound import ACCESS_LOG
 from gateway.metrics import GatewayMetrics
 from gateway.routing import RoutingTable
 from gateway.settings import GatewaySettings
+from modelgate.core.errors import ModelgateError
 from registry.resolution import Arm, ModelView, Policy, Shadow, VersionInfo
 from registry.snapshot import ActiveRollout, RegistrySnapshot
 from tests.support.blackhole import HungConnect
@@ -585,3 +591,136 @@ async def test_a_failing_baseline_is_not_retried_on_itself_after_the_candidate(
     reply = await gw.infer()
     assert (reply.status, header(reply, "x-model-version"), gw.log) == (500, "1.0.0", ["c", "b"])
     assert await window(gw, "1.0.0") == (1, 1)
+
+
+# -- request ids, access lines and spans -----------------------------------------------
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+
+
+@dataclass
+class Spans:
+    exporter: InMemorySpanExporter
+    tracer: Any
+
+    def named(self, name: str) -> list[ReadableSpan]:
+        return [s for s in self.exporter.get_finished_spans() if s.name == name]
+
+
+@pytest.fixture
+def spans() -> Iterator[Spans]:
+    """A tracer whose spans end up in memory (the test hands it to the data plane)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield Spans(exporter, provider.get_tracer("test"))
+    provider.shutdown()
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    ACCESS_LOG.flush()
+    return [
+        {k: getattr(r, k) for k in ACCESS_LOG.fields}
+        for r in caplog.records
+        if r.name == "modelgate.access"
+    ]
+
+
+async def test_a_retried_request_has_its_span_and_one_attempt_span_per_try(
+    build: Build, spans: Spans
+) -> None:
+    gw = await build({"a": 503, "b": "ok"})
+    gw.plane.tracer = spans.tracer
+    traceparent = f"00-{TRACE_ID}-{CLIENT_SPAN}-01"
+    reply = await gw.infer({"traceparent": traceparent, "x-request-id": "rid-1"})
+    assert (reply.status, gw.log) == (200, ["a", "b"])
+    [request] = spans.named(f"infer {MODEL}")
+    attempts = spans.named("attempt")
+    assert request.context is not None
+    assert request.parent is not None
+    assert (request.context.trace_id, request.parent.span_id) == (
+        int(TRACE_ID, 16),
+        int(CLIENT_SPAN, 16),
+    )
+    assert [a.attributes and a.attributes["modelgate.worker"] for a in attempts] == ["a", "b"]
+    for attempt in attempts:
+        assert attempt.parent is not None
+        assert attempt.context is not None
+        assert attempt.parent.span_id == request.context.span_id
+        assert attempt.context.trace_id == int(TRACE_ID, 16)
+    assert request.attributes is not None
+    named = {k.removeprefix("modelgate."): v for k, v in request.attributes.items()}
+    assert (named["model"], named["version"], named["worker"], named["retries"]) == (
+        MODEL,
+        "1.0.0",
+        "b",
+        1,
+    )
+    # each worker got its own attempt's traceparent, and the request id
+    for fake, attempt in zip((gw.fakes["a"], gw.fakes["b"]), attempts, strict=True):
+        assert attempt.context is not None
+        _, headers = fake.requests[-1]
+        assert headers["traceparent"] == f"00-{TRACE_ID}-{attempt.context.span_id:016x}-01"
+        assert headers["x-request-id"] == "rid-1"
+
+
+async def test_without_a_tracer_no_traceparent_is_sent_and_a_request_id_is_made(
+    build: Build,
+) -> None:
+    gw = await build({"a": "ok"})
+    assert gw.plane.tracer is None  # tracing is off unless the environment turns it on
+    await gw.infer({"traceparent": f"00-{TRACE_ID}-{CLIENT_SPAN}-01", "x-request-id": "é" * 3})
+    _, headers = gw.fakes["a"].requests[-1]
+    assert "traceparent" not in headers
+    assert len(headers["x-request-id"]) == 32
+    assert int(headers["x-request-id"], 16) >= 0
+
+
+async def test_every_request_answered_or_refused_writes_one_access_line(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="modelgate.access")
+    gw = await build({"a": 503, "b": "ok"})
+    await gw.infer({"x-request-id": "ok-1"})
+    with pytest.raises(ModelgateError):
+        await gw.plane.infer(MODEL, "^^1", {"x-request-id": "bad-1"}, BODY.encode())
+    with pytest.raises(ModelgateError):
+        await gw.plane.infer("nope", None, {"x-request-id": "unknown-1"}, BODY.encode())
+    gw.fakes["b"].mode = 503
+    with pytest.raises(NoReadyWorker):
+        await gw.infer({"x-request-id": "down-1"})
+    lines = {line["request_id"]: line for line in access_lines(caplog)}
+    assert list(lines) == ["ok-1", "bad-1", "unknown-1", "down-1"]
+    assert lines["ok-1"] | {"duration_ms": 0} == {
+        "request_id": "ok-1",
+        "protocol": "http",
+        "model": MODEL,
+        "reference": None,
+        "version": "1.0.0",
+        "arm": "best",
+        "worker": "b",
+        "status": 200,
+        "duration_ms": 0,
+        "retries": 1,
+        "error": None,
+    }
+    assert (lines["bad-1"]["status"], lines["bad-1"]["reference"]) == (400, "^^1")
+    assert (lines["unknown-1"]["status"], lines["unknown-1"]["model"]) == (404, "nope")
+    assert (lines["down-1"]["status"], lines["down-1"]["retries"]) == (503, 1)
+    assert "already tried" in lines["down-1"]["error"]
+
+
+async def test_a_shed_request_is_logged_once_with_429(
+    build: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="modelgate.access")
+    gw = await build({"a": "hang"}, model_concurrency=1, model_queue=0)
+    first = asyncio.create_task(gw.infer({"x-request-id": "first"}))
+    await until(lambda: gw.fakes["a"].hits == 1, "the first request to reach the worker")
+    with pytest.raises(Overloaded):
+        await gw.infer({"x-request-id": "shed"})
+    gw.fakes["a"].release()
+    await first
+    statuses = [(line["request_id"], line["status"]) for line in access_lines(caplog)]
+    assert statuses == [("shed", 429), ("first", 200)]

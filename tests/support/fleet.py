@@ -92,8 +92,9 @@ class Fleet:
         )
         return result.stdout.strip()
 
-    def start_gateway(self, *, grpc: bool = False, **env: str) -> None:
-        """Start the gateway (serving gRPC too with ``grpc``: `gateway_grpc`), once ready."""
+    def start_gateway(self, *, grpc: bool = False, log: Path | None = None, **env: str) -> None:
+        """Start the gateway (serving gRPC too with ``grpc``: `gateway_grpc`), once ready;
+        its stdout and stderr go to ``log`` when given."""
         self.run_cli("db", "upgrade")
         self.token = self.run_cli("tokens", "create", "--name", "e2e", "--scope", "admin")
         port = free_port()
@@ -102,7 +103,13 @@ class Fleet:
             grpc_port = free_port()
             args += ["--grpc-port", str(grpc_port)]
             self.gateway_grpc = f"127.0.0.1:{grpc_port}"
-        self.gateway = subprocess.Popen(args, env=self.env | env, cwd=ROOT)
+        if log is None:
+            self.gateway = subprocess.Popen(args, env=self.env | env, cwd=ROOT)
+        else:
+            with log.open("ab") as out:
+                self.gateway = subprocess.Popen(
+                    args, env=self.env | env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                )
         self.gateway_url = f"http://127.0.0.1:{port}"
         gateway = self.gateway
 
