@@ -158,15 +158,13 @@ def test_deadlock_and_serialization_failure_are_busy_not_a_500(
     sqlstate: str, named: str, database_url: str
 ) -> None:
     error = exc.DBAPIError("UPDATE rollouts ...", None, _Orig(sqlstate))
-    with pytest.raises(DatabaseBusy, match=named) as raised:
-        with unavailable(database_url):
-            raise error
+    with pytest.raises(DatabaseBusy, match=named) as raised, unavailable(database_url):
+        raise error
     assert raised.value.status_code == 503
     assert raised.value.headers == {"Retry-After": "1"}
 
 
 def test_other_database_errors_pass_unchanged(database_url: str) -> None:
     error = exc.DBAPIError("INSERT ...", None, _Orig("23505"))  # unique_violation
-    with pytest.raises(exc.DBAPIError):
-        with unavailable(database_url):
-            raise error
+    with pytest.raises(exc.DBAPIError), unavailable(database_url):
+        raise error
