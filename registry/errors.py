@@ -224,8 +224,9 @@ MIGRATE_IT = "run `modelgate db upgrade`"
 
 
 class DatabaseUnavailable(RegistryError):
-    """The database cannot be used now: refused, timed out, the connection was lost, or its
-    schema is missing. Raised by `registry.db.unavailable`, the one translation."""
+    """The database cannot be used now: refused, timed out, the connection was lost, its
+    schema is missing, or (`DatabaseBusy`) a concurrent change won and this one was rolled
+    back. Raised by `registry.db.unavailable`, the one translation."""
 
     status_code = 503
     headers = {"Retry-After": "5"}
