@@ -13,6 +13,7 @@ from registry._base import as_utc
 from registry._policy_writes import move_alias, replace_arms
 from registry.constraints import parse_version
 from registry.errors import BadRequest, RolloutLeaseLost
+from registry.limits import ROW_ID_MAX
 from registry.models import (
     Model,
     ModelVersion,
@@ -31,6 +32,7 @@ __all__ = [
     "finish_promoted",
     "label",
     "lease_live",
+    "lock_rollout",
     "rollout_doc",
     "rollout_out",
 ]
@@ -149,6 +151,32 @@ async def finish_back(
     if applied:
         arms = arms_at(row.version, row.baseline, 0)
         await replace_arms(session, owner, arms, actor, now)
+
+
+async def lock_rollout(session: AsyncSession, rollout_id: int) -> tuple[Model, Rollout] | None:
+    """The rollout and its model, locked in the one order every rollout transaction takes
+    (the model row FOR UPDATE, then the rollout row FOR UPDATE, then `record`'s registry
+    revision); None when there is no such rollout.
+
+    NOTE: the model comes first even for a controller call that names only the rollout.
+    Locking the rollout first deadlocked against an operator's verb on PostgreSQL: the verb
+    held the model FOR UPDATE and waited for the rollout, while the controller's second
+    write of its rollout row re-ran the foreign-key check (PostgreSQL does for a row version
+    its own transaction wrote), which asks for FOR KEY SHARE on that model row.
+    """
+    if not 0 < rollout_id <= ROW_ID_MAX:
+        return None
+    model_id = await session.scalar(select(Rollout.model_id).where(Rollout.id == rollout_id))
+    if model_id is None:
+        return None
+    owner = await session.scalar(select(Model).where(Model.id == model_id).with_for_update())
+    assert owner is not None  # rollouts.model_id is a foreign key; models are never deleted
+    row = await session.scalar(
+        select(Rollout)
+        .where(Rollout.id == rollout_id, Rollout.model_id == owner.id)
+        .with_for_update()
+    )
+    return None if row is None else (owner, row)
 
 
 def lease_live(row: Rollout, now: datetime) -> bool:

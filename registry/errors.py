@@ -26,6 +26,7 @@ renders every one as ``{"error": "..."}``.
         ├── ArtifactTooLarge        413
         ├── NoReadyVersion          503 (no arm of the policy has a ready worker)
         ├── DatabaseUnavailable     503 refused, timed out, connection lost, not migrated
+        │   └── DatabaseBusy        503 Retry-After 1: a deadlock or serialization failure
         ├── InvalidDatabaseUrl      (configuration) MODELGATE_DATABASE_URL cannot be used
         └── StorageError            the artifact store's filesystem failed (`storage_error`)
             ├── StorageUnavailable  503 with Retry-After (read-only, permission, I/O error)
@@ -49,6 +50,7 @@ __all__ = [
     "BadRequest",
     "ChecksumMismatch",
     "Conflict",
+    "DatabaseBusy",
     "DatabaseUnavailable",
     "Forbidden",
     "InvalidDatabaseUrl",
@@ -222,8 +224,9 @@ MIGRATE_IT = "run `modelgate db upgrade`"
 
 
 class DatabaseUnavailable(RegistryError):
-    """The database cannot be used now: refused, timed out, the connection was lost, or its
-    schema is missing. Raised by `registry.db.unavailable`, the one translation."""
+    """The database cannot be used now: refused, timed out, the connection was lost, its
+    schema is missing, or (`DatabaseBusy`) a concurrent change won and this one was rolled
+    back. Raised by `registry.db.unavailable`, the one translation."""
 
     status_code = 503
     headers = {"Retry-After": "5"}
@@ -233,6 +236,26 @@ class DatabaseUnavailable(RegistryError):
         self.database = database
         self.reason = reason
         self.fix = fix
+
+
+RETRY_IT = "nothing was changed; retry"
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """A transaction lost a race with a concurrent one and PostgreSQL rolled it back
+    (SQLSTATE 40P01 deadlock_detected, 40001 serialization_failure): nothing was changed,
+    and the same request, retried, succeeds. 503 with a short Retry-After; raised by
+    `registry.db.unavailable`."""
+
+    headers = {"Retry-After": "1"}
+
+    def __init__(self, database: str, reason: str) -> None:
+        RegistryError.__init__(
+            self, f"the registry was busy with a concurrent change ({reason}); {RETRY_IT}"
+        )
+        self.database = database
+        self.reason = reason
+        self.fix = RETRY_IT
 
 
 class InvalidDatabaseUrl(RegistryError):

@@ -36,10 +36,11 @@ from registry._rollout_rows import (
     finish_promoted,
     label,
     lease_live,
+    lock_rollout,
     rollout_doc,
     rollout_out,
 )
-from registry.db import WRITE_INTENT
+from registry.db import WRITE_INTENT, unavailable
 from registry.errors import (
     BadRequest,
     Conflict,
@@ -211,37 +212,35 @@ class RolloutService(ServiceBase):
         if not 0 < ttl_s <= 3600:
             raise BadRequest(f"lease ttl_s {ttl_s} must be > 0 and at most 3600 seconds")
         taken = False
-        async with self.sessions() as session, session.begin():
-            await session.connection(execution_options={WRITE_INTENT: True})
-            if not 0 < rollout_id <= ROW_ID_MAX:
-                return None
-            row = await session.scalar(
-                select(Rollout).where(Rollout.id == rollout_id).with_for_update()
-            )
-            if row is None or row.state not in _ACTIVE:
-                return None
-            now = self.clock()
-            if row.lease_holder not in (None, holder) and lease_live(row, now):
-                return None
-            previous = row.lease_holder
-            row.lease_holder, row.lease_expires_at = holder, now + timedelta(seconds=ttl_s)
-            owner = await session.get(Model, row.model_id)
-            assert owner is not None
-            if previous != holder:
-                taken = True
-                row.row_version += 1
-                await ServiceBase.record(
-                    self,
-                    session,
-                    actor=f"gateway:{holder}",
-                    action="rollout.lease",
-                    model=owner.name,
-                    target=f"{owner.name}/rollout/{row.id}",
-                    before={"lease_holder": previous},
-                    after={"lease_holder": holder, "step": row.step},
-                )
-            await session.flush()
-            out = rollout_out(owner.name, row)
+        with unavailable(self.database):
+            async with self.sessions() as session, session.begin():
+                await session.connection(execution_options={WRITE_INTENT: True})
+                locked = await lock_rollout(session, rollout_id)
+                if locked is None:
+                    return None
+                owner, row = locked
+                if row.state not in _ACTIVE:
+                    return None
+                now = self.clock()
+                if row.lease_holder not in (None, holder) and lease_live(row, now):
+                    return None
+                previous = row.lease_holder
+                row.lease_holder, row.lease_expires_at = holder, now + timedelta(seconds=ttl_s)
+                if previous != holder:
+                    taken = True
+                    row.row_version += 1
+                    await ServiceBase.record(
+                        self,
+                        session,
+                        actor=f"gateway:{holder}",
+                        action="rollout.lease",
+                        model=owner.name,
+                        target=f"{owner.name}/rollout/{row.id}",
+                        before={"lease_holder": previous},
+                        after={"lease_holder": holder, "step": row.step},
+                    )
+                await session.flush()
+                out = rollout_out(owner.name, row)
         if taken and self.on_commit is not None:
             self.on_commit()
         return out
@@ -406,15 +405,10 @@ class RolloutService(ServiceBase):
     ) -> tuple[Model, Rollout]:
         """Lock the model, then the rollout, and check the caller still drives it at
         ``step`` (None: any step) in one of ``states``; else `RolloutLeaseLost`."""
-        model_id = None
-        if 0 < rollout_id <= ROW_ID_MAX:
-            query = select(Rollout.model_id).where(Rollout.id == rollout_id)
-            model_id = await session.scalar(query)
-        if model_id is None:
+        locked = await lock_rollout(session, rollout_id)
+        if locked is None:
             raise RolloutLeaseLost(f"rollout {rollout_id} does not exist")
-        owner = await session.scalar(select(Model).where(Model.id == model_id).with_for_update())
-        assert owner is not None
-        row = await self._row(session, owner, rollout_id, lock=True)
+        owner, row = locked
         check_driver(row, holder, step, states, self.clock())
         return owner, row
 
