@@ -8,10 +8,25 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from registry._base import ServiceBase, as_utc
+from registry.errors import BadRequest
 from registry.models import AuditEvent, ExternalServer, Worker
 from registry.schemas import AuditOut, Page, WorkerOut
 
-__all__ = ["AuditService"]
+__all__ = ["AuditService", "parse_since"]
+
+
+def parse_since(text: str) -> datetime:
+    """``since`` of the audit listing: an RFC 3339 time (``2026-12-04T10:00:00Z``; naive:
+    UTC) or a date (``2026-12-04``, its midnight UTC); `BadRequest` naming the value."""
+    value = text.strip()
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise BadRequest(
+            f'since "{text}" is not a time: give RFC 3339 (2026-12-04T10:00:00Z) or a date '
+            "(2026-12-04)"
+        ) from None
+    return as_utc(parsed).astimezone(UTC)
 
 
 class AuditService(ServiceBase):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
@@ -10,7 +10,8 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from registry.api.deps import actor, raises, registry_of
 from registry.api.models import Limit, Offset
-from registry.errors import NotFound
+from registry.audit import parse_since
+from registry.errors import BadRequest, NotFound
 from registry.schemas import Page, TokenIn, TokenOut, WorkerOut
 from registry.servers import probed
 
@@ -49,7 +50,7 @@ class AccessController(Controller):
         is already revoked."""
         await registry_of(request).tokens.revoke(actor(request), token_id)
 
-    @get("/audit", opt={"scope": "admin"})
+    @get("/audit", opt={"scope": "admin", **raises(BadRequest)})
     async def audit(
         self,
         request: Request[Any, Any, Any],
@@ -66,15 +67,20 @@ class AccessController(Controller):
             str | None, QueryParameter(max_length=128, description='e.g. "token:ci"')
         ] = None,
         since: Annotated[
-            datetime | None,
-            QueryParameter(description="only events at or after this time (RFC 3339; naive: UTC)"),
+            str | None,
+            QueryParameter(
+                max_length=64,
+                description="only events at or after this time: RFC 3339 (naive: UTC) or a "
+                "date (its midnight UTC)",
+            ),
         ] = None,
         offset: Offset = 0,
         limit: Limit = 50,
     ) -> Page:
         """Audit events, newest first: who did what to which object, before and after."""
+        after = parse_since(since) if since is not None else None
         return await registry_of(request).audit.events(
-            model=model, action=action, actor=actor, since=since, offset=offset, limit=limit
+            model=model, action=action, actor=actor, since=after, offset=offset, limit=limit
         )
 
     @get("/workers")
