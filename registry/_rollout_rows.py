@@ -116,19 +116,22 @@ async def default_baseline(session: AsyncSession, owner: Model, candidate: Model
 
 async def finish_promoted(
     session: AsyncSession, owner: Model, row: Rollout, actor: str, reason: str, now: datetime
-) -> None:
-    """State promoted: one arm on the candidate, the alias (if any) moved to it."""
+) -> str | None:
+    """State promoted: one arm on the candidate, the alias (if any) moved to it; returns the
+    version the alias pointed at before (None: no alias, or it was created)."""
     row.state, row.weight, row.reason = RolloutState.PROMOTED, 100.0, reason
     row.lease_holder, row.lease_expires_at = None, None
     await replace_arms(session, owner, arms_at(row.version, row.baseline, 100), actor, now)
-    if row.alias is not None:
-        target = await session.scalar(
-            select(ModelVersion).where(
-                ModelVersion.model_id == owner.id, ModelVersion.version == row.version
-            )
+    if row.alias is None:
+        return None
+    target = await session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.model_id == owner.id, ModelVersion.version == row.version
         )
-        assert target is not None, row.version
-        await move_alias(session, owner, row.alias, target, actor, now)
+    )
+    assert target is not None, row.version
+    _, before = await move_alias(session, owner, row.alias, target, actor, now)
+    return before
 
 
 async def finish_back(

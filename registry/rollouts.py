@@ -172,8 +172,7 @@ class RolloutService(ServiceBase):
                     f"would send all traffic to a version that cannot serve"
                 )
             before = rollout_doc(row)
-            await finish_promoted(session, owner, row, actor, f"promoted by {actor}", self.clock())
-            await self._audit(session, actor, "promote", owner, row, before)
+            await self._promote(session, actor, owner, row, before, f"promoted by {actor}")
             return rollout_out(model, row)
 
     async def abort(self, actor: str, model: str, rollout_id: int) -> RolloutOut:
@@ -262,8 +261,7 @@ class RolloutService(ServiceBase):
             nxt = from_step + 1
             if nxt >= len(row.steps):
                 reason = f"promoted after {len(row.steps)} steps passed their gates"
-                await finish_promoted(session, owner, row, actor, reason, self.clock())
-                await self._audit(session, actor, "promote", owner, row, before)
+                await self._promote(session, actor, owner, row, before, reason)
                 return rollout_out(owner.name, row)
             now = self.clock()
             row.step, row.weight = nxt, float(row.steps[nxt])
@@ -324,6 +322,31 @@ class RolloutService(ServiceBase):
             return rollout_out(owner.name, row)
 
     # -- helpers -------------------------------------------------------------------------
+
+    async def _promote(
+        self,
+        session: AsyncSession,
+        actor: str,
+        owner: Model,
+        row: Rollout,
+        before: dict[str, Any],
+        reason: str,
+    ) -> None:
+        """Finish promoted and audit it; an alias the promotion moves is audited as the
+        ``alias.set`` it is, so that ``audit --action alias`` shows every move."""
+        previous = await finish_promoted(session, owner, row, actor, reason, self.clock())
+        if row.alias is not None:
+            await ServiceBase.record(
+                self,
+                session,
+                actor=actor,
+                action="alias.set",
+                model=owner.name,
+                target=f"{owner.name}:{row.alias}",
+                before=None if previous is None else {"version": previous},
+                after={"version": row.version, "rollout": row.id},
+            )
+        await self._audit(session, actor, "promote", owner, row, before)
 
     async def _audit(
         self,

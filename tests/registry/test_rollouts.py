@@ -221,13 +221,20 @@ async def test_pause_resume_and_promote_move_the_alias_and_leave_one_arm_on_the_
     late = await client.post(f"{path}/{rid}/abort")
     assert late.status_code == 409
     assert "promoted" in late.json()["error"]
-    assert (await actions(client, model_name))[-5:] == [
+    assert (await actions(client, model_name))[-6:] == [
         "rollout.lease",
         "rollout.step",
         "rollout.pause",
         "rollout.resume",
+        "alias.set",  # the promotion's alias move is audited as one
         "rollout.promote",
     ]
+    moves = await client.get("/admin/v1/audit", params={"model": model_name, "action": "alias"})
+    move = moves.json()["items"][0]
+    assert (move["target"], move["after"]) == (
+        f"{model_name}:prod",
+        {"version": "1.1.0", "rollout": rid},
+    )
 
 
 async def test_abort_leaves_one_arm_on_the_baseline(
