@@ -170,6 +170,32 @@ async def shares(page: Page) -> dict[str, float]:
     return observed
 
 
+STATIC = Path(__file__).parents[2] / "gateway" / "dashboard" / "static"
+
+
+async def test_the_chart_ticks_keep_the_zeros_of_whole_numbers(tmp_path: Path) -> None:
+    """Axis labels and tooltips (``formatTick`` in charts.js, run in Chromium): trailing
+    zeros go only after a decimal point, so 100 ms reads "100 ms", never "1 ms"."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=FLAGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            await page.set_content("<!doctype html><html><body></body></html>")
+            await page.add_script_tag(path=str(STATIC / "charts.js"))
+            ticks = await page.evaluate(
+                "values => values.map((v) => formatTick(v, ' ms'))",
+                [0, 0.5, 1, 2.5, 10, 50, 100, 120, 200, 1000],
+            )
+        finally:
+            await browser.close()
+    assert ticks == [
+        "0 ms", "0.5 ms", "1 ms", "2.5 ms", "10 ms", "50 ms",
+        "100 ms", "120 ms", "200 ms", "1000 ms",
+    ]  # fmt: skip
+
+
 async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
     fleet: Fleet, baseline: httpx.Client, tmp_path: Path
 ) -> None:

@@ -24,7 +24,8 @@ function niceMax(value) {
 
 function formatTick(value, unit) {
   const text = value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2);
-  return text.replace(/\.?0+$/, "") + unit;
+  // NOTE: zeros are dropped only after a decimal point: 100 stays "100", 2.50 reads "2.5".
+  return (text.includes(".") ? text.replace(/\.?0+$/, "") : text) + unit;
 }
 
 function lineChart(title, series, options) {
