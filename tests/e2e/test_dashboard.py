@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -291,6 +292,11 @@ async def test_an_admin_aborts_a_rollout_through_the_page(
         card = page.get_by_test_id(f"rollout-{MODEL}")
         await expect(card).to_have_attribute("data-state", "running", timeout=SHOWN_MS)
         await expect(card).to_have_attribute("data-id", str(out["id"]))
+        # Its step is judged "wait" every second: the timeline says so on one line.
+        timeline = card.get_by_test_id("timeline")
+        await expect(timeline).to_contain_text("at step 1 (10%):", timeout=SHOWN_MS)
+        await expect(timeline.locator("li")).to_have_count(1)
+        await expect(timeline).to_contain_text(re.compile(r"waited \d+× at step 1"))
         abort = card.locator("[data-action=abort]")
 
         await abort.click()

@@ -177,8 +177,8 @@ function renderRollout(r) {
 
 function nextJudgement(r) {
   const started = Date.parse(r.step_started_at);
-  const waits = r.history.filter((e) => e.step === r.step && e.verdict === "wait");
-  const since = waits.length ? Math.max(started, Date.parse(waits[waits.length - 1].at)) : started;
+  const waited = r.waits.find((w) => w.step === r.step);
+  const since = waited ? Math.max(started, Date.parse(waited.latest.at)) : started;
   const left = Math.round((since + r.interval_s * 1000 - Date.now()) / 1000);
   return left > 0 ? `judged in ${left} s` : "being judged";
 }
@@ -190,21 +190,23 @@ function action(r, verb, label, kind) {
 
 function stepTrack(r) {
   return h("ol", { class: "steps" }, r.steps.map((weight, i) => {
-    const judged = r.history.filter((e) => e.step === i);
+    const judged = r.judgements.filter((e) => e.step === i);
     const last = judged.length ? judged[judged.length - 1] : null;
-    const waits = judged.filter((e) => e.verdict === "wait").length;
+    const waited = r.waits.find((w) => w.step === i);
+    const waits = waited ? waited.count : 0;
     let kind = i < r.step ? "passed" : i === r.step ? "current" : "todo";
     if (last && last.verdict === "fail") kind = "failed";
     if (last && last.verdict === "pass") kind = "passed";
     if (i === r.step && r.state === "promoted") kind = "passed";
     const mark = { passed: "✓", failed: "✗", current: "●", todo: "" }[kind];
-    return h("li", { class: kind, title: last ? last.reason : "" },
+    return h("li", { class: kind, title: last ? last.reason : waited ? waited.latest.reason : "" },
       h("b", {}, `${weight}%`), h("span", {}, `${mark}${waits ? ` ${waits}× wait` : ""}`));
   }));
 }
 
 function rolloutCharts(r) {
-  const judged = r.history.filter((e) => e.candidate && e.baseline);
+  // NOTE: pass and fail verdicts only (and "now"): waits are counted, not plotted.
+  const judged = r.judgements.filter((e) => e.candidate && e.baseline);
   const points = judged.map((e) => ({ c: e.candidate, b: e.baseline, live: false,
     label: `${e.weight}%` }));
   if (r.live) points.push({ c: r.live.candidate, b: r.live.baseline, live: true, label: "now" });
@@ -248,14 +250,20 @@ function gatesLine(r) {
 }
 
 function timeline(r) {
-  if (!r.history.length) return h("p", { class: "hint" }, "no judgement yet");
-  const entries = r.history.slice(-8).reverse();
-  return h("ol", { class: "timeline", "data-testid": "timeline" }, entries.map((e) =>
-    h("li", { class: e.verdict },
+  // Each pass or fail, and each step's run of waits as one line (its latest one's time).
+  const waits = r.waits.map((w) => ({ ...w.latest, count: w.count }));
+  const entries = [...r.judgements, ...waits]
+    .sort((a, b) => Date.parse(b.at) - Date.parse(a.at) || b.step - a.step).slice(0, 8);
+  if (!entries.length) return h("p", { class: "hint" }, "no judgement yet");
+  return h("ol", { class: "timeline", "data-testid": "timeline" }, entries.map((e) => {
+    const where = `step ${e.step + 1} (${e.weight}%)`;
+    const waited = e.verdict === "wait";
+    return h("li", { class: e.verdict },
       h("time", { datetime: e.at, title: e.at }, new Date(e.at).toLocaleTimeString()),
       pill(e.verdict, { pass: "good", fail: "bad", wait: "muted" }[e.verdict] || ""),
-      h("span", { class: "muted" }, `step ${e.step + 1} (${e.weight}%)`),
-      h("span", {}, e.reason))));
+      h("span", { class: "muted" }, waited ? `waited ${e.count}× at ${where}:` : where),
+      h("span", {}, e.reason));
+  }));
 }
 
 // -- workers --------------------------------------------------------------------------------
