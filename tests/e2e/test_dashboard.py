@@ -296,7 +296,7 @@ async def test_an_admin_aborts_a_rollout_through_the_page(
         timeline = card.get_by_test_id("timeline")
         await expect(timeline).to_contain_text("at step 1 (10%):", timeout=SHOWN_MS)
         await expect(timeline.locator("li")).to_have_count(1)
-        await expect(timeline).to_contain_text(re.compile(r"waited \d+× at step 1"))
+        await expect(timeline).to_contain_text(re.compile(r"waited \d+\u00d7 at step 1"))
         abort = card.locator("[data-action=abort]")
 
         await abort.click()

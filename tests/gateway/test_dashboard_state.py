@@ -14,8 +14,8 @@ import semver
 from gateway.balancing.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
 from gateway.control.rollout_stats import OutcomeCounters
 from gateway.dashboard.fleet import worker_rows
-from gateway.dashboard.sampler import SplitSampler
 from gateway.dashboard.registry_reads import RegistryFigures
+from gateway.dashboard.sampler import SplitSampler
 from gateway.dashboard.state import (
     MAX_JUDGEMENTS,
     DashboardState,
