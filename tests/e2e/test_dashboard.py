@@ -51,6 +51,7 @@ FLAGS = [
 ]
 #: How long the page may take to show a change (it polls every 1.5 s; rollout steps of 1 s).
 SHOWN_MS = 20_000
+STATE = "/ui/api/state"
 SCREENSHOTS = os.environ.get("MODELGATE_UI_SCREENSHOTS")
 #: The rollout's steps and interval: short, but running for longer than a few of the
 #: page's polls, even on a loaded machine; for screenshots, long enough to catch its middle
@@ -165,6 +166,32 @@ async def shot(page: Page, name: str, selector: str | None = None, full: bool = 
         await page.locator(selector).screenshot(path=str(path))
 
 
+async def assert_redraws_keep_a_selection(page: Page, worker: str) -> None:
+    """Select a worker's id on the page: two polls drawn later (under traffic: its row's figures
+    move), the same text is selected, in the same node, still attached."""
+    selected = await page.evaluate(
+        """worker => {
+            const node = document.querySelector(`[data-testid=worker-${worker}] td b`);
+            const range = document.createRange();
+            range.selectNodeContents(node);
+            getSelection().removeAllRanges();
+            getSelection().addRange(range);
+            window.selectedWorker = node;
+            return getSelection().toString();
+        }""",
+        worker,
+    )
+    assert selected == worker
+    # NOTE: polls are sequential: the third answer comes after the second one was drawn.
+    for _ in range(3):
+        async with page.expect_response(lambda r: r.url.endswith(STATE), timeout=SHOWN_MS):
+            pass
+    kept = await page.evaluate(
+        "() => [getSelection().toString(), window.selectedWorker.isConnected]"
+    )
+    assert kept == [worker, True]
+
+
 async def shares(page: Page) -> dict[str, float]:
     raw = await page.get_attribute(f"[data-testid=split-{MODEL}]", "data-observed")
     observed: dict[str, float] = json.loads(raw or "{}")
@@ -234,6 +261,7 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
             await expect(split).to_have_attribute(
                 "data-observed", '{"1.0.0":100}', timeout=SHOWN_MS
             )
+            await assert_redraws_keep_a_selection(page, "w1")
             # w3 fails every answer: it is ejected, and the page says why.
             w3 = page.get_by_test_id("worker-w3")
             await expect(w3).to_have_attribute("data-status", "ejected", timeout=SHOWN_MS)

@@ -107,7 +107,7 @@ async function refresh() {
 function banner(message, kind) {
   const node = $("banner");
   node.hidden = !message;
-  node.textContent = message || "";
+  setText(node, message || "");
   node.className = `banner ${kind || ""}`;
 }
 

@@ -9,12 +9,10 @@ function render(state) {
   const problems = Object.entries(state.gateway.problems);
   banner(problems.length
     ? `Degraded — ${problems.map(([what, why]) => `${what}: ${why}`).join(" · ")}` : "", "bad");
-  $("rollouts").replaceChildren(...renderRollouts(state));
-  $("models").replaceChildren(...state.models.map(renderModel));
-  if (!state.models.length) {
-    $("models").replaceChildren(h("p", { class: "empty" }, "No model is published yet."));
-  }
-  $("workers").replaceChildren(renderWorkers(state.workers));
+  update($("rollouts"), renderRollouts(state));
+  update($("models"), state.models.length ? state.models.map(renderModel)
+    : [h("p", { class: "empty" }, "No model is published yet.")]);
+  update($("workers"), [renderWorkers(state.workers)]);
 }
 
 function renderHeader(state) {
@@ -23,7 +21,7 @@ function renderHeader(state) {
   const noneReady = s.workers > 0 && s.ready_workers === 0;
   const overall = degraded ? ["Degraded", "bad"] : noneReady ? ["No ready worker", "bad"]
     : s.ejected_workers ? ["Serving, workers ejected", "warn"] : ["Healthy", "good"];
-  $("health").replaceChildren(
+  update($("health"), [
     h("span", { class: `status ${overall[1]}`, "data-testid": "fleet-status" }, overall[0]),
     stat("ready workers", `${s.ready_workers}/${s.workers}`, s.ready_workers < s.workers ? "warn" : "",
       "ready-workers"),
@@ -32,10 +30,11 @@ function renderHeader(state) {
     stat("active rollouts", String(s.active_rollouts), s.active_rollouts ? "info" : ""),
     stat("requests / min", String(s.requests_last_minute)),
     stat("revision", String(state.gateway.revision)),
-  );
+  ]);
   const who = state.principal;
-  $("who").textContent = `${who.name} · ${who.can_act ? who.scopes.join(", ") : "read only"}`;
+  setText($("who"), `${who.name} · ${who.can_act ? who.scopes.join(", ") : "read only"}`);
   $("updated").textContent = `updated ${new Date(state.generated_at).toLocaleTimeString()}`;
+  $("updated").dataset.at = state.generated_at;
 }
 
 function stat(label, value, kind, testid) {
