@@ -1,7 +1,9 @@
 """The dashboard's state document (``GET /ui/api/state``): the fleet as this gateway replica
 sees it, built from what it holds in memory plus the registry's cached details.
 
-* ``gateway``: version, registry revision, degraded sources;
+* ``gateway``: version, ``replica`` (this replica's name, as its rollout leases name it:
+  behind a load balancer each poll may be answered by another replica, whose memory this
+  is), registry revision, degraded sources;
 * ``summary``: counts for the header (models, workers ready / ejected, active rollouts);
 * ``models``: versions (status, aliases, who published when, ready workers), the configured
   split against the one observed over the last minute (`gateway.dashboard.sampler`);
@@ -188,6 +190,8 @@ class DashboardState:
     counters: OutcomeCounters
     reads: RegistryReads
     version: str
+    #: This replica's name (``host:pid:nonce``), the holder of the rollout leases it takes.
+    replica: str = ""
     wall: Callable[[], float] = time.time
 
     async def build(self, principal: Principal) -> dict[str, Any]:
@@ -219,6 +223,7 @@ class DashboardState:
             "generated_at": datetime.fromtimestamp(self.wall(), UTC).isoformat(),
             "gateway": {
                 "version": self.version,
+                "replica": self.replica,
                 "revision": revision,
                 "registry_loaded": snapshot is not None,
                 "degraded": bool(self.health.problems),

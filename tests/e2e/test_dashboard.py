@@ -252,6 +252,12 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
         await expect(page.get_by_test_id("worker-w1")).to_contain_text("textcls@1.0.0")
         await expect(page.get_by_test_id("ready-workers")).to_contain_text("3/3")
         await expect(page.get_by_test_id("fleet-status")).to_have_text("Healthy")
+        # The header names the replica whose memory the page shows (one gateway here).
+        doc = httpx.get(f"{base}{STATE}", headers={"Authorization": f"Bearer {read}"}).json()
+        replica = doc["gateway"]["replica"]
+        await expect(page.get_by_test_id("replica")).to_have_text(
+            f"replica {replica} · this replica's view"
+        )
         card = page.get_by_test_id(f"rollout-{MODEL}")
         await expect(card.and_(page.locator(".rollout.active"))).to_have_count(0)
 

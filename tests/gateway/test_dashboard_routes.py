@@ -89,6 +89,9 @@ async def test_the_state_says_what_the_token_may_do(
         assert answer.headers["cache-control"] == "no-store"
         principal = answer.json()["principal"]
         assert (principal["scopes"], principal["can_act"]) == ([scope], can_act), scope
+        # The replica that answered, as its rollout leases name it (behind a balancer,
+        # each poll may come from another one).
+        assert answer.json()["gateway"]["replica"] == anonymous.app.state.rollouts.holder
 
 
 async def test_the_state_shows_a_models_versions_aliases_split_and_rollout(

@@ -22,6 +22,7 @@ function showLogin(message) {
   $("main").hidden = true;
   $("signout").hidden = true;
   $("who").textContent = "";
+  $("replica").textContent = "";
   $("updated").textContent = "";
   $("health").replaceChildren();
   $("login").hidden = false;

@@ -32,6 +32,9 @@ function renderHeader(state) {
     stat("revision", String(state.gateway.revision)),
   ]);
   const who = state.principal;
+  setText($("replica"), `replica ${state.gateway.replica} · this replica's view`);
+  $("replica").title = "Behind a load balancer, another replica may answer the next poll; "
+    + "each shows what it holds in memory (workers, ejections, observed split).";
   setText($("who"), `${who.name} · ${who.can_act ? who.scopes.join(", ") : "read only"}`);
   $("updated").textContent = `updated ${new Date(state.generated_at).toLocaleTimeString()}`;
   $("updated").dataset.at = state.generated_at;
