@@ -50,7 +50,6 @@ log = logging.getLogger("modelgate.gateway.dashboard")
 
 #: The longest span of the live rollout figures (the observed split's is the sampler's).
 LIVE_WINDOW_S = 60.0
-STATUS_NAMES = {"active": "published"}
 #: The pass and fail verdicts kept per rollout (one per step at most, unless resumed).
 MAX_JUDGEMENTS = 50
 ACTIVE_STATES = frozenset(str(s) for s in ACTIVE_ROLLOUT_STATES)
@@ -88,9 +87,9 @@ def version_rows(
     details: Mapping[str, Mapping[str, Any]],
     serving: Callable[[str], int],
 ) -> list[dict[str, Any]]:
-    """The model's versions, highest first: status (``published``, ``deprecated``,
-    ``yanked``), the aliases on each, how many workers have it ready, and when and by whom it
-    was published (from the registry's details, when read)."""
+    """The model's versions, highest first: status (``active``, ``deprecated``, ``yanked``,
+    the admin API's and the CLI's words), the aliases on each, how many workers have it
+    ready, and when and by whom it was published (from the registry's details, when read)."""
     on: dict[str, list[str]] = {}
     for alias, version in sorted(view.aliases.items()):
         on.setdefault(version, []).append(alias)
@@ -100,7 +99,7 @@ def version_rows(
         rows.append(
             {
                 "version": info.version,
-                "status": STATUS_NAMES.get(str(info.status), str(info.status)),
+                "status": str(info.status),
                 "prerelease": bool(info.parsed.prerelease),
                 "aliases": on.get(info.version, []),
                 "ready_workers": serving(info.version),

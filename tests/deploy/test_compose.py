@@ -108,7 +108,8 @@ def test_a_browser_keeps_to_one_replica_for_the_dashboard() -> None:
     ui, data = sections["backend gateways_ui"], sections["backend gateways"]
     assert "balance source" in ui or "cookie SERVERID insert indirect nocache" in ui
     servers = [line for line in data if line.startswith(("server-template", "default-server"))]
-    assert servers and all(line in ui for line in servers)  # the same replicas, checked alike
+    assert servers
+    assert all(line in ui for line in servers)  # the same replicas, checked alike
     assert [line for line in data if line.startswith("http-check")] == [
         line for line in ui if line.startswith("http-check")
     ]

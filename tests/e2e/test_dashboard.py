@@ -242,7 +242,7 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
         await expect(page.get_by_test_id("model-textcls")).to_be_visible()
         for version in ("1.0.0", "2.0.0"):
             row = page.get_by_test_id(f"version-{MODEL}-{version}")
-            await expect(row).to_have_attribute("data-status", "published")
+            await expect(row).to_have_attribute("data-status", "active")
         await expect(page.get_by_test_id(f"version-{MODEL}-1.0.0")).to_contain_text("prod")
         split = page.get_by_test_id(f"split-{MODEL}")
         await expect(split).to_have_attribute("data-configured", '{"1.0.0":100}')
@@ -307,7 +307,7 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
 
         fleet.publish(MODEL, {"3.0.0": 3.0})
         fresh = page.get_by_test_id(f"version-{MODEL}-3.0.0")
-        await expect(fresh).to_have_attribute("data-status", "published", timeout=SHOWN_MS)
+        await expect(fresh).to_have_attribute("data-status", "active", timeout=SHOWN_MS)
         await expect(fresh).to_contain_text("none")  # no worker has it
         assert await shares(page)  # the split is still drawn
     assert_local(requested, base)

@@ -243,8 +243,8 @@ def test_version_rows_name_statuses_aliases_and_who_published() -> None:
     details = {"2.0.0": {"created_at": "2026-12-04T10:00:00+00:00", "created_by": "token:ci"}}
     found = version_rows(view(), details, lambda v: 2 if v == "2.0.0" else 0)
     assert [(r["version"], r["status"], r["aliases"]) for r in found] == [
-        ("2.0.0", "published", ["canary"]),
-        ("1.0.0", "published", ["prod"]),
+        ("2.0.0", "active", ["canary"]),  # the API's word, as the CLI says it
+        ("1.0.0", "active", ["prod"]),
         ("0.9.0", "deprecated", []),
         ("0.1.0", "yanked", []),
     ]

@@ -64,7 +64,7 @@ function renderModel(model) {
         { "data-testid": `version-${model.name}-${v.version}`, "data-status": v.status },
         h("td", {}, h("span", { class: "swatch", style: { "--c": colorFor(model.name, v.version) } }),
           h("code", {}, v.version)),
-        h("td", {}, pill(v.status, { published: "good", deprecated: "warn", yanked: "bad" }[v.status] || "")),
+        h("td", {}, pill(v.status, { active: "good", deprecated: "warn", yanked: "bad" }[v.status] || "")),
         h("td", {}, v.aliases.join(", ") || ""),
         h("td", { class: v.ready_workers ? "" : "muted" },
           v.ready_workers ? `${v.ready_workers} worker${v.ready_workers > 1 ? "s" : ""}` : "none"),
