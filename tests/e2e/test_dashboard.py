@@ -217,12 +217,24 @@ async def test_the_chart_ticks_keep_the_zeros_of_whole_numbers(tmp_path: Path) -
                 "values => values.map((v) => formatTick(v, ' ms'))",
                 [0, 0.5, 1, 2.5, 10, 50, 100, 120, 200, 1000],
             )
+            # 30 judgements: a few x labels, the last one among them, not 30 overlapping.
+            labels = await page.evaluate(
+                """() => {
+                    const points = Array.from({ length: 30 }, (_, i) => ({ y: i }));
+                    const figure = window.modelgateCharts.lineChart(
+                        "t", [{ name: "c", cls: "c", color: "#000", points }],
+                        { xLabels: points.map((_, i) => `x${i}`) });
+                    return [...figure.querySelectorAll("text.tick")].map((t) => t.textContent)
+                        .filter((t) => t.startsWith("x"));
+                }"""
+            )
         finally:
             await browser.close()
     assert ticks == [
         "0 ms", "0.5 ms", "1 ms", "2.5 ms", "10 ms", "50 ms",
         "100 ms", "120 ms", "200 ms", "1000 ms",
     ]  # fmt: skip
+    assert labels == ["x0", "x4", "x8", "x12", "x16", "x20", "x24", "x29"]
 
 
 async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
