@@ -201,19 +201,21 @@ def create_app(
     registry = build_registry(rsettings, db, on_commit=sync.poke)
     registry.live = Live(table, directory)
     collector = ArtifactCollector(registry.store, sessions, grace_s=rsettings.artifact_grace_s)
+    #: This replica's name: the rollout leases it holds, and the dashboard's header.
+    replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     controller = RolloutController(
         registry.rollouts,
         counters,
         balancer.has_ready,
         metrics,
         health,
-        holder=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+        holder=replica,
         tick_s=gsettings.rollout_tick_s,
         lease_ttl_s=gsettings.rollout_lease_ttl_s,
     )
     sampler = SplitSampler(metrics.requests)
     dashboard = DashboardState(
-        table, directory, health, sampler, counters, RegistryReads(registry), VERSION
+        table, directory, health, sampler, counters, RegistryReads(registry), VERSION, replica
     )
 
     @asynccontextmanager

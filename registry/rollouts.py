@@ -120,12 +120,15 @@ class RolloutService(ServiceBase):
             await self._audit(session, actor, "start", owner, row, None)
             return rollout_out(model, row)
 
-    async def list(self, model: str) -> builtins.list[RolloutOut]:
-        """The model's rollouts, newest first."""
+    async def list(self, model: str, limit: int | None = None) -> builtins.list[RolloutOut]:
+        """The model's rollouts, newest first (the newest ``limit`` only, when given)."""
         async with self.read() as session:
             owner = await self.model_row(session, model)
             rows = await session.execute(
-                select(Rollout).where(Rollout.model_id == owner.id).order_by(Rollout.id.desc())
+                select(Rollout)
+                .where(Rollout.model_id == owner.id)
+                .order_by(Rollout.id.desc())
+                .limit(limit)
             )
             return [rollout_out(model, r) for r in rows.scalars()]
 

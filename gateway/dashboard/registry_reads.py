@@ -133,9 +133,9 @@ class RegistryReads:
         rollouts = {} if every else dict(self._figures.rollouts)
         for model in models:
             try:
-                found = await self.registry.rollouts.list(model)
+                found = await self.registry.rollouts.list(model, limit=MAX_ROLLOUTS)
             except NotFound:  # deleted since the snapshot was taken
                 rollouts.pop(model, None)
                 continue
-            rollouts[model] = [_plain(r) for r in found[:MAX_ROLLOUTS]]
+            rollouts[model] = [_plain(r) for r in found]
         self._figures.rollouts = rollouts

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from litestar import MediaType, Request, Response, Router, get
+from litestar import HttpMethod, MediaType, Request, Response, Router, get, route
 from litestar.datastructures import CacheControlHeader
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
@@ -48,10 +48,20 @@ async def root() -> Redirect:
     return Redirect(path="/ui", status_code=302)
 
 
-@get("/ui", include_in_schema=False, media_type=MediaType.HTML)
-async def page() -> Response[bytes]:
+@route(
+    "/ui",
+    http_method=[HttpMethod.GET, HttpMethod.HEAD],
+    include_in_schema=False,
+    media_type=MediaType.HTML,
+)
+async def page(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The page; ``HEAD`` (a monitor's or a proxy's check) answers as ``GET``, without a body."""
     # NOTE: read per request (a few kB): an edited asset shows without a restart.
-    return Response((HERE / "index.html").read_bytes(), headers=PAGE_HEADERS)
+    body = (HERE / "index.html").read_bytes()
+    if request.method == HttpMethod.HEAD:
+        headers = {**PAGE_HEADERS, "Content-Length": str(len(body))}
+        return Response(b"", headers=headers)
+    return Response(body, headers=PAGE_HEADERS)
 
 
 @get("/ui/api/state", include_in_schema=False, guards=[require_scope], opt={"scope": "read"})

@@ -1,13 +1,17 @@
 """The dashboard's state document (``GET /ui/api/state``): the fleet as this gateway replica
 sees it, built from what it holds in memory plus the registry's cached details.
 
-* ``gateway``: version, registry revision, degraded sources;
+* ``gateway``: version, ``replica`` (this replica's name, as its rollout leases name it:
+  behind a load balancer each poll may be answered by another replica, whose memory this
+  is), registry revision, degraded sources;
 * ``summary``: counts for the header (models, workers ready / ejected, active rollouts);
 * ``models``: versions (status, aliases, who published when, ready workers), the configured
   split against the one observed over the last minute (`gateway.dashboard.sampler`);
 * ``workers``: `gateway.dashboard.fleet.worker_rows`;
-* ``rollouts``: each model's latest rollout with its history of judgements, plus, for a
-  running one, the candidate's and the baseline's figures in the current step, over its
+* ``rollouts``: each model's latest rollout with its judgements in brief
+  (`brief_history`: the pass and fail verdicts, and per step the count of ``wait`` verdicts
+  with the latest one, so the document's size does not grow with a rollout's age), plus,
+  for a running one, the candidate's and the baseline's figures in the current step, over its
   last minute at most (the rollout gates' own counters, `gateway.control.rollout_stats`).
 
 Reading it costs no work on the request path: the split comes from the sampler's ring,
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,13 +38,20 @@ from registry.models import ACTIVE_ROLLOUT_STATES
 from registry.resolution import ModelView
 from registry.tokens import Principal
 
-__all__ = ["DashboardState", "configured_split", "live_figures", "version_rows"]
+__all__ = [
+    "DashboardState",
+    "brief_history",
+    "configured_split",
+    "live_figures",
+    "version_rows",
+]
 
 log = logging.getLogger("modelgate.gateway.dashboard")
 
 #: The longest span of the live rollout figures (the observed split's is the sampler's).
 LIVE_WINDOW_S = 60.0
-STATUS_NAMES = {"active": "published"}
+#: The pass and fail verdicts kept per rollout (one per step at most, unless resumed).
+MAX_JUDGEMENTS = 50
 ACTIVE_STATES = frozenset(str(s) for s in ACTIVE_ROLLOUT_STATES)
 
 
@@ -76,9 +87,9 @@ def version_rows(
     details: Mapping[str, Mapping[str, Any]],
     serving: Callable[[str], int],
 ) -> list[dict[str, Any]]:
-    """The model's versions, highest first: status (``published``, ``deprecated``,
-    ``yanked``), the aliases on each, how many workers have it ready, and when and by whom it
-    was published (from the registry's details, when read)."""
+    """The model's versions, highest first: status (``active``, ``deprecated``, ``yanked``,
+    the admin API's and the CLI's words), the aliases on each, how many workers have it
+    ready, and when and by whom it was published (from the registry's details, when read)."""
     on: dict[str, list[str]] = {}
     for alias, version in sorted(view.aliases.items()):
         on.setdefault(version, []).append(alias)
@@ -88,7 +99,7 @@ def version_rows(
         rows.append(
             {
                 "version": info.version,
-                "status": STATUS_NAMES.get(str(info.status), str(info.status)),
+                "status": str(info.status),
                 "prerelease": bool(info.parsed.prerelease),
                 "aliases": on.get(info.version, []),
                 "ready_workers": serving(info.version),
@@ -117,6 +128,26 @@ def _alias_rows(view: ModelView, details: Mapping[str, Mapping[str, Any]]) -> li
             }
         )
     return rows
+
+
+def brief_history(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A rollout's history (oldest first) in a bounded size, whatever its length:
+    ``judgements``, the pass and fail verdicts (the last `MAX_JUDGEMENTS`), and ``waits``,
+    per step that had any, how many ``wait`` verdicts it had and the latest one."""
+    judgements: list[dict[str, Any]] = []
+    waits: dict[int, dict[str, Any]] = {}
+    for entry in history:
+        if entry.get("verdict") == "wait":
+            step = int(entry["step"])
+            seen = waits.setdefault(step, {"step": step, "weight": entry["weight"], "count": 0})
+            seen["count"] += 1
+            seen["latest"] = dict(entry)
+        else:
+            judgements.append(dict(entry))
+    return {
+        "judgements": judgements[-MAX_JUDGEMENTS:],
+        "waits": [waits[step] for step in sorted(waits)],
+    }
 
 
 async def live_figures(
@@ -158,6 +189,8 @@ class DashboardState:
     counters: OutcomeCounters
     reads: RegistryReads
     version: str
+    #: This replica's name (``host:pid:nonce``), the holder of the rollout leases it takes.
+    replica: str = ""
     wall: Callable[[], float] = time.time
 
     async def build(self, principal: Principal) -> dict[str, Any]:
@@ -189,6 +222,7 @@ class DashboardState:
             "generated_at": datetime.fromtimestamp(self.wall(), UTC).isoformat(),
             "gateway": {
                 "version": self.version,
+                "replica": self.replica,
                 "revision": revision,
                 "registry_loaded": snapshot is not None,
                 "degraded": bool(self.health.problems),
@@ -239,7 +273,8 @@ class DashboardState:
                 continue
             newest, *older = found
             active = newest["state"] in ACTIVE_STATES
-            row = {**newest, "active": active, "live": None, "previous": []}
+            row = {k: v for k, v in newest.items() if k != "history"}
+            row.update(brief_history(newest["history"]), active=active, live=None)
             row["previous"] = [
                 {k: r[k] for k in ("id", "version", "state", "reason", "updated_at")} for r in older
             ]

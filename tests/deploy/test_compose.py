@@ -82,6 +82,39 @@ def test_three_gateway_replicas_behind_a_health_checking_balancer_on_one_port(
     assert "http-reuse always" in config  # keep-alive to the gateways
 
 
+def haproxy_sections(config: str) -> dict[str, list[str]]:
+    """Each section (``frontend modelgate``, ``backend gateways``, ...) with its lines,
+    without comments."""
+    found: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in config.splitlines():
+        text = line.split("#", 1)[0].rstrip()
+        if not text:
+            continue
+        if not text[0].isspace():
+            current = found.setdefault(text, [])
+        else:
+            current.append(text.strip())
+    return found
+
+
+def test_a_browser_keeps_to_one_replica_for_the_dashboard() -> None:
+    """The dashboard shows the memory of the replica that answers: ``/ui`` goes to a
+    backend of the same gateways that sends a client to the same one every time."""
+    sections = haproxy_sections(HAPROXY_CFG.read_text())
+    frontend = sections["frontend modelgate"]
+    assert "use_backend gateways_ui if { path_beg /ui }" in frontend
+    assert "default_backend gateways" in frontend
+    ui, data = sections["backend gateways_ui"], sections["backend gateways"]
+    assert "balance source" in ui or "cookie SERVERID insert indirect nocache" in ui
+    servers = [line for line in data if line.startswith(("server-template", "default-server"))]
+    assert servers
+    assert all(line in ui for line in servers)  # the same replicas, checked alike
+    assert [line for line in data if line.startswith("http-check")] == [
+        line for line in ui if line.startswith("http-check")
+    ]
+
+
 def test_haproxy_accepts_the_balancer_configuration() -> None:
     out = run([tool("haproxy"), "-c", "-f", HAPROXY_CFG])
     assert out.returncode == 0, out.stdout + out.stderr

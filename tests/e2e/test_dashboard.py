@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -50,6 +51,7 @@ FLAGS = [
 ]
 #: How long the page may take to show a change (it polls every 1.5 s; rollout steps of 1 s).
 SHOWN_MS = 20_000
+STATE = "/ui/api/state"
 SCREENSHOTS = os.environ.get("MODELGATE_UI_SCREENSHOTS")
 #: The rollout's steps and interval: short, but running for longer than a few of the
 #: page's polls, even on a loaded machine; for screenshots, long enough to catch its middle
@@ -164,10 +166,75 @@ async def shot(page: Page, name: str, selector: str | None = None, full: bool = 
         await page.locator(selector).screenshot(path=str(path))
 
 
+async def assert_redraws_keep_a_selection(page: Page, worker: str) -> None:
+    """Select a worker's id on the page: two polls drawn later (under traffic: its row's figures
+    move), the same text is selected, in the same node, still attached."""
+    selected = await page.evaluate(
+        """worker => {
+            const node = document.querySelector(`[data-testid=worker-${worker}] td b`);
+            const range = document.createRange();
+            range.selectNodeContents(node);
+            getSelection().removeAllRanges();
+            getSelection().addRange(range);
+            window.selectedWorker = node;
+            return getSelection().toString();
+        }""",
+        worker,
+    )
+    assert selected == worker
+    # NOTE: polls are sequential: the third answer comes after the second one was drawn.
+    for _ in range(3):
+        async with page.expect_response(lambda r: r.url.endswith(STATE), timeout=SHOWN_MS):
+            pass
+    kept = await page.evaluate(
+        "() => [getSelection().toString(), window.selectedWorker.isConnected]"
+    )
+    await page.evaluate("() => getSelection().removeAllRanges()")  # not in the screenshots
+    assert kept == [worker, True]
+
+
 async def shares(page: Page) -> dict[str, float]:
     raw = await page.get_attribute(f"[data-testid=split-{MODEL}]", "data-observed")
     observed: dict[str, float] = json.loads(raw or "{}")
     return observed
+
+
+STATIC = Path(__file__).parents[2] / "gateway" / "dashboard" / "static"
+
+
+async def test_the_chart_ticks_keep_the_zeros_of_whole_numbers(tmp_path: Path) -> None:
+    """Axis labels and tooltips (``formatTick`` in charts.js, run in Chromium): trailing
+    zeros go only after a decimal point, so 100 ms reads "100 ms", never "1 ms"."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=FLAGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            await page.set_content("<!doctype html><html><body></body></html>")
+            await page.add_script_tag(path=str(STATIC / "charts.js"))
+            ticks = await page.evaluate(
+                "values => values.map((v) => formatTick(v, ' ms'))",
+                [0, 0.5, 1, 2.5, 10, 50, 100, 120, 200, 1000],
+            )
+            # 30 judgements: a few x labels, the last one among them, not 30 overlapping.
+            labels = await page.evaluate(
+                """() => {
+                    const points = Array.from({ length: 30 }, (_, i) => ({ y: i }));
+                    const figure = window.modelgateCharts.lineChart(
+                        "t", [{ name: "c", cls: "c", color: "#000", points }],
+                        { xLabels: points.map((_, i) => `x${i}`) });
+                    return [...figure.querySelectorAll("text.tick")].map((t) => t.textContent)
+                        .filter((t) => t.startsWith("x"));
+                }"""
+            )
+        finally:
+            await browser.close()
+    assert ticks == [
+        "0 ms", "0.5 ms", "1 ms", "2.5 ms", "10 ms", "50 ms",
+        "100 ms", "120 ms", "200 ms", "1000 ms",
+    ]  # fmt: skip
+    assert labels == ["x0", "x4", "x8", "x12", "x16", "x20", "x24", "x29"]
 
 
 async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
@@ -188,7 +255,7 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
         await expect(page.get_by_test_id("model-textcls")).to_be_visible()
         for version in ("1.0.0", "2.0.0"):
             row = page.get_by_test_id(f"version-{MODEL}-{version}")
-            await expect(row).to_have_attribute("data-status", "published")
+            await expect(row).to_have_attribute("data-status", "active")
         await expect(page.get_by_test_id(f"version-{MODEL}-1.0.0")).to_contain_text("prod")
         split = page.get_by_test_id(f"split-{MODEL}")
         await expect(split).to_have_attribute("data-configured", '{"1.0.0":100}')
@@ -198,6 +265,12 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
         await expect(page.get_by_test_id("worker-w1")).to_contain_text("textcls@1.0.0")
         await expect(page.get_by_test_id("ready-workers")).to_contain_text("3/3")
         await expect(page.get_by_test_id("fleet-status")).to_have_text("Healthy")
+        # The header names the replica whose memory the page shows (one gateway here).
+        doc = httpx.get(f"{base}{STATE}", headers={"Authorization": f"Bearer {read}"}).json()
+        replica = doc["gateway"]["replica"]
+        await expect(page.get_by_test_id("replica")).to_have_text(
+            f"replica {replica} · this replica's view"
+        )
         card = page.get_by_test_id(f"rollout-{MODEL}")
         await expect(card.and_(page.locator(".rollout.active"))).to_have_count(0)
 
@@ -207,6 +280,7 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
             await expect(split).to_have_attribute(
                 "data-observed", '{"1.0.0":100}', timeout=SHOWN_MS
             )
+            await assert_redraws_keep_a_selection(page, "w1")
             # w3 fails every answer: it is ejected, and the page says why.
             w3 = page.get_by_test_id("worker-w3")
             await expect(w3).to_have_attribute("data-status", "ejected", timeout=SHOWN_MS)
@@ -246,7 +320,7 @@ async def test_a_read_token_sees_the_fleet_follow_a_rollout_live(
 
         fleet.publish(MODEL, {"3.0.0": 3.0})
         fresh = page.get_by_test_id(f"version-{MODEL}-3.0.0")
-        await expect(fresh).to_have_attribute("data-status", "published", timeout=SHOWN_MS)
+        await expect(fresh).to_have_attribute("data-status", "active", timeout=SHOWN_MS)
         await expect(fresh).to_contain_text("none")  # no worker has it
         assert await shares(page)  # the split is still drawn
     assert_local(requested, base)
@@ -265,6 +339,11 @@ async def test_an_admin_aborts_a_rollout_through_the_page(
         card = page.get_by_test_id(f"rollout-{MODEL}")
         await expect(card).to_have_attribute("data-state", "running", timeout=SHOWN_MS)
         await expect(card).to_have_attribute("data-id", str(out["id"]))
+        # Its step is judged "wait" every second: the timeline says so on one line.
+        timeline = card.get_by_test_id("timeline")
+        await expect(timeline).to_contain_text("at step 1 (10%):", timeout=SHOWN_MS)
+        await expect(timeline.locator("li")).to_have_count(1)
+        await expect(timeline).to_contain_text(re.compile(r"waited \d+\u00d7 at step 1"))
         abort = card.locator("[data-action=abort]")
 
         await abort.click()

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import msgspec
 
-from gateway.dashboard.registry_reads import RegistryReads
+from gateway.dashboard.registry_reads import MAX_ROLLOUTS, RegistryReads
 from registry.api.deps import Registry
 from registry.errors import DatabaseUnavailable
 from registry.schemas import Page
@@ -35,6 +35,7 @@ class FakeRegistry:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.down = False
+        self.limits: list[int | None] = []
         self.rollout_state = "running"
         self.catalog, self.policies, self.rollouts = self, self, self
 
@@ -51,9 +52,11 @@ class FakeRegistry:
         self._call(f"alias:{model}:{alias}")
         return {"alias": alias, "etag": '"a1.1"', "history": []}
 
-    async def list(self, model: str) -> list[dict[str, Any]]:
+    async def list(self, model: str, limit: int | None = None) -> list[dict[str, Any]]:
         self._call(f"rollouts:{model}")
-        return [{"id": 1, "model": model, "state": self.rollout_state}]
+        self.limits.append(limit)
+        found = [{"id": i, "model": model, "state": self.rollout_state} for i in range(9, 0, -1)]
+        return found[:limit]
 
 
 def reads() -> tuple[RegistryReads, FakeRegistry, Clock]:
@@ -109,3 +112,12 @@ async def test_a_failed_read_keeps_the_last_figures_and_backs_off() -> None:
     fresh = await cached.read(8, MODELS)
     assert fresh.problem is None
     assert fake.calls["versions:a"] == 2
+
+
+async def test_only_each_models_latest_rollouts_are_read() -> None:
+    cached, fake, clock = reads()
+    figures = await cached.read(7, MODELS, active={"a"})
+    clock.now = 1.5
+    await cached.read(7, MODELS, active={"a"})
+    assert fake.limits == [MAX_ROLLOUTS] * 3  # a and b with the revision, then a again
+    assert [r["id"] for r in figures.rollouts["a"]] == [9, 8, 7, 6][:MAX_ROLLOUTS]

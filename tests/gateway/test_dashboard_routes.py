@@ -50,6 +50,11 @@ async def test_the_page_and_its_assets_come_from_the_gateway_alone(
     assert (root.status_code, root.headers["location"]) == (302, "/ui")
     page = await anonymous.get("/ui")
     assert page.status_code == 200
+    head = await anonymous.head("/ui")  # a monitor's or a proxy's check: as GET, no body
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-type"] == page.headers["content-type"]
+    assert head.headers["content-length"] == str(len(page.content))
+    assert head.headers["content-security-policy"] == page.headers["content-security-policy"]
     assert page.headers["content-type"].startswith("text/html")
     policy = page.headers["content-security-policy"]
     assert "default-src 'none'" in policy
@@ -89,6 +94,9 @@ async def test_the_state_says_what_the_token_may_do(
         assert answer.headers["cache-control"] == "no-store"
         principal = answer.json()["principal"]
         assert (principal["scopes"], principal["can_act"]) == ([scope], can_act), scope
+        # The replica that answered, as its rollout leases name it (behind a balancer,
+        # each poll may come from another one).
+        assert answer.json()["gateway"]["replica"] == anonymous.app.state.rollouts.holder
 
 
 async def test_the_state_shows_a_models_versions_aliases_split_and_rollout(
@@ -129,8 +137,8 @@ async def test_the_state_shows_a_models_versions_aliases_split_and_rollout(
     await poll_until_async(shown, "the state to show the new model's alias and rollout", 10)
     (model,) = [m for m in found["models"] if m["name"] == model_name]
     assert [(v["version"], v["status"], v["aliases"]) for v in model["versions"]] == [
-        ("2.0.0", "published", []),
-        ("1.0.0", "published", ["prod"]),
+        ("2.0.0", "active", []),
+        ("1.0.0", "active", ["prod"]),
     ]
     assert all(v["published_by"] == "token:t-admin" for v in model["versions"])
     assert [(a["version"], a["share"]) for a in model["configured"]["arms"]] == [

@@ -4,17 +4,26 @@ reason of their ejection, and the configured split and version rows of a model."
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import semver
 
 from gateway.balancing.balancer import Balancer, BalancerSettings, Outcome, WorkerInfo
 from gateway.control.rollout_stats import OutcomeCounters
 from gateway.dashboard.fleet import worker_rows
+from gateway.dashboard.registry_reads import RegistryFigures
 from gateway.dashboard.sampler import SplitSampler
-from gateway.dashboard.state import configured_split, live_figures, version_rows
+from gateway.dashboard.state import (
+    MAX_JUDGEMENTS,
+    DashboardState,
+    brief_history,
+    configured_split,
+    live_figures,
+    version_rows,
+)
 from gateway.metrics import GatewayMetrics
 from registry.resolution import Arm, ModelView, Policy, VersionInfo
 
@@ -234,10 +243,68 @@ def test_version_rows_name_statuses_aliases_and_who_published() -> None:
     details = {"2.0.0": {"created_at": "2026-12-04T10:00:00+00:00", "created_by": "token:ci"}}
     found = version_rows(view(), details, lambda v: 2 if v == "2.0.0" else 0)
     assert [(r["version"], r["status"], r["aliases"]) for r in found] == [
-        ("2.0.0", "published", ["canary"]),
-        ("1.0.0", "published", ["prod"]),
+        ("2.0.0", "active", ["canary"]),  # the API's word, as the CLI says it
+        ("1.0.0", "active", ["prod"]),
         ("0.9.0", "deprecated", []),
         ("0.1.0", "yanked", []),
     ]
     assert (found[0]["published_by"], found[0]["ready_workers"]) == ("token:ci", 2)
     assert found[1]["published_at"] is None  # not read from the registry yet
+
+
+# -- the rollouts ---------------------------------------------------------------------------
+
+
+def judgement(step: int, verdict: str, reason: str = "") -> dict[str, Any]:
+    figures = {"requests": 10, "errors": 0, "error_rate": 0.0, "p99_ms": 5.0}
+    at = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
+    return {
+        "step": step,
+        "weight": [10, 50, 100][step],
+        "verdict": verdict,
+        "at": at,
+        "candidate": figures,
+        "baseline": figures,
+        "reason": reason,
+    }
+
+
+def rollout_doc(waits: int) -> dict[str, Any]:
+    history = [judgement(0, "wait", "3 of 100 requests")] * 4 + [judgement(0, "pass")]
+    history += [judgement(1, "wait", f"{n} of 100 requests") for n in range(waits)]
+    return {
+        "id": 3,
+        "model": MODEL,
+        "version": "2.0.0",
+        "baseline": "1.0.0",
+        "state": "paused",
+        "step": 1,
+        "steps": [10, 50, 100],
+        "history": history,
+        "reason": None,
+        "updated_at": "2026-01-01T00:00:00+00:00",
+    }
+
+
+async def test_a_rollouts_waits_are_sent_counted_whatever_its_age() -> None:
+    state = DashboardState(*([cast(Any, None)] * 6), version="test")  # type: ignore[arg-type]
+    sizes = {}
+    for waits in (12, 5000):
+        figures = RegistryFigures(rollouts={MODEL: [rollout_doc(waits)]})
+        (row,) = await state._rollouts(figures)
+        sizes[waits] = len(json.dumps(row))
+    assert "history" not in row
+    assert [j["verdict"] for j in row["judgements"]] == ["pass"]
+    assert [(w["step"], w["count"], w["latest"]["reason"]) for w in row["waits"]] == [
+        (0, 4, "3 of 100 requests"),
+        (1, 5000, "4999 of 100 requests"),
+    ]
+    assert sizes[5000] - sizes[12] < 20  # the digits of the counts and reasons only
+
+
+def test_a_brief_history_keeps_the_last_judgements_only() -> None:
+    history = [judgement(0, "pass")] * (MAX_JUDGEMENTS + 30) + [judgement(1, "fail", "5xx")]
+    brief = brief_history(history)
+    assert len(brief["judgements"]) == MAX_JUDGEMENTS
+    assert brief["judgements"][-1]["reason"] == "5xx"
+    assert brief["waits"] == []

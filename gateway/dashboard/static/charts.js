@@ -24,7 +24,8 @@ function niceMax(value) {
 
 function formatTick(value, unit) {
   const text = value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2);
-  return text.replace(/\.?0+$/, "") + unit;
+  // NOTE: zeros are dropped only after a decimal point: 100 stays "100", 2.50 reads "2.5".
+  return (text.includes(".") ? text.replace(/\.?0+$/, "") : text) + unit;
 }
 
 function lineChart(title, series, options) {
@@ -56,8 +57,12 @@ function lineChart(title, series, options) {
         formatTick(maxY * fraction, unit)),
     );
   }
+  // At most about 8 labels on the x axis, the last one always ("now"), evenly spaced:
+  // more would overlap.
+  const every = Math.max(1, Math.ceil(count / 8));
+  const shown = (i) => i === count - 1 || (i % every === 0 && count - 1 - i >= every);
   (opts.xLabels || []).forEach((label, i) => {
-    if (!label) return;
+    if (!label || !shown(i)) return;
     const anchor = count > 1 && i === 0 ? "start" : count > 1 && i === count - 1 ? "end" : "middle";
     svg.appendChild(
       svgEl("text", { x: xOf(i), y: height - 6, class: "tick", "text-anchor": anchor }, label),

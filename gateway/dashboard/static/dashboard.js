@@ -22,6 +22,7 @@ function showLogin(message) {
   $("main").hidden = true;
   $("signout").hidden = true;
   $("who").textContent = "";
+  $("replica").textContent = "";
   $("updated").textContent = "";
   $("health").replaceChildren();
   $("login").hidden = false;
@@ -107,7 +108,7 @@ async function refresh() {
 function banner(message, kind) {
   const node = $("banner");
   node.hidden = !message;
-  node.textContent = message || "";
+  setText(node, message || "");
   node.className = `banner ${kind || ""}`;
 }
 

@@ -15,7 +15,13 @@ function h(tag, attrs, ...children) {
       // NOTE: CSSOM, not a style attribute: the page's CSP allows no inline style.
       for (const [prop, v] of Object.entries(value)) node.style.setProperty(prop, v);
     }
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key.startsWith("on")) {
+      // NOTE: through node._on, so that `update` can hand a drawn node the new handler
+      // (and the state it closes over) without replacing the node.
+      const event = key.slice(2);
+      node._on = { ...(node._on || {}), [event]: value };
+      node.addEventListener(event, (e) => node._on[event](e));
+    }
     else node.setAttribute(key, value === true ? "" : String(value));
   }
   for (const child of children.flat()) {
@@ -24,6 +30,54 @@ function h(tag, attrs, ...children) {
       ? document.createTextNode(String(child)) : child);
   }
   return node;
+}
+
+// -- drawing in place -------------------------------------------------------------------
+// The page is redrawn from each state document, but into the nodes already shown: a node
+// whose tag (and data-testid: a model, a version, a worker, a rollout) is the same is kept
+// and given the new attributes, style, handlers and children, so what the operator selected
+// stays selected and an element handle stays attached; only what changed is touched.
+
+function sameNode(old, next) {
+  if (old.nodeType !== next.nodeType || old.nodeName !== next.nodeName) return false;
+  if (old.nodeType !== Node.ELEMENT_NODE) return true;
+  return old.getAttribute("data-testid") === next.getAttribute("data-testid");
+}
+
+function morph(old, next) {
+  if (!sameNode(old, next)) {
+    old.replaceWith(next);
+    return;
+  }
+  if (old.nodeType !== Node.ELEMENT_NODE) {
+    if (old.nodeValue !== next.nodeValue) old.nodeValue = next.nodeValue;
+    return;
+  }
+  for (const { name } of [...old.attributes]) {
+    if (name !== "style" && !next.hasAttribute(name)) old.removeAttribute(name);
+  }
+  for (const { name, value } of [...next.attributes]) {
+    if (name !== "style" && old.getAttribute(name) !== value) old.setAttribute(name, value);
+  }
+  // NOTE: CSSOM (cssText), not the style attribute: the page's CSP allows no inline style.
+  if (old.style.cssText !== next.style.cssText) old.style.cssText = next.style.cssText;
+  if (next._on) old._on = next._on;
+  update(old, [...next.childNodes]);
+}
+
+// Make `parent`'s children look like `children` (nodes just built), keeping what matches.
+function update(parent, children) {
+  const olds = [...parent.childNodes];
+  children.forEach((child, i) => {
+    if (i < olds.length) morph(olds[i], child);
+    else parent.appendChild(child);
+  });
+  for (const extra of olds.slice(children.length)) extra.remove();
+}
+
+// Set a node's text only when it changed (setting it anew drops a selection in it).
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 const $ = (id) => document.getElementById(id);

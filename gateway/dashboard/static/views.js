@@ -9,12 +9,10 @@ function render(state) {
   const problems = Object.entries(state.gateway.problems);
   banner(problems.length
     ? `Degraded — ${problems.map(([what, why]) => `${what}: ${why}`).join(" · ")}` : "", "bad");
-  $("rollouts").replaceChildren(...renderRollouts(state));
-  $("models").replaceChildren(...state.models.map(renderModel));
-  if (!state.models.length) {
-    $("models").replaceChildren(h("p", { class: "empty" }, "No model is published yet."));
-  }
-  $("workers").replaceChildren(renderWorkers(state.workers));
+  update($("rollouts"), renderRollouts(state));
+  update($("models"), state.models.length ? state.models.map(renderModel)
+    : [h("p", { class: "empty" }, "No model is published yet.")]);
+  update($("workers"), [renderWorkers(state.workers)]);
 }
 
 function renderHeader(state) {
@@ -23,7 +21,7 @@ function renderHeader(state) {
   const noneReady = s.workers > 0 && s.ready_workers === 0;
   const overall = degraded ? ["Degraded", "bad"] : noneReady ? ["No ready worker", "bad"]
     : s.ejected_workers ? ["Serving, workers ejected", "warn"] : ["Healthy", "good"];
-  $("health").replaceChildren(
+  update($("health"), [
     h("span", { class: `status ${overall[1]}`, "data-testid": "fleet-status" }, overall[0]),
     stat("ready workers", `${s.ready_workers}/${s.workers}`, s.ready_workers < s.workers ? "warn" : "",
       "ready-workers"),
@@ -32,10 +30,14 @@ function renderHeader(state) {
     stat("active rollouts", String(s.active_rollouts), s.active_rollouts ? "info" : ""),
     stat("requests / min", String(s.requests_last_minute)),
     stat("revision", String(state.gateway.revision)),
-  );
+  ]);
   const who = state.principal;
-  $("who").textContent = `${who.name} · ${who.can_act ? who.scopes.join(", ") : "read only"}`;
+  setText($("replica"), `replica ${state.gateway.replica} · this replica's view`);
+  $("replica").title = "Behind a load balancer, another replica may answer the next poll; "
+    + "each shows what it holds in memory (workers, ejections, observed split).";
+  setText($("who"), `${who.name} · ${who.can_act ? who.scopes.join(", ") : "read only"}`);
   $("updated").textContent = `updated ${new Date(state.generated_at).toLocaleTimeString()}`;
+  $("updated").dataset.at = state.generated_at;
 }
 
 function stat(label, value, kind, testid) {
@@ -62,7 +64,7 @@ function renderModel(model) {
         { "data-testid": `version-${model.name}-${v.version}`, "data-status": v.status },
         h("td", {}, h("span", { class: "swatch", style: { "--c": colorFor(model.name, v.version) } }),
           h("code", {}, v.version)),
-        h("td", {}, pill(v.status, { published: "good", deprecated: "warn", yanked: "bad" }[v.status] || "")),
+        h("td", {}, pill(v.status, { active: "good", deprecated: "warn", yanked: "bad" }[v.status] || "")),
         h("td", {}, v.aliases.join(", ") || ""),
         h("td", { class: v.ready_workers ? "" : "muted" },
           v.ready_workers ? `${v.ready_workers} worker${v.ready_workers > 1 ? "s" : ""}` : "none"),
@@ -177,8 +179,8 @@ function renderRollout(r) {
 
 function nextJudgement(r) {
   const started = Date.parse(r.step_started_at);
-  const waits = r.history.filter((e) => e.step === r.step && e.verdict === "wait");
-  const since = waits.length ? Math.max(started, Date.parse(waits[waits.length - 1].at)) : started;
+  const waited = r.waits.find((w) => w.step === r.step);
+  const since = waited ? Math.max(started, Date.parse(waited.latest.at)) : started;
   const left = Math.round((since + r.interval_s * 1000 - Date.now()) / 1000);
   return left > 0 ? `judged in ${left} s` : "being judged";
 }
@@ -190,21 +192,23 @@ function action(r, verb, label, kind) {
 
 function stepTrack(r) {
   return h("ol", { class: "steps" }, r.steps.map((weight, i) => {
-    const judged = r.history.filter((e) => e.step === i);
+    const judged = r.judgements.filter((e) => e.step === i);
     const last = judged.length ? judged[judged.length - 1] : null;
-    const waits = judged.filter((e) => e.verdict === "wait").length;
+    const waited = r.waits.find((w) => w.step === i);
+    const waits = waited ? waited.count : 0;
     let kind = i < r.step ? "passed" : i === r.step ? "current" : "todo";
     if (last && last.verdict === "fail") kind = "failed";
     if (last && last.verdict === "pass") kind = "passed";
     if (i === r.step && r.state === "promoted") kind = "passed";
     const mark = { passed: "✓", failed: "✗", current: "●", todo: "" }[kind];
-    return h("li", { class: kind, title: last ? last.reason : "" },
+    return h("li", { class: kind, title: last ? last.reason : waited ? waited.latest.reason : "" },
       h("b", {}, `${weight}%`), h("span", {}, `${mark}${waits ? ` ${waits}× wait` : ""}`));
   }));
 }
 
 function rolloutCharts(r) {
-  const judged = r.history.filter((e) => e.candidate && e.baseline);
+  // NOTE: pass and fail verdicts only (and "now"): waits are counted, not plotted.
+  const judged = r.judgements.filter((e) => e.candidate && e.baseline);
   const points = judged.map((e) => ({ c: e.candidate, b: e.baseline, live: false,
     label: `${e.weight}%` }));
   if (r.live) points.push({ c: r.live.candidate, b: r.live.baseline, live: true, label: "now" });
@@ -248,14 +252,20 @@ function gatesLine(r) {
 }
 
 function timeline(r) {
-  if (!r.history.length) return h("p", { class: "hint" }, "no judgement yet");
-  const entries = r.history.slice(-8).reverse();
-  return h("ol", { class: "timeline", "data-testid": "timeline" }, entries.map((e) =>
-    h("li", { class: e.verdict },
+  // Each pass or fail, and each step's run of waits as one line (its latest one's time).
+  const waits = r.waits.map((w) => ({ ...w.latest, count: w.count }));
+  const entries = [...r.judgements, ...waits]
+    .sort((a, b) => Date.parse(b.at) - Date.parse(a.at) || b.step - a.step).slice(0, 8);
+  if (!entries.length) return h("p", { class: "hint" }, "no judgement yet");
+  return h("ol", { class: "timeline", "data-testid": "timeline" }, entries.map((e) => {
+    const where = `step ${e.step + 1} (${e.weight}%)`;
+    const waited = e.verdict === "wait";
+    return h("li", { class: e.verdict },
       h("time", { datetime: e.at, title: e.at }, new Date(e.at).toLocaleTimeString()),
       pill(e.verdict, { pass: "good", fail: "bad", wait: "muted" }[e.verdict] || ""),
-      h("span", { class: "muted" }, `step ${e.step + 1} (${e.weight}%)`),
-      h("span", {}, e.reason))));
+      h("span", { class: "muted" }, waited ? `waited ${e.count}× at ${where}:` : where),
+      h("span", {}, e.reason));
+  }));
 }
 
 // -- workers --------------------------------------------------------------------------------
