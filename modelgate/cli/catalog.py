@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 from rich.table import Table
 
-from modelgate.cli.http import Unreachable, api_call, api_error, make_client
+from modelgate.cli.http import api_call
 from modelgate.cli.output import Column, show, table, transfer_progress
 from modelgate.cli.upload import Multipart
 
@@ -175,15 +174,9 @@ def versions_publish(
 
 
 def _upload(ctx: click.Context, path: str, body: Multipart, what: str) -> Any:
-    settings = ctx.find_root().obj
-    with make_client(settings) as client, transfer_progress(what, body.file_size) as sent:
-        try:
-            response = client.post(path, content=body.stream(sent), headers=body.headers)
-        except httpx.HTTPError as exc:
-            raise Unreachable(f"cannot reach {settings.url}: {exc}") from None
-    if response.status_code >= 400:
-        raise api_error(response)
-    return response.json()
+    """POST ``body`` streamed, with a transfer bar on stderr while it goes."""
+    with transfer_progress(what, body.file_size) as sent:
+        return api_call(ctx, "POST", path, content=body.stream(sent), headers=body.headers)
 
 
 def _status(name: str, status: str) -> None:

@@ -8,6 +8,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
+from pathlib import Path
 
 import click
 import httpx
@@ -125,6 +126,44 @@ def test_usage_and_connection_problems_exit_2() -> None:
     unreachable = CliRunner().invoke(main, ["models", "list", "--url", closed])
     assert unreachable.exit_code == 2
     assert f"cannot reach {closed}" in unreachable.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "response", "said"),
+    [
+        (("models", "list"), httpx.Response(301, headers={"Location": "https://gw/admin/v1/models"}),
+         "http://gw/admin/v1/models?limit=500 answered 301 to https://gw/admin/v1/models: "
+         "point --url at the gateway itself"),
+        (("models", "list"), httpx.Response(200, html="<html>Directory listing</html>"),
+         "http://gw is not a modelgate admin API (it answered text/html)"),
+        (("models", "show", "x"), httpx.Response(404, html="<html>Not Found</html>"),
+         "http://gw is not a modelgate admin API (it answered 404 text/html)"),
+        (("models", "show", "x"), httpx.Response(200, text="{not json", headers={
+         "Content-Type": "application/json"}),
+         "http://gw is not a modelgate admin API (it answered application/json)"),
+    ],
+)  # fmt: skip
+def test_an_answer_that_is_not_the_admin_apis_is_one_line_and_exit_2(
+    answers: Callable[[httpx.Response], list[httpx.Request]],
+    args: tuple[str, ...],
+    response: httpx.Response,
+    said: str,
+) -> None:
+    answers(response)
+    out = cli(*args)
+    assert (out.exit_code, out.stdout) == (2, ""), out.output
+    assert out.stderr == f"Error: {said}\n"
+
+
+def test_an_upload_that_cannot_reach_the_gateway_exits_2(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    closed = f"http://127.0.0.1:{free_port()}"
+    out = CliRunner().invoke(
+        main, ["versions", "publish", "m", "1.0.0", str(model), "--url", closed]
+    )
+    assert out.exit_code == 2, out.output
+    assert f"cannot reach {closed}" in out.stderr
 
 
 WORKER = {
