@@ -36,11 +36,14 @@ class UsageProblem(click.ClickException):
 _GLOBAL_OPTIONS = ("--url", "--token", "-o", "--output")
 
 
-def hoist_global_options(args: list[str], keep: frozenset[str] = frozenset()) -> list[str]:
+def hoist_global_options(
+    args: list[str], keep: frozenset[str] = frozenset(), valued: frozenset[str] = frozenset()
+) -> list[str]:
     """Move ``--url``, ``--token`` and ``-o/--output`` (with their values, in any of the
     forms ``--url U``, ``--url=U``, ``-oU``) to the front, so they work anywhere on the line;
-    names in ``keep`` (a subcommand's own option of that name) and anything after ``--``
-    stay where they are."""
+    names in ``keep`` (a subcommand's own option of that name), the value after an option
+    in ``valued`` (the commands' options that take one: ``--description "-only"`` is a
+    value, never ``-o nly``) and anything after ``--`` stay where they are."""
     hoisted = tuple(o for o in _GLOBAL_OPTIONS if o not in keep)
     front: list[str] = []
     rest: list[str] = []
@@ -56,6 +59,9 @@ def hoist_global_options(args: list[str], keep: frozenset[str] = frozenset()) ->
         elif arg in hoisted and i + 1 < len(args):
             front += [arg, args[i + 1]]
             i += 1
+        elif arg in valued and arg not in hoisted:
+            rest += args[i : i + 2]
+            i += 1
         elif "-o" in hoisted and arg.startswith("-o") and not arg.startswith("--") and len(arg) > 2:
             front += ["-o", arg[2:]]
         else:
@@ -64,10 +70,12 @@ def hoist_global_options(args: list[str], keep: frozenset[str] = frozenset()) ->
     return front + rest
 
 
-def _path_options(group: click.Group, args: list[str]) -> set[str]:
-    """Every option name declared by the commands ``args`` names below ``group`` (the
-    subcommand, its subcommand, ...): those of the same name as a global one stay put."""
+def _path_options(group: click.Group, args: list[str]) -> tuple[set[str], set[str]]:
+    """The option names declared by the commands ``args`` names below ``group`` (the
+    subcommand, its subcommand, ...): those of the same name as a global one stay put;
+    and, of them, those that take a value (whose value is never hoisted)."""
     names: set[str] = set()
+    valued: set[str] = set()
     command: click.Command = group
     for arg in args:
         if not isinstance(command, click.Group):
@@ -75,9 +83,12 @@ def _path_options(group: click.Group, args: list[str]) -> set[str]:
         sub = command.commands.get(arg)
         if sub is None:
             continue
-        names |= {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
+        for p in sub.params:
+            names |= {*p.opts, *p.secondary_opts}
+            if isinstance(p, click.Option) and not p.is_flag and not p.count:
+                valued |= set(p.opts)
         command = sub
-    return names
+    return names, valued
 
 
 class _Main(click.Group):
@@ -92,9 +103,9 @@ class _Main(click.Group):
             raise DatabaseProblem(exc.message) from None
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        rest = _after_global(hoist_global_options(args))
-        keep = frozenset(_path_options(self, rest) & set(_GLOBAL_OPTIONS))
-        return super().parse_args(ctx, hoist_global_options(args, keep))
+        names, valued = _path_options(self, _after_global(hoist_global_options(args)))
+        keep = frozenset(names & set(_GLOBAL_OPTIONS))
+        return super().parse_args(ctx, hoist_global_options(args, keep, frozenset(valued)))
 
 
 def _after_global(args: list[str]) -> list[str]:

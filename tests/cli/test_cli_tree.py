@@ -79,6 +79,23 @@ def test_global_options_reach_the_root_from_anywhere_on_the_line(path: tuple[str
         assert ctx.params["output"] in ("json", "wide"), args
 
 
+def test_an_option_value_that_starts_with_o_is_never_hoisted(
+    answers: Callable[[httpx.Response], list[httpx.Request]], tmp_path: Path
+) -> None:
+    seen = answers(httpx.Response(201, json={"name": "foo", "version": "1.0.0", "sha256": "ab"}))
+    made = cli("models", "create", "foo", "--description", "-only for tests", "-o", "json")
+    assert made.exit_code == 0, made.output
+    assert json.loads(seen[0].content)["description"] == "-only for tests"
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    args = ["versions", "publish", "m", "1.0.0", str(model), "--label", "-o.onnx=1", "-owide"]
+    published = cli(*args, "--description", "-ojson")
+    assert published.exit_code == 0, published.output
+    assert b'{"-o.onnx": "1"}' in seen[1].content
+    assert b"-ojson" in seen[1].content
+    assert main.make_context("modelgate", args).params["output"] == "wide"
+
+
 @pytest.fixture
 def answers(monkeypatch: pytest.MonkeyPatch) -> Callable[[httpx.Response], list[httpx.Request]]:
     """Every admin request gets the given response; the requests are kept."""
