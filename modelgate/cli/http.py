@@ -11,6 +11,7 @@ something else) `NotTheGateway` (2).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -23,7 +24,9 @@ __all__ = [
     "NotTheGateway",
     "Unauthenticated",
     "Unreachable",
+    "admin_path",
     "api_call",
+    "api_path",
     "api_request",
     "client_settings",
     "make_client",
@@ -85,6 +88,17 @@ class NotTheGateway(click.ClickException):
     points at something else (a proxy's redirect, a web server); exit code 2, like a wrong URL."""
 
     exit_code = 2
+
+
+def api_path(base: str, *segments: str) -> str:
+    """``base`` with each of ``segments`` appended as one path segment, quoted: a name such as
+    ``../tokens`` or ``x/`` stays one segment and never changes which route is asked."""
+    return base + "".join("/" + quote(segment, safe="") for segment in segments)
+
+
+def admin_path(*segments: str) -> str:
+    """``/admin/v1/...`` of ``segments`` (`api_path`): ``admin_path("models", m)``."""
+    return api_path("/admin/v1", *segments)
 
 
 def _settings(ctx: click.Context) -> ClientSettings:
