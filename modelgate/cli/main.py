@@ -10,7 +10,7 @@ import click
 from modelgate.cli.admin import register
 from modelgate.cli.artifacts import artifacts
 from modelgate.cli.http import client_settings
-from modelgate.cli.output import FORMATS
+from modelgate.cli.output import FORMATS, emit_json, refuse_output, wants_json
 from modelgate.cli.seed import seed
 from modelgate.cli.worker import worker
 from modelgate.core.logging import configure_logging
@@ -159,8 +159,11 @@ def main(ctx: click.Context, url: str | None, token: str | None, output: str) ->
     default=None,
     help="also serve the gRPC data plane on this port (default: none)",
 )
-def serve(host: str | None, port: int | None, grpc_port: int | None) -> None:
-    """Run the gateway: data plane (HTTP, and gRPC with --grpc-port) and admin API."""
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, grpc_port: int | None) -> None:
+    """Run the gateway: data plane (HTTP, and gRPC with --grpc-port) and admin API (it
+    writes logs, JSON lines with MODELGATE_LOG_FORMAT=json; -o does not apply)."""
+    refuse_output(ctx)
     from gateway.server import run_gateway
     from gateway.settings import GatewaySettings
 
@@ -175,22 +178,34 @@ def db() -> None:
 
 
 @db.command("upgrade")
-def db_upgrade() -> None:
-    """Migrate the configured database (MODELGATE_DATABASE_URL) to the newest schema."""
-    from registry.db import upgrade_to_head
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Migrate the configured database (MODELGATE_DATABASE_URL) to the newest schema (with
+    -o json: {"database_url", "revision"} on stdout, the password hidden)."""
+    from alembic.script import ScriptDirectory
+
+    from registry.db import alembic_config, upgrade_to_head
 
     settings = RegistrySettings()
     upgrade_to_head(settings.database_url)
-    click.echo(f"database at head: {_redacted(settings.database_url)}", err=True)
+    url = _redacted(settings.database_url)
+    revision = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    if wants_json(ctx):
+        emit_json({"database_url": url, "revision": revision})
+    else:
+        click.echo(f"database at head ({revision}): {url}", err=True)
 
 
 @main.command()
 @click.option("--port", type=int, default=8000, help="gateway port")
 @click.option("--keep/--no-keep", default=True, help="keep serving after the tour (Ctrl-C ends)")
-def demo(port: int, keep: bool) -> None:
-    """The embedded end-to-end demo: SQLite, no Redis, generated models."""
+@click.pass_context
+def demo(ctx: click.Context, port: int, keep: bool) -> None:
+    """The embedded end-to-end demo: SQLite, no Redis, generated models (it prints a tour
+    and logs; -o does not apply)."""
     from modelgate.cli.demo import DemoError, run_demo
 
+    refuse_output(ctx)
     try:
         run_demo(port=port, keep=keep)
     except DemoError as exc:

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -236,3 +237,55 @@ def test_progress_goes_to_stderr_only_when_it_is_a_terminal(
     assert "2.0/2.0 MB" in shown
     assert "100%" in shown
     assert "load: 2/2 workers" in shown
+
+
+#: Commands that run until stopped and write logs, not a result: -o is refused.
+LONG_RUNNING = {("serve",), ("worker",), ("demo",)}
+#: Commands that work on the database and the store directly, each printing a result.
+DIRECT = {("db", "upgrade"), ("seed",), ("artifacts", "gc"), ("tokens", "create")}
+
+
+def test_every_command_prints_json_with_o_json_or_refuses_o() -> None:
+    leaves = {p for p, c in walk(main) if p and not isinstance(c, click.Group)}
+    assert leaves == LONG_RUNNING | DIRECT | set(admin_leaves()) - DIRECT
+    for path in LONG_RUNNING:
+        refused = CliRunner().invoke(main, [*path, "-o", "json", "--port", "1"])
+        assert refused.exit_code == 2, (path, refused.output)
+        assert refused.stderr == (
+            f"Error: -o applies to commands that print a result, not to modelgate "
+            f"{path[0]}, which writes logs: set MODELGATE_LOG_FORMAT=json for JSON log lines\n"
+        )
+
+
+def test_the_direct_commands_print_one_json_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELGATE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    monkeypatch.setenv("MODELGATE_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+
+    def doc(*args: str) -> Any:
+        out = CliRunner().invoke(main, [*args, "-o", "json"])
+        assert out.exit_code == 0, (args, out.output)
+        return json.loads(out.stdout)
+
+    upgraded = doc("db", "upgrade")
+    assert upgraded["database_url"].endswith("r.db")
+    assert upgraded["revision"]
+    seeded = doc("seed", "--version", "1.0.0")
+    assert seeded["versions"] == [
+        {"version": "1.0.0", "outcome": "published", "status": "active",
+         "sha256": seeded["versions"][0]["sha256"]},
+    ]  # fmt: skip
+    assert seeded["token"]["created"]
+    assert seeded["token"]["token"].startswith("mg_")
+    again = doc("seed", "--version", "1.0.0")
+    assert [v["outcome"] for v in again["versions"]] == ["existed"]
+    assert again["token"] == {**seeded["token"], "created": False, "token": None}
+    stray = tmp_path / "artifacts" / "sha256" / "ff" / ("f" * 64)
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"x" * 7)
+    swept = doc("artifacts", "gc", "--dry-run", "--grace-s", "0")
+    assert (swept["dry_run"], swept["bytes"], swept["errors"]) == (True, 7, [])
+    assert [(f["action"], f["kind"]) for f in swept["files"]] == [("would remove", "orphan")]
+    made = doc("tokens", "create", "--name", "ci", "--scope", "read")
+    assert (made["name"], made["scopes"], made["token"][:3]) == ("ci", ["read"], "mg_")
