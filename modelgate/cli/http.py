@@ -93,7 +93,13 @@ class NotTheGateway(click.ClickException):
 def api_path(base: str, *segments: str) -> str:
     """``base`` with each of ``segments`` appended as one path segment, quoted: a name such as
     ``../tokens`` or ``x/`` stays one segment and never changes which route is asked."""
-    return base + "".join("/" + quote(segment, safe="") for segment in segments)
+    return base + "".join("/" + _segment(segment) for segment in segments)
+
+
+def _segment(text: str) -> str:
+    # NOTE: "." and ".." would be resolved away by the client, so their dots are escaped too.
+    quoted = quote(text, safe="")
+    return quoted.replace(".", "%2E") if text in (".", "..") else quoted
 
 
 def admin_path(*segments: str) -> str:

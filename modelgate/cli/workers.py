@@ -80,7 +80,7 @@ _WORKER_COLUMNS = [
     Column("state", lambda w: w["state"]),
     Column("loaded (* = not ready)", _loaded),
     Column("in flight", lambda w: w["in_flight"]),
-    Column("ewma ms", lambda w: _balancer(w, "ewma_ms")),
+    Column("ewma ms", lambda w: None if (ms := _balancer(w, "ewma_ms")) is None else f"{ms:.1f}"),
     Column("ejected", lambda w: "yes" if _balancer(w, "ejected_until") else ""),
     Column("seen", _seen),
     Column("url", lambda w: w["url"], wide=True),
@@ -97,7 +97,7 @@ _WORKER_COLUMNS = [
 def workers_list(ctx: click.Context) -> None:
     """Announced workers and external servers, with the gateway's view of each (wide: URL,
     device, queue, capacity, last seen, ejection deadline)."""
-    rows = api_call(ctx, "GET", "/admin/v1/workers")
+    rows = api_call(ctx, "GET", admin_path("workers"))
     show(ctx, rows, lambda wide: table("workers", _WORKER_COLUMNS, rows, wide))
 
 
@@ -123,7 +123,7 @@ def _shows(w: dict[str, Any], action: str, model: str, version: str | None) -> b
 def _targets(ctx: click.Context, chosen: tuple[str, ...]) -> list[str]:
     if chosen:
         return list(dict.fromkeys(chosen))
-    rows = api_call(ctx, "GET", "/admin/v1/workers")
+    rows = api_call(ctx, "GET", admin_path("workers"))
     return [w["id"] for w in rows if w.get("kind") != "external" and not w["stale"]]
 
 
@@ -170,7 +170,7 @@ def _settled(
     """The target workers' rows once each shows the outcome (``timeout`` None: at once)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        rows = [w for w in api_call(ctx, "GET", "/admin/v1/workers") if w["id"] in targets]
+        rows = [w for w in api_call(ctx, "GET", admin_path("workers")) if w["id"] in targets]
         done = [w["id"] for w in rows if _shows(w, action, model, version)]
         update(len(done), f"{action}: {len(done)}/{len(targets)} workers")
         if deadline is None or len(done) == len(targets):
@@ -293,7 +293,7 @@ def workers_add(
         "protocol": protocol,
         "serves": [parse_served(s) for s in serves],
     }
-    out = api_call(ctx, "POST", "/admin/v1/workers", json=body)
+    out = api_call(ctx, "POST", admin_path("workers"), json=body)
     names = ", ".join(
         f"{s['model']}@{s['version']} as {s['remote_model']}"
         + (f"@{s['remote_version']}" if s["remote_version"] else "")

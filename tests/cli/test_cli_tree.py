@@ -45,6 +45,8 @@ def test_every_command_and_option_has_help_and_help_exits_0() -> None:
         shown = runner.invoke(main, [*path, "--help"], prog_name="modelgate")
         assert shown.exit_code == 0, (path, shown.output)
         assert shown.stdout.startswith(f"Usage: modelgate {' '.join(path)}".rstrip()), path
+        assert "``" not in shown.stdout, f"{' '.join(path)}: reST markup in the help"
+        assert "e.g." not in command.get_short_help_str(80), f"{' '.join(path)}: cut short help"
     assert ("versions", "priority") in paths
     for name in ("audit", "tokens list", "tokens revoke", "models show", "versions show",
                  "alias list", "workers load", "workers unload"):  # fmt: skip
@@ -184,11 +186,40 @@ def test_an_upload_that_cannot_reach_the_gateway_exits_2(tmp_path: Path) -> None
     assert f"cannot reach {closed}" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "path"),
+    [("../tokens", "/admin/v1/models/..%2Ftokens"), ("x/", "/admin/v1/models/x%2F"),
+     ("..", "/admin/v1/models/%2E%2E"), ("a b?#", "/admin/v1/models/a%20b%3F%23")],
+)  # fmt: skip
+def test_a_name_is_one_path_segment_whatever_it_holds(
+    answers: Callable[[httpx.Response], list[httpx.Request]], name: str, path: str
+) -> None:
+    seen = answers(httpx.Response(200, json={"name": name}))
+    out = cli("models", "show", name, "-o", "json")
+    assert out.exit_code == 0, out.output
+    assert seen[0].url.raw_path.decode() == path
+
+
+def test_tokens_list_json_is_the_apis_answer_revoked_tokens_included(
+    answers: Callable[[httpx.Response], list[httpx.Request]],
+) -> None:
+    both = [
+        {"id": n, "name": f"t{n}", "scopes": ["read"], "prefix": f"mg_{n}", "revoked": n == 2,
+         "created_at": None, "created_by": None, "rate_limit_rps": None, "rate_limit_burst": None}
+        for n in (1, 2)
+    ]  # fmt: skip
+    answers(httpx.Response(200, json=both))
+    assert json.loads(cli("tokens", "list", "-o", "json").stdout) == both
+    table = cli("tokens", "list").stdout
+    assert ("mg_1" in table, "mg_2" in table) == (True, False)
+    assert "mg_2" in cli("tokens", "list", "--all").stdout
+
+
 WORKER = {
     "id": "demo-worker-" + "x" * 120, "url": "http://127.0.0.1:8001", "state": "ready",
     "loaded": [{"model": "resnet", "version": "1.2.0", "ready": True}], "in_flight": 0,
     "queue_depth": 0, "capacity": 64, "device": "cpu", "last_seen": "2026-01-01T00:00:00Z",
-    "stale": False, "balancer": {"ewma_ms": 1.5, "ejected_until": None, "ready": []},
+    "stale": False, "balancer": {"ewma_ms": 1.54999999, "ejected_until": None, "ready": []},
     "kind": "announced", "protocol": "http", "serves": [], "created_at": None, "created_by": None,
 }  # fmt: skip
 
@@ -204,6 +235,7 @@ def test_a_piped_table_is_never_cut_and_wide_adds_columns(
     assert "…" not in table.stdout
     assert "\x1b[" not in table.stdout
     assert "capacity" not in table.stdout
+    assert "│ 1.5 " in table.stdout
     wide = cli("workers", "list", "-o", "wide")
     assert "capacity" in wide.stdout
     assert "http://127.0.0.1:8001" in wide.stdout
