@@ -122,12 +122,15 @@ Exit codes:
   1  the operation failed: the API refused it (4xx, 5xx, e.g. not found, a conflict,
      a 403 for a token without the scope) or a wait ran out
   2  usage or connection: a bad option or argument, the gateway cannot be reached,
-     no token or an unknown one (401), the database cannot be used
+     --url names something else (a redirect, an answer that is not JSON), no token
+     or an unknown one (401), the database cannot be used
   3, 4  rollout status --watch: the rollout was rolled back (3) or aborted (4)
 
 \b
 -o table|wide|json, --url and --token may stand anywhere on the line; json prints the
-API's answer as one JSON document on stdout. Tables are never cut when piped."""
+API's answer as one JSON document on stdout (serve, worker and demo print logs, not a
+result: they refuse -o; MODELGATE_LOG_FORMAT=json makes their lines JSON). Tables are
+never cut when piped."""
 
 
 @click.group(cls=_Main, epilog=EPILOG)
