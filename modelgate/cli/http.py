@@ -153,7 +153,8 @@ def api_request(ctx: click.Context, method: str, path: str, **kwargs: Any) -> ht
     if response.status_code >= 400:
         raise api_error(response, settings.url)
     if not response.is_success:
-        where = response.headers.get("location", "nowhere")
+        location = response.headers.get("location")
+        where = "nowhere" if location is None else str(response.request.url.join(location))
         raise NotTheGateway(
             f"{response.request.url} answered {response.status_code} to {where}: "
             "point --url at the gateway itself"

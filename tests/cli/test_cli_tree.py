@@ -151,8 +151,8 @@ def test_usage_and_connection_problems_exit_2() -> None:
 @pytest.mark.parametrize(
     ("args", "response", "said"),
     [
-        (("models", "list"), httpx.Response(301, headers={"Location": "https://gw/admin/v1/models"}),
-         "http://gw/admin/v1/models?limit=500 answered 301 to https://gw/admin/v1/models: "
+        (("models", "list"), httpx.Response(308, headers={"Location": "/admin/v1/models/"}),
+         "http://gw/admin/v1/models?limit=500 answered 308 to http://gw/admin/v1/models/: "
          "point --url at the gateway itself"),
         (("models", "list"), httpx.Response(200, html="<html>Directory listing</html>"),
          "http://gw is not a modelgate admin API (it answered text/html)"),
