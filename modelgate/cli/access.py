@@ -15,7 +15,7 @@ from typing import Any
 import click
 import msgspec
 
-from modelgate.cli.http import api_call
+from modelgate.cli.http import admin_path, api_call
 from modelgate.cli.output import Column, emit_json, show, table, wants_json
 from registry.errors import InvalidInput
 from registry.limits import TOKEN_NAME_MAX, check_text
@@ -75,7 +75,7 @@ def tokens_create(
 ) -> None:
     """Create a token in the configured database (MODELGATE_DATABASE_URL) and print it
     alone on stdout (it is shown only this once; with -o json, the token's record with
-    the secret in ``token``)."""
+    the secret in its token field)."""
     from modelgate.cli.bootstrap import create_token
 
     limits = {"rate_limit_rps": rate_limit_rps, "rate_limit_burst": rate_limit_burst}
@@ -109,10 +109,12 @@ _TOKEN_COLUMNS = [
 @click.option("--all", "everything", is_flag=True, help="revoked tokens too")
 @click.pass_context
 def tokens_list(ctx: click.Context, everything: bool) -> None:
-    """The tokens (never their secrets: ``prefix`` is the first characters of each), live
-    ones unless --all (wide: created, by whom, rate limit)."""
-    out = [t for t in api_call(ctx, "GET", "/admin/v1/tokens") if everything or not t["revoked"]]
-    show(ctx, out, lambda wide: table(f"{len(out)} tokens", _TOKEN_COLUMNS, out, wide))
+    """The tokens, never their secrets (prefix: the first characters of each); the table
+    has the live ones unless --all (wide: created, by whom, rate limit); -o json is the
+    API's answer, revoked tokens included."""
+    every = api_call(ctx, "GET", admin_path("tokens"))
+    shown = [t for t in every if everything or not t["revoked"]]
+    show(ctx, every, lambda wide: table(f"{len(shown)} tokens", _TOKEN_COLUMNS, shown, wide))
 
 
 @tokens.command("revoke")
@@ -120,7 +122,7 @@ def tokens_list(ctx: click.Context, everything: bool) -> None:
 @click.pass_context
 def tokens_revoke(ctx: click.Context, token_id: int) -> None:
     """Revoke token ID (from `tokens list`): requests with it are refused from now on."""
-    api_call(ctx, "DELETE", f"/admin/v1/tokens/{token_id}")
+    api_call(ctx, "DELETE", admin_path("tokens", str(token_id)))
     show(ctx, {"revoked": token_id}, lambda _wide: f"revoked token {token_id}")
 
 
@@ -185,7 +187,7 @@ def audit(
     if since is not None:
         params["since"] = (since if since.tzinfo else since.replace(tzinfo=UTC)).isoformat()
     page = api_call(
-        ctx, "GET", "/admin/v1/audit", params={**params, "limit": limit, "offset": offset}
+        ctx, "GET", admin_path("audit"), params={**params, "limit": limit, "offset": offset}
     )
     shown = f"{len(page['items'])} of {page['total']} audit events"
     show(ctx, page, lambda wide: table(shown, _AUDIT_COLUMNS, page["items"], wide))

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 from rich.table import Table
 
-from modelgate.cli.http import Unreachable, api_call, api_error, make_client
+from modelgate.cli.http import admin_path, api_call
 from modelgate.cli.output import Column, show, table, transfer_progress
 from modelgate.cli.upload import Multipart
 
@@ -58,7 +57,7 @@ def models() -> None:
 @click.pass_context
 def models_list(ctx: click.Context) -> None:
     """Every model with its number of versions (wide: times and ETag)."""
-    page = api_call(ctx, "GET", "/admin/v1/models", params={"limit": 500})
+    page = api_call(ctx, "GET", admin_path("models"), params={"limit": 500})
     show(
         ctx,
         page,
@@ -71,7 +70,7 @@ def models_list(ctx: click.Context) -> None:
 @click.pass_context
 def models_show(ctx: click.Context, name: str) -> None:
     """One model: description, versions, who created it, its ETag."""
-    out = api_call(ctx, "GET", f"/admin/v1/models/{name}")
+    out = api_call(ctx, "GET", admin_path("models", name))
     show(ctx, out, lambda _wide: _fields(f"model {name}", out))
 
 
@@ -81,7 +80,9 @@ def models_show(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def models_create(ctx: click.Context, name: str, description: str) -> None:
     """Create model NAME (a model is needed before its first version is published)."""
-    out = api_call(ctx, "POST", "/admin/v1/models", json={"name": name, "description": description})
+    out = api_call(
+        ctx, "POST", admin_path("models"), json={"name": name, "description": description}
+    )
     show(ctx, out, lambda _wide: f"created model {name}")
 
 
@@ -113,7 +114,7 @@ def versions_list(
     params: dict[str, Any] = {"limit": 500, **{k: v for k, v in given.items() if v}}
     if include_prerelease:
         params["include_prerelease"] = "true"
-    page = api_call(ctx, "GET", f"/admin/v1/models/{model}/versions", params=params)
+    page = api_call(ctx, "GET", admin_path("models", model, "versions"), params=params)
     title = f"{model}: {page['total']} versions"
     show(ctx, page, lambda wide: table(title, _VERSION_COLUMNS, page["items"], wide))
 
@@ -124,7 +125,7 @@ def versions_list(
 @click.pass_context
 def versions_show(ctx: click.Context, model: str, version: str) -> None:
     """One version: status, priority, artifact (sha256, size), signature, labels, ETag."""
-    out = api_call(ctx, "GET", f"/admin/v1/models/{model}/versions/{version}")
+    out = api_call(ctx, "GET", admin_path("models", model, "versions", version))
     show(ctx, out, lambda _wide: _fields(f"{model}@{version}", out))
 
 
@@ -170,20 +171,14 @@ def versions_publish(
     if description is not None:
         fields["description"] = description
     body = Multipart(fields, file)
-    out = _upload(ctx, f"/admin/v1/models/{model}/versions", body, f"{model}@{version}")
+    out = _upload(ctx, admin_path("models", model, "versions"), body, f"{model}@{version}")
     show(ctx, out, lambda _w: f"published {model}@{out['version']} sha256={out['sha256']}")
 
 
 def _upload(ctx: click.Context, path: str, body: Multipart, what: str) -> Any:
-    settings = ctx.find_root().obj
-    with make_client(settings) as client, transfer_progress(what, body.file_size) as sent:
-        try:
-            response = client.post(path, content=body.stream(sent), headers=body.headers)
-        except httpx.HTTPError as exc:
-            raise Unreachable(f"cannot reach {settings.url}: {exc}") from None
-    if response.status_code >= 400:
-        raise api_error(response)
-    return response.json()
+    """POST ``body`` streamed, with a transfer bar on stderr while it goes."""
+    with transfer_progress(what, body.file_size) as sent:
+        return api_call(ctx, "POST", path, content=body.stream(sent), headers=body.headers)
 
 
 def _status(name: str, status: str) -> None:
@@ -200,7 +195,7 @@ def _status(name: str, status: str) -> None:
         out = api_call(
             ctx,
             "PATCH",
-            f"/admin/v1/models/{model}/versions/{version}",
+            admin_path("models", model, "versions", version),
             json={"status": status},
             params={"force": "true"} if force else None,
         )
@@ -221,6 +216,6 @@ def versions_priority(ctx: click.Context, model: str, version: str, priority: in
     """Set VERSION's PRIORITY (0-1000000), a number kept with the version and shown by
     `versions list` for an operator's own ordering (resolution goes by precedence alone)."""
     out = api_call(
-        ctx, "PATCH", f"/admin/v1/models/{model}/versions/{version}", json={"priority": priority}
+        ctx, "PATCH", admin_path("models", model, "versions", version), json={"priority": priority}
     )
     show(ctx, out, lambda _wide: f"{model}@{version} priority {out['priority']}")

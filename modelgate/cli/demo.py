@@ -8,6 +8,9 @@ back by itself (modelgate/cli/demo_rollouts.py), prints commands to try, and end
 with the dashboard's URL and a read token to open it with; then it keeps serving (unless
 ``--no-keep``).
 
+The gateway and workers share a control token made for the run, so that ``modelgate
+workers load|unload`` place versions on the demo's workers.
+
 A busy port (the gateway's or a worker's) is refused before anything starts. The children
 run in sessions of their own, so Ctrl-C reaches only the demo, which stops them with
 SIGTERM and waits: they shut down gracefully, and nothing prints a traceback.
@@ -19,6 +22,7 @@ import collections
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -62,8 +66,14 @@ def _check_free(port: int, what: str) -> None:
 
 
 def _env(root: Path) -> dict[str, str]:
+    """The children's environment: the demo's SQLite and store, no Redis, and a control
+    token made for this run, which the workers require for load/unload and the gateway
+    sends them (so ``modelgate workers load|unload`` work against the demo)."""
     env = dict(os.environ)
     env.pop("MODELGATE_REDIS_URL", None)
+    control = secrets.token_urlsafe(32)
+    env["MODELGATE_WORKER_CONTROL_TOKEN"] = control
+    env["MODELGATE_GATEWAY_WORKER_CONTROL_TOKEN"] = control
     env["MODELGATE_DATABASE_URL"] = f"sqlite+aiosqlite:///{(root / 'registry.db').resolve()}"
     env["MODELGATE_ARTIFACT_ROOT"] = str((root / "artifacts").resolve())
     return env
@@ -275,6 +285,8 @@ def _run(port: int, keep: bool, processes: list[subprocess.Popen[bytes]]) -> Non
         f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/admin/v1/audit'
         " | python -m json.tool\n"
         f"  modelgate --url {url} --token $TOKEN rollout list resnet-demo\n"
+        f"  modelgate --url {url} --token $TOKEN workers unload resnet-demo 1.3.0"
+        "   # and workers load resnet-demo 1.3.0: on every demo worker, waited for\n"
         f"  while :; do curl -s -o /dev/null {url}/v2/models/resnet-demo/infer -d '{infer}';"
         " done &   # traffic, so that rollout steps can be judged\n"
         f"  MODELGATE_URL={url} MODELGATE_TOKEN=$TOKEN examples/rollout.sh resnet-demo"

@@ -3,12 +3,15 @@ errors that end a command with its documented exit code.
 
 The gateway and token come from ``--url``/``--token`` or ``MODELGATE_URL``/``MODELGATE_TOKEN``
 (`ClientSettings`, the root context's ``obj``). Exit codes (`modelgate --help`): an answer
->= 400 is `ApiError` (1, except 401: `Unauthenticated`, 2), no answer at all `Unreachable` (2).
+>= 400 is `ApiError` (1, except 401: `Unauthenticated`, 2), no answer at all `Unreachable` (2),
+an answer that is not the admin API's (a redirect, a body that is not JSON: ``--url`` names
+something else) `NotTheGateway` (2).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -18,9 +21,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ApiError",
     "ClientSettings",
+    "NotTheGateway",
     "Unauthenticated",
     "Unreachable",
+    "admin_path",
     "api_call",
+    "api_path",
     "api_request",
     "client_settings",
     "make_client",
@@ -77,25 +83,67 @@ class Unreachable(click.ClickException):
     exit_code = 2
 
 
+class NotTheGateway(click.ClickException):
+    """An answer that no modelgate admin API gives (a 3xx, a body that is not JSON): ``--url``
+    points at something else (a proxy's redirect, a web server); exit code 2, like a wrong URL."""
+
+    exit_code = 2
+
+
+def api_path(base: str, *segments: str) -> str:
+    """``base`` with each of ``segments`` appended as one path segment, quoted: a name such as
+    ``../tokens`` or ``x/`` stays one segment and never changes which route is asked."""
+    return base + "".join("/" + _segment(segment) for segment in segments)
+
+
+def _segment(text: str) -> str:
+    # NOTE: "." and ".." would be resolved away by the client, so their dots are escaped too.
+    quoted = quote(text, safe="")
+    return quoted.replace(".", "%2E") if text in (".", "..") else quoted
+
+
+def admin_path(*segments: str) -> str:
+    """``/admin/v1/...`` of ``segments`` (`api_path`): ``admin_path("models", m)``."""
+    return api_path("/admin/v1", *segments)
+
+
 def _settings(ctx: click.Context) -> ClientSettings:
     settings: ClientSettings = ctx.find_root().obj
     return settings
 
 
-def api_error(response: httpx.Response) -> ApiError:
-    """The `ApiError` (or `Unauthenticated`) for an answer >= 400, with the API's ``error``."""
+def _content_type(response: httpx.Response) -> str:
+    kind: str = response.headers.get("content-type", "no content type")
+    return kind.split(";")[0].strip()
+
+
+def _json(response: httpx.Response, url: str) -> Any:
+    """The decoded JSON body, or `NotTheGateway` when it is not JSON."""
+    kind = _content_type(response)
     try:
-        body = response.json()
-        message = body.get("error", response.text) if isinstance(body, dict) else response.text
+        if "json" not in kind:
+            raise ValueError(kind)
+        return response.json()
     except ValueError:
-        message = response.text
+        status = "" if response.is_success else f"{response.status_code} "
+        raise NotTheGateway(
+            f"{url} is not a modelgate admin API (it answered {status}{kind})"
+        ) from None
+
+
+def api_error(response: httpx.Response, url: str) -> ApiError:
+    """The `ApiError` (or `Unauthenticated`) for an answer >= 400, with the API's ``error``;
+    `NotTheGateway` when its body is not JSON (a web server's error page)."""
+    body = _json(response, url)
+    message = body.get("error", response.text) if isinstance(body, dict) else response.text
     kind = Unauthenticated if response.status_code == 401 else ApiError
     return kind(response.status_code, str(message))
 
 
 def api_request(ctx: click.Context, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """Send one request; a transport failure raises `Unreachable`, an answer >= 400
-    `ApiError` carrying the API's ``error`` text."""
+    """Send one request (``kwargs`` as httpx takes them: ``json``, ``content``, ``timeout``);
+    a transport failure raises `Unreachable`, an answer >= 400 `ApiError` carrying the
+    API's ``error`` text, any other answer that is not 2xx (a redirect) `NotTheGateway`."""
     settings = _settings(ctx)
     with make_client(settings) as client:
         try:
@@ -103,11 +151,19 @@ def api_request(ctx: click.Context, method: str, path: str, **kwargs: Any) -> ht
         except httpx.HTTPError as exc:
             raise Unreachable(f"cannot reach {settings.url}: {exc}") from None
     if response.status_code >= 400:
-        raise api_error(response)
+        raise api_error(response, settings.url)
+    if not response.is_success:
+        location = response.headers.get("location")
+        where = "nowhere" if location is None else str(response.request.url.join(location))
+        raise NotTheGateway(
+            f"{response.request.url} answered {response.status_code} to {where}: "
+            "point --url at the gateway itself"
+        )
     return response
 
 
 def api_call(ctx: click.Context, method: str, path: str, **kwargs: Any) -> Any:
-    """`api_request`, returning the decoded JSON body (``None`` when empty)."""
+    """`api_request`, returning the decoded JSON body (``None`` when empty); a body that is
+    not JSON raises `NotTheGateway`."""
     response = api_request(ctx, method, path, **kwargs)
-    return response.json() if response.content else None
+    return _json(response, _settings(ctx).url) if response.content else None

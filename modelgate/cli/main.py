@@ -10,7 +10,7 @@ import click
 from modelgate.cli.admin import register
 from modelgate.cli.artifacts import artifacts
 from modelgate.cli.http import client_settings
-from modelgate.cli.output import FORMATS
+from modelgate.cli.output import FORMATS, emit_json, refuse_output, wants_json
 from modelgate.cli.seed import seed
 from modelgate.cli.worker import worker
 from modelgate.core.logging import configure_logging
@@ -36,11 +36,14 @@ class UsageProblem(click.ClickException):
 _GLOBAL_OPTIONS = ("--url", "--token", "-o", "--output")
 
 
-def hoist_global_options(args: list[str], keep: frozenset[str] = frozenset()) -> list[str]:
+def hoist_global_options(
+    args: list[str], keep: frozenset[str] = frozenset(), valued: frozenset[str] = frozenset()
+) -> list[str]:
     """Move ``--url``, ``--token`` and ``-o/--output`` (with their values, in any of the
     forms ``--url U``, ``--url=U``, ``-oU``) to the front, so they work anywhere on the line;
-    names in ``keep`` (a subcommand's own option of that name) and anything after ``--``
-    stay where they are."""
+    names in ``keep`` (a subcommand's own option of that name), the value after an option
+    in ``valued`` (the commands' options that take one: ``--description "-only"`` is a
+    value, never ``-o nly``) and anything after ``--`` stay where they are."""
     hoisted = tuple(o for o in _GLOBAL_OPTIONS if o not in keep)
     front: list[str] = []
     rest: list[str] = []
@@ -56,6 +59,9 @@ def hoist_global_options(args: list[str], keep: frozenset[str] = frozenset()) ->
         elif arg in hoisted and i + 1 < len(args):
             front += [arg, args[i + 1]]
             i += 1
+        elif arg in valued and arg not in hoisted:
+            rest += args[i : i + 2]
+            i += 1
         elif "-o" in hoisted and arg.startswith("-o") and not arg.startswith("--") and len(arg) > 2:
             front += ["-o", arg[2:]]
         else:
@@ -64,10 +70,12 @@ def hoist_global_options(args: list[str], keep: frozenset[str] = frozenset()) ->
     return front + rest
 
 
-def _path_options(group: click.Group, args: list[str]) -> set[str]:
-    """Every option name declared by the commands ``args`` names below ``group`` (the
-    subcommand, its subcommand, ...): those of the same name as a global one stay put."""
+def _path_options(group: click.Group, args: list[str]) -> tuple[set[str], set[str]]:
+    """The option names declared by the commands ``args`` names below ``group`` (the
+    subcommand, its subcommand, ...): those of the same name as a global one stay put;
+    and, of them, those that take a value (whose value is never hoisted)."""
     names: set[str] = set()
+    valued: set[str] = set()
     command: click.Command = group
     for arg in args:
         if not isinstance(command, click.Group):
@@ -75,9 +83,12 @@ def _path_options(group: click.Group, args: list[str]) -> set[str]:
         sub = command.commands.get(arg)
         if sub is None:
             continue
-        names |= {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
+        for p in sub.params:
+            names |= {*p.opts, *p.secondary_opts}
+            if isinstance(p, click.Option) and not p.is_flag and not p.count:
+                valued |= set(p.opts)
         command = sub
-    return names
+    return names, valued
 
 
 class _Main(click.Group):
@@ -92,9 +103,9 @@ class _Main(click.Group):
             raise DatabaseProblem(exc.message) from None
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        rest = _after_global(hoist_global_options(args))
-        keep = frozenset(_path_options(self, rest) & set(_GLOBAL_OPTIONS))
-        return super().parse_args(ctx, hoist_global_options(args, keep))
+        names, valued = _path_options(self, _after_global(hoist_global_options(args)))
+        keep = frozenset(names & set(_GLOBAL_OPTIONS))
+        return super().parse_args(ctx, hoist_global_options(args, keep, frozenset(valued)))
 
 
 def _after_global(args: list[str]) -> list[str]:
@@ -111,12 +122,15 @@ Exit codes:
   1  the operation failed: the API refused it (4xx, 5xx, e.g. not found, a conflict,
      a 403 for a token without the scope) or a wait ran out
   2  usage or connection: a bad option or argument, the gateway cannot be reached,
-     no token or an unknown one (401), the database cannot be used
+     --url names something else (a redirect, an answer that is not JSON), no token
+     or an unknown one (401), the database cannot be used
   3, 4  rollout status --watch: the rollout was rolled back (3) or aborted (4)
 
 \b
 -o table|wide|json, --url and --token may stand anywhere on the line; json prints the
-API's answer as one JSON document on stdout. Tables are never cut when piped."""
+API's answer as one JSON document on stdout (serve, worker and demo print logs, not a
+result: they refuse -o; MODELGATE_LOG_FORMAT=json makes their lines JSON). Tables are
+never cut when piped."""
 
 
 @click.group(cls=_Main, epilog=EPILOG)
@@ -148,8 +162,11 @@ def main(ctx: click.Context, url: str | None, token: str | None, output: str) ->
     default=None,
     help="also serve the gRPC data plane on this port (default: none)",
 )
-def serve(host: str | None, port: int | None, grpc_port: int | None) -> None:
-    """Run the gateway: data plane (HTTP, and gRPC with --grpc-port) and admin API."""
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, grpc_port: int | None) -> None:
+    """Run the gateway: data plane (HTTP, and gRPC with --grpc-port) and admin API (it
+    writes logs, JSON lines with MODELGATE_LOG_FORMAT=json; -o does not apply)."""
+    refuse_output(ctx)
     from gateway.server import run_gateway
     from gateway.settings import GatewaySettings
 
@@ -164,22 +181,34 @@ def db() -> None:
 
 
 @db.command("upgrade")
-def db_upgrade() -> None:
-    """Migrate the configured database (MODELGATE_DATABASE_URL) to the newest schema."""
-    from registry.db import upgrade_to_head
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Migrate the configured database (MODELGATE_DATABASE_URL) to the newest schema (with
+    -o json: {"database_url", "revision"} on stdout, the password hidden)."""
+    from alembic.script import ScriptDirectory
+
+    from registry.db import alembic_config, upgrade_to_head
 
     settings = RegistrySettings()
     upgrade_to_head(settings.database_url)
-    click.echo(f"database at head: {_redacted(settings.database_url)}", err=True)
+    url = _redacted(settings.database_url)
+    revision = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    if wants_json(ctx):
+        emit_json({"database_url": url, "revision": revision})
+    else:
+        click.echo(f"database at head ({revision}): {url}", err=True)
 
 
 @main.command()
 @click.option("--port", type=int, default=8000, help="gateway port")
 @click.option("--keep/--no-keep", default=True, help="keep serving after the tour (Ctrl-C ends)")
-def demo(port: int, keep: bool) -> None:
-    """The embedded end-to-end demo: SQLite, no Redis, generated models."""
+@click.pass_context
+def demo(ctx: click.Context, port: int, keep: bool) -> None:
+    """The embedded end-to-end demo: SQLite, no Redis, generated models (it prints a tour
+    and logs; -o does not apply)."""
     from modelgate.cli.demo import DemoError, run_demo
 
+    refuse_output(ctx)
     try:
         run_demo(port=port, keep=keep)
     except DemoError as exc:

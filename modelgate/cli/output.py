@@ -37,8 +37,10 @@ __all__ = [
     "FORMATS",
     "PIPE_WIDTH",
     "Column",
+    "NoResult",
     "emit_json",
     "is_wide",
+    "refuse_output",
     "show",
     "stdout_console",
     "table",
@@ -64,6 +66,23 @@ def wants_json(ctx: click.Context) -> bool:
 
 def is_wide(ctx: click.Context) -> bool:
     return output_format(ctx) == "wide"
+
+
+class NoResult(click.ClickException):
+    """``-o`` given to a command that prints no result (serve, worker, demo): exit code 2."""
+
+    exit_code = 2
+
+
+def refuse_output(ctx: click.Context) -> None:
+    """`NoResult` when ``-o`` was given to this long-running command, which writes log
+    lines, not a result (their format is ``MODELGATE_LOG_FORMAT``'s)."""
+    root = ctx.find_root()
+    if root.get_parameter_source("output") is not click.core.ParameterSource.DEFAULT:
+        raise NoResult(
+            f"-o applies to commands that print a result, not to modelgate {ctx.info_name}, "
+            "which writes logs: set MODELGATE_LOG_FORMAT=json for JSON log lines"
+        )
 
 
 def emit_json(data: Any) -> None:

@@ -13,7 +13,7 @@ import click
 from rich.console import Group
 from rich.text import Text
 
-from modelgate.cli.http import ApiError, api_call, api_request
+from modelgate.cli.http import ApiError, admin_path, api_call, api_request
 from modelgate.cli.output import Column, show, table
 
 __all__ = ["alias", "resolve", "traffic"]
@@ -92,7 +92,7 @@ def alias() -> None:
 @click.pass_context
 def alias_list(ctx: click.Context, model: str) -> None:
     """MODEL's aliases and the version each points at (wide: moves, ETag)."""
-    out = api_call(ctx, "GET", f"/admin/v1/models/{model}/aliases")
+    out = api_call(ctx, "GET", admin_path("models", model, "aliases"))
     show(ctx, out, lambda wide: table(f"{model}: {len(out)} aliases", _ALIAS_COLUMNS, out, wide))
 
 
@@ -106,7 +106,7 @@ def alias_set(
     ctx: click.Context, model: str, name: str, version: str, if_match: str | None
 ) -> None:
     """Point alias NAME at VERSION (If-Match: --if-match, else the ETag read just before)."""
-    path = f"/admin/v1/models/{model}/aliases/{name}"
+    path = admin_path("models", model, "aliases", name)
     what, show_command = f"alias {model}:{name}", f"modelgate alias show {model} {name}"
     out = _guarded(
         ctx, "PUT", path, what, show_command, if_match=if_match, json={"version": version}
@@ -120,7 +120,7 @@ def alias_set(
 @click.pass_context
 def alias_show(ctx: click.Context, model: str, name: str) -> None:
     """The alias's version, ETag (for --if-match) and history."""
-    out = api_call(ctx, "GET", f"/admin/v1/models/{model}/aliases/{name}")
+    out = api_call(ctx, "GET", admin_path("models", model, "aliases", name))
     head = Text.assemble(f"{model}:{name} → ", (out["version"], "bold"), f"  etag {out['etag']}")
     show(ctx, out, lambda _wide: Group(head, *_history_lines(out)))
 
@@ -132,7 +132,7 @@ def alias_show(ctx: click.Context, model: str, name: str) -> None:
 @click.pass_context
 def alias_drop(ctx: click.Context, model: str, name: str, if_match: str | None) -> None:
     """Remove alias NAME (a reference to it then no longer resolves)."""
-    path = f"/admin/v1/models/{model}/aliases/{name}"
+    path = admin_path("models", model, "aliases", name)
     what, show_command = f"alias {model}:{name}", f"modelgate alias show {model} {name}"
     _guarded(ctx, "DELETE", path, what, show_command, if_match=if_match)
     show(ctx, {"dropped": f"{model}:{name}"}, lambda _wide: f"dropped {model}:{name}")
@@ -183,7 +183,7 @@ def traffic() -> None:
 @click.pass_context
 def traffic_show(ctx: click.Context, model: str) -> None:
     """The policy's arms, each marked when it cannot serve (and why), and its ETag."""
-    out = api_call(ctx, "GET", f"/admin/v1/models/{model}/traffic")
+    out = api_call(ctx, "GET", admin_path("models", model, "traffic"))
     show(ctx, out, lambda wide: _traffic_view(model, out, wide))
 
 
@@ -211,13 +211,13 @@ def traffic_set(
     sticky_header: str,
     if_match: str | None,
 ) -> None:
-    """ARMS are VERSION=WEIGHT, e.g. 1.1.0=90 2.0.0=10; the policy is replaced whole
-    (If-Match: --if-match, else the ETag read just before)."""
+    """Replace MODEL's traffic policy, whole, with ARMS (VERSION=WEIGHT each, as in
+    1.1.0=90 2.0.0=10), If-Match: --if-match, else the ETag read just before."""
     body: dict[str, Any] = {"arms": [_pair(a, int) for a in arms], "sticky_header": sticky_header}
     if shadow:
         version, fraction = _pair(shadow, float).values()
         body["shadow"] = {"version": version, "fraction": fraction}
-    path = f"/admin/v1/models/{model}/traffic"
+    path = admin_path("models", model, "traffic")
     what, show_command = f"the traffic policy of {model}", f"modelgate traffic show {model}"
     out = _guarded(ctx, "PUT", path, what, show_command, if_match=if_match, json=body)
     message = f"{model}: " + ", ".join(arms) + (f", shadow {shadow}" if shadow else "")
@@ -230,7 +230,7 @@ def traffic_set(
 @click.pass_context
 def traffic_clear(ctx: click.Context, model: str, if_match: str | None) -> None:
     """Remove the policy: MODEL's references resolve to one version again."""
-    path = f"/admin/v1/models/{model}/traffic"
+    path = admin_path("models", model, "traffic")
     what, show_command = f"the traffic policy of {model}", f"modelgate traffic show {model}"
     _guarded(ctx, "DELETE", path, what, show_command, if_match=if_match)
     show(ctx, {"cleared": model}, lambda _wide: f"{model}: traffic policy removed")
@@ -265,7 +265,7 @@ def resolve(ctx: click.Context, model: str, version: str | None, key: str | None
     """Explain which version and worker would serve MODEL at VERSION (any reference: exact,
     alias, stable, latest, a range)."""
     params = {k: v for k, v in {"version": version, "key": key}.items() if v is not None}
-    out = api_call(ctx, "GET", f"/admin/v1/models/{model}/resolve", params=params)
+    out = api_call(ctx, "GET", admin_path("models", model, "resolve"), params=params)
     show(ctx, out, lambda wide: _resolve_view(model, version, out, wide))
 
 

@@ -20,8 +20,8 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from modelgate.cli.http import Unreachable, api_call
-from modelgate.cli.output import emit_json, stdout_console, wait_progress, wants_json
+from modelgate.cli.http import Unreachable, admin_path, api_call
+from modelgate.cli.output import emit_json, show, stdout_console, wait_progress, wants_json
 from modelgate.cli.rollout_view import (
     ACTIVE,
     EXIT_CODES,
@@ -38,10 +38,8 @@ UNREACHABLE_GRACE_S = 30.0
 
 
 def _path(model: str, rollout_id: int | None = None, verb: str | None = None) -> str:
-    path = f"/admin/v1/models/{model}/rollouts"
-    if rollout_id is not None:
-        path += f"/{rollout_id}"
-    return path + (f"/{verb}" if verb else "")
+    rest = [str(rollout_id)] if rollout_id is not None else []
+    return admin_path("models", model, "rollouts", *rest, *([verb] if verb else []))
 
 
 def _steps(text: str) -> list[int]:
@@ -82,7 +80,9 @@ def _now() -> datetime:
 
 @click.group()
 def rollout() -> None:
-    """Stepwise canary rollouts: start, status [--watch], list, pause, resume, promote, abort."""
+    """Stepwise canary rollouts: start, status [--watch], list, pause, resume, promote, abort.
+
+    Their tables have no extra columns: -o wide shows what -o table does."""
 
 
 @rollout.command("start")
@@ -138,15 +138,12 @@ def start(
     if baseline is not None:
         body["baseline"] = baseline
     out = api_call(ctx, "POST", _path(model), json=body)
-    if wants_json(ctx):
-        emit_json(out)
-    else:
-        stdout_console().print(
-            f"started {model} rollout #{out['id']}: {out['version']} against {out['baseline']},"
-            f" steps {', '.join(f'{w}%' for w in out['steps'])}, every {out['interval_s']:g}s"
-            f" ({out['state']})",
-            highlight=False,
-        )
+    started = (
+        f"started {model} rollout #{out['id']}: {out['version']} against {out['baseline']},"
+        f" steps {', '.join(f'{w}%' for w in out['steps'])}, every {out['interval_s']:g}s"
+        f" ({out['state']})"
+    )
+    show(ctx, out, lambda _wide: started)
     if watch:
         ctx.exit(_watch(ctx, model, int(out["id"]), poll_s=1.0))
 
@@ -178,10 +175,7 @@ def status(
     r = api_call(ctx, "GET", _path(model, rollout_id)) if rollout_id else _newest(ctx, model)
     if watch:
         ctx.exit(_watch(ctx, model, int(r["id"]), poll_s=poll, first=r, timeout_s=timeout))
-    if wants_json(ctx):
-        emit_json(r)
-    else:
-        stdout_console().print(status_view(r, _now()))
+    show(ctx, r, lambda _wide: status_view(r, _now()))
 
 
 def _watch(
@@ -287,10 +281,7 @@ def follow(
 def list_(ctx: click.Context, model: str) -> None:
     """MODEL's rollouts, newest first."""
     rollouts = api_call(ctx, "GET", _path(model))
-    if wants_json(ctx):
-        emit_json(rollouts)
-    else:
-        stdout_console().print(list_table(model, rollouts))
+    show(ctx, rollouts, lambda _wide: list_table(model, rollouts))
 
 
 def _operator_verb(verb: str, summary: str, force: str | None = None) -> None:
@@ -303,13 +294,8 @@ def _operator_verb(verb: str, summary: str, force: str | None = None) -> None:
         target = rollout_id if rollout_id is not None else _active_id(ctx, model)
         params = {"force": "true"} if flags.get("force") else None
         out = api_call(ctx, "POST", _path(model, target, verb), params=params)
-        if wants_json(ctx):
-            emit_json(out)
-            return
-        stdout_console().print(
-            f"{model} rollout #{out['id']} {out['version']}: {out['state']}, {step_label(out)}",
-            highlight=False,
-        )
+        text = f"{model} rollout #{out['id']} {out['version']}: {out['state']}, {step_label(out)}"
+        show(ctx, out, lambda _wide: text)
 
     if force is not None:
         command = click.option("--force", is_flag=True, help=force)(command)

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from modelgate.cli.output import refuse_output
+
 __all__ = ["worker"]
 
 
@@ -83,14 +85,22 @@ def _files(values: tuple[str, ...]) -> dict[tuple[str, str], Path]:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="the worker's log level (default info)",
 )
+@click.pass_context
 def worker(
-    loads: tuple[str, ...], model_files: tuple[str, ...], worker_id: str | None, **flags: Any
+    ctx: click.Context,
+    /,
+    loads: tuple[str, ...],
+    model_files: tuple[str, ...],
+    worker_id: str | None,
+    **flags: Any,
 ) -> None:
-    """Serve exact model versions over the Open Inference Protocol and announce them."""
+    """Serve exact model versions over the Open Inference Protocol and announce them (it
+    writes logs, JSON lines with MODELGATE_LOG_FORMAT=json; -o does not apply)."""
     from backends.errors import BackendError
     from backends.server import run_worker
     from backends.settings import WorkerSettings
 
+    refuse_output(ctx)
     overrides = {k: v for k, v in flags.items() if v is not None}
     if worker_id is not None:
         overrides["id"] = worker_id

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from modelgate.cli.http import api_call
+from modelgate.cli.http import Unreachable, admin_path, api_call, api_path
 from modelgate.cli.output import Column, show, table, wait_progress
 
 __all__ = ["parse_served", "workers"]
@@ -80,7 +80,7 @@ _WORKER_COLUMNS = [
     Column("state", lambda w: w["state"]),
     Column("loaded (* = not ready)", _loaded),
     Column("in flight", lambda w: w["in_flight"]),
-    Column("ewma ms", lambda w: _balancer(w, "ewma_ms")),
+    Column("ewma ms", lambda w: None if (ms := _balancer(w, "ewma_ms")) is None else f"{ms:.1f}"),
     Column("ejected", lambda w: "yes" if _balancer(w, "ejected_until") else ""),
     Column("seen", _seen),
     Column("url", lambda w: w["url"], wide=True),
@@ -97,7 +97,7 @@ _WORKER_COLUMNS = [
 def workers_list(ctx: click.Context) -> None:
     """Announced workers and external servers, with the gateway's view of each (wide: URL,
     device, queue, capacity, last seen, ejection deadline)."""
-    rows = api_call(ctx, "GET", "/admin/v1/workers")
+    rows = api_call(ctx, "GET", admin_path("workers"))
     show(ctx, rows, lambda wide: table("workers", _WORKER_COLUMNS, rows, wide))
 
 
@@ -123,7 +123,7 @@ def _shows(w: dict[str, Any], action: str, model: str, version: str | None) -> b
 def _targets(ctx: click.Context, chosen: tuple[str, ...]) -> list[str]:
     if chosen:
         return list(dict.fromkeys(chosen))
-    rows = api_call(ctx, "GET", "/admin/v1/workers")
+    rows = api_call(ctx, "GET", admin_path("workers"))
     return [w["id"] for w in rows if w.get("kind") != "external" and not w["stale"]]
 
 
@@ -141,11 +141,17 @@ def _place(
     targets = _targets(ctx, chosen)
     if not targets:
         raise click.ClickException(f"no modelgate worker is announced to {action} {model} on")
-    path = f"/v2/repository/models/{model}" + (f"/versions/{version}" if version else "")
+    path = api_path("/v2/repository/models", model, *(("versions", version) if version else ()))
     body = {"parameters": {"workers": ",".join(targets)}}
     what = f"{model}@{version}" if version else f"every version of {model}"
     with wait_progress(f"{action} {what} on {len(targets)} worker(s)", len(targets)) as update:
-        api_call(ctx, "POST", f"{path}/{action}", json=body)
+        try:
+            api_call(ctx, "POST", f"{path}/{action}", json=body, timeout=timeout)
+        except Unreachable as exc:
+            raise Unreachable(
+                f"{exc.message} (--timeout {timeout:g}s): the {action} may still go on, "
+                "see `modelgate workers`"
+            ) from None
         rows = _settled(ctx, action, model, version, targets, update, timeout if wait else None)
     message = f"{action}ed {what} on {', '.join(targets)}"
     doc = {"action": action, "model": model, "version": version, "workers": rows}
@@ -164,7 +170,7 @@ def _settled(
     """The target workers' rows once each shows the outcome (``timeout`` None: at once)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        rows = [w for w in api_call(ctx, "GET", "/admin/v1/workers") if w["id"] in targets]
+        rows = [w for w in api_call(ctx, "GET", admin_path("workers")) if w["id"] in targets]
         done = [w["id"] for w in rows if _shows(w, action, model, version)]
         update(len(done), f"{action}: {len(done)}/{len(targets)} workers")
         if deadline is None or len(done) == len(targets):
@@ -178,55 +184,80 @@ def _settled(
         time.sleep(POLL_S)
 
 
-_WORKER_OPTION = click.option(
-    "--worker",
-    "chosen",
-    multiple=True,
-    metavar="ID",
-    help="repeatable: only on this worker (default: every announced modelgate worker)",
-)
-_WAIT_OPTION = click.option(
-    "--wait/--no-wait",
-    default=True,
-    help="wait until every worker shows it, announced and in the gateway's view [wait]",
-)
-_TIMEOUT_OPTION = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0),
-    default=120.0,
-    help="seconds --wait waits before failing (exit 1) [120]",
-)
+#: The default of load/unload's ``--timeout``: a little over the gateway's own bound on each
+#: worker's load (``MODELGATE_GATEWAY_REPOSITORY_TIMEOUT_S``, 300 s), so the gateway's
+#: answer, not the client's patience, ends a slow load.
+TIMEOUT_S = 330.0
+
+
+def _placement(command: Any) -> Any:
+    """The arguments and options load and unload share."""
+    for option in (
+        click.pass_context,
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=TIMEOUT_S,
+            help="seconds to wait: for the gateway's answer (it waits for the workers, each "
+            "up to its MODELGATE_GATEWAY_REPOSITORY_TIMEOUT_S, 300 s), then for --wait; "
+            f"past it the command fails [{TIMEOUT_S:g}]",
+        ),
+        click.option(
+            "--wait/--no-wait",
+            default=True,
+            help="wait until every worker shows it, announced and in the gateway's view [wait]",
+        ),
+        click.option(
+            "--worker",
+            "chosen",
+            multiple=True,
+            metavar="ID",
+            help="repeatable: only on this worker (default: every announced modelgate worker)",
+        ),
+        click.argument("version", required=False),
+        click.argument("model"),
+    ):
+        command = option(command)
+    return command
+
+
+def _version_of(ctx: click.Context, model: str, version: str | None) -> tuple[str, str | None]:
+    """``MODEL VERSION`` or ``MODEL@VERSION`` as (model, version); the version, when there
+    is one, must be published (its 404 names it before any worker is asked)."""
+    if "@" in model:
+        if version is not None:
+            raise click.UsageError(
+                f'"{model}" has a version already: give MODEL VERSION or MODEL@VERSION, not both'
+            )
+        model, _, version = model.partition("@")
+        if not model or not version:
+            raise click.BadParameter("expected MODEL@VERSION", param_hint="MODEL")
+    if version is not None:
+        api_call(ctx, "GET", admin_path("models", model, "versions", version))
+    return model, version
 
 
 @workers.command("load")
-@click.argument("model")
-@click.argument("version")
-@_WORKER_OPTION
-@_WAIT_OPTION
-@_TIMEOUT_OPTION
-@click.pass_context
+@_placement
 def workers_load(
     ctx: click.Context,
     model: str,
-    version: str,
+    version: str | None,
     chosen: tuple[str, ...],
     wait: bool,
     timeout: float,
 ) -> None:
-    """Load MODEL@VERSION (an exact published version) on modelgate workers, warm and
-    ready, with a progress bar on stderr while it waits (needs the gateway's
-    MODELGATE_GATEWAY_WORKER_CONTROL_TOKEN)."""
-    api_call(ctx, "GET", f"/admin/v1/models/{model}/versions/{version}")
+    """Load VERSION of MODEL (an exact published version; MODEL VERSION or MODEL@VERSION)
+    on modelgate workers, warm and ready, with a progress bar on stderr while it waits
+    (needs the gateway's MODELGATE_GATEWAY_WORKER_CONTROL_TOKEN)."""
+    model, version = _version_of(ctx, model, version)
+    if version is None:
+        raise click.UsageError("give the version to load: MODEL VERSION or MODEL@VERSION")
     _place(ctx, "load", model, version, chosen, wait, timeout)
 
 
 @workers.command("unload")
-@click.argument("model")
-@click.argument("version", required=False)
-@_WORKER_OPTION
-@_WAIT_OPTION
-@_TIMEOUT_OPTION
-@click.pass_context
+@_placement
 def workers_unload(
     ctx: click.Context,
     model: str,
@@ -235,10 +266,9 @@ def workers_unload(
     wait: bool,
     timeout: float,
 ) -> None:
-    """Unload MODEL@VERSION (every version of MODEL when VERSION is left out) from
-    modelgate workers; the gateway stops routing there first."""
-    if version is not None:
-        api_call(ctx, "GET", f"/admin/v1/models/{model}/versions/{version}")
+    """Unload VERSION of MODEL (MODEL VERSION or MODEL@VERSION; every version of MODEL when
+    VERSION is left out) from modelgate workers; the gateway stops routing there first."""
+    model, version = _version_of(ctx, model, version)
     _place(ctx, "unload", model, version, chosen, wait, timeout)
 
 
@@ -263,7 +293,7 @@ def workers_add(
         "protocol": protocol,
         "serves": [parse_served(s) for s in serves],
     }
-    out = api_call(ctx, "POST", "/admin/v1/workers", json=body)
+    out = api_call(ctx, "POST", admin_path("workers"), json=body)
     names = ", ".join(
         f"{s['model']}@{s['version']} as {s['remote_model']}"
         + (f"@{s['remote_version']}" if s["remote_version"] else "")
@@ -278,5 +308,5 @@ def workers_add(
 @click.pass_context
 def workers_remove(ctx: click.Context, server_id: str) -> None:
     """Remove a registered external server; the gateway stops routing to it."""
-    api_call(ctx, "DELETE", f"/admin/v1/workers/{server_id}")
+    api_call(ctx, "DELETE", admin_path("workers", server_id))
     show(ctx, {"removed": server_id}, lambda _wide: f"removed {server_id}")

@@ -63,3 +63,50 @@ def test_remove_and_bad_forms(seen: list[httpx.Request]) -> None:
         refused = cli("workers", "add", "x", "http://h:1", "--serves", bad)
         assert refused.exit_code == 2, bad
     assert len(seen) == 1
+
+
+@pytest.fixture
+def placed(monkeypatch: pytest.MonkeyPatch) -> list[httpx.Request]:
+    """A fake gateway for ``workers load|unload``: the version exists, one worker, and a
+    load or unload that answers at once."""
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if request.url.path == "/admin/v1/workers":
+            return httpx.Response(
+                200, json=[{"id": "w1", "stale": False, "loaded": [], "balancer": None}]
+            )
+        return httpx.Response(200, json={})
+
+    transport = httpx.MockTransport(answer)
+    monkeypatch.setattr(
+        http, "make_client", lambda s: httpx.Client(base_url=s.url, transport=transport)
+    )
+    return requests
+
+
+def test_load_and_unload_wait_for_the_gateway_as_long_as_timeout(
+    placed: list[httpx.Request],
+) -> None:
+    for args, path, waited in (
+        (("load", "m", "1.0.0"), "/v2/repository/models/m/versions/1.0.0/load", 330),
+        (("load", "m@1.0.0", "--timeout", "900"), "/v2/repository/models/m/versions/1.0.0/load",
+         900),
+        (("unload", "m@1.0.0"), "/v2/repository/models/m/versions/1.0.0/unload", 330),
+        (("unload", "m/x", "--timeout=5"), "/v2/repository/models/m%2Fx/unload", 5),
+    ):  # fmt: skip
+        placed.clear()
+        out = cli("workers", *args, "--no-wait", "-o", "json")
+        assert out.exit_code == 0, (args, out.output)
+        post = next(r for r in placed if r.method == "POST")
+        assert post.url.raw_path.decode() == path, args
+        assert post.extensions["timeout"]["read"] == waited, args
+        assert json.loads(post.content) == {"parameters": {"workers": "w1"}}
+    placed.clear()
+    both = cli("workers", "load", "m@1.0.0", "2.0.0")
+    assert both.exit_code == 2
+    assert "not both" in both.stderr
+    none = cli("workers", "load", "m")
+    assert (none.exit_code, placed) == (2, [])
+    assert "give the version to load" in none.stderr

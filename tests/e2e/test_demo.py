@@ -1,12 +1,14 @@
 """``modelgate demo`` (what ``make demo`` runs): it completes its tour on a clean directory,
 rollout chapter included (the good candidate promoted, the faulty one rolled back by its
 error-rate gate, the clients seeing (almost) none of its failures), ends it with the
-dashboard's URL and a read token that opens it (issue 11, acceptance 5), serves on until Ctrl-C or
+dashboard's URL and a read token that opens it (issue 11, acceptance 5), lets
+``modelgate workers unload|load`` place versions on its workers, serves on until Ctrl-C or
 SIGTERM, which ends it quietly with no process left; a busy port is refused before anything starts
 (issue 8, finding 14)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -63,6 +65,25 @@ def _assert_dashboard(out: str, port: int) -> None:
     assert [r["state"] for r in doc["rollouts"]] == ["rolled_back"]  # the tour's last one
 
 
+def _assert_workers_placement(out: str, port: int) -> None:
+    """``modelgate workers unload|load`` work against the demo (its workers and gateway
+    share a control token): 1.3.0 leaves demo-worker-1 and comes back."""
+    token = re.search(r"export TOKEN=(\S+)", out)
+    assert token is not None, out[-3000:]
+    url = f"http://127.0.0.1:{port}"
+    for verb in ("unload", "load"):
+        args = ["workers", verb, "resnet-demo", "1.3.0", "--worker", "demo-worker-1"]
+        done = subprocess.run(
+            [sys.executable, "-m", "modelgate", *args, "-o", "json", "--url", url,
+             "--token", token.group(1)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, (verb, done.stdout, done.stderr)
+        [row] = json.loads(done.stdout)["workers"]
+        ready = "resnet-demo@1.3.0" in row["balancer"]["ready"]
+        assert ready is (verb == "load"), (verb, row)
+
+
 #: When to press Ctrl-C: what the demo has printed, and how long after. ``starting`` lands
 #: while the workers start and the gateway has requests in flight (where the demo used to
 #: print a traceback from every child); the delay picks that moment, it synchronises nothing.
@@ -108,6 +129,7 @@ def test_demo_stops_quietly_on_ctrl_c_or_sigterm(tmp_path: Path, moment: str) ->
         assert demo.poll() is None, "".join(lines)[-3000:]
         if moment == "serving":
             _assert_dashboard("".join(lines), port)
+            _assert_workers_placement("".join(lines), port)
         time.sleep(after)
         if STOPS[moment] == "ctrl-c":
             os.killpg(demo.pid, signal.SIGINT)
