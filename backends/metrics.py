@@ -234,9 +234,13 @@ class PrometheusMetrics(Metrics):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+        from backends.observe import WORKER_ACCESS
+        from modelgate.core.accesslog import DroppedLines
+
         super().__init__()
         self.content_type = CONTENT_TYPE_LATEST
         self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(DroppedLines(WORKER_ACCESS, "modelgate_worker_access_log_dropped"))
         labels = ("model", "version")
         r = self.registry
         self._families: dict[str, Any] = {

@@ -8,7 +8,6 @@ registry and discovery, never from the request.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -16,9 +15,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["UNKNOWN_MODEL", "BalancerCounters", "GatewayMetrics", "access_log"]
+from gateway.inbound import ACCESS_LOG
+from modelgate.core.accesslog import DroppedLines
 
-access_log = logging.getLogger("modelgate.access")
+__all__ = ["UNKNOWN_MODEL", "BalancerCounters", "GatewayMetrics"]
 
 #: The ``model`` label of requests naming no registered model (model names start with a
 #: letter or digit, so it cannot clash with one).
@@ -32,6 +32,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(DroppedLines(ACCESS_LOG, "modelgate_gateway_access_log_dropped"))
         labels = ("model", "version", "arm", "worker")
         self.requests = Counter(
             "modelgate_gateway_requests",

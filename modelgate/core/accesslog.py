@@ -21,10 +21,13 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["AccessLog", "AccessRecord", "new_request_id", "request_id"]
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["AccessLog", "AccessRecord", "DroppedLines", "new_request_id", "request_id"]
 
 #: The longest client-sent ``X-Request-Id`` kept (longer ones are replaced).
 MAX_REQUEST_ID = 128
@@ -75,6 +78,7 @@ class AccessLog:
         self.interval_s = interval_s
         self.capacity = capacity
         self.dropped = 0
+        self._reported = 0
         self._pending: collections.deque[tuple[float, tuple[Any, ...]]] = collections.deque()
         self._started = False
         self._lock = threading.Lock()
@@ -141,6 +145,7 @@ class AccessLog:
         self._lock = threading.Lock()
         self._pending = collections.deque()
         self._started = False
+        self.dropped = self._reported = 0
 
     def _start(self) -> None:
         with self._lock:
@@ -158,6 +163,32 @@ class AccessLog:
                 self.flush()
             except Exception:  # a broken handler must not end the flusher
                 logging.getLogger("modelgate").exception("the access log could not be written")
+            self._report_dropped()
+
+    def _report_dropped(self) -> None:
+        """One warning per flush that found lines dropped since the last one."""
+        dropped = self.dropped
+        if dropped != self._reported:
+            logging.getLogger("modelgate").warning(
+                "%s: %d lines dropped since the last warning (%d in all): more than %d lines "
+                "waited, the log's writer falls behind (stderr blocked or slow)",
+                self.logger.name, dropped - self._reported, dropped, self.capacity,
+            )  # fmt: skip
+            self._reported = dropped
+
+
+class DroppedLines(Collector):
+    """The Prometheus counter ``name`` (``_total``) of the lines ``log`` dropped."""
+
+    def __init__(self, log: AccessLog, name: str) -> None:
+        self.log, self.name = log, name
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            self.name,
+            f"Lines of the {self.log.logger.name} log dropped because its writer fell behind",
+            value=self.log.dropped,
+        )
 
 
 def _handlers(logger: logging.Logger) -> list[logging.Handler]:

@@ -9,8 +9,9 @@ import logging
 import sys
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from modelgate.core.accesslog import AccessLog, request_id
+from modelgate.core.accesslog import AccessLog, DroppedLines, request_id
 from modelgate.core.logging import JsonFormatter, TextFormatter, logging_config
 
 
@@ -93,3 +94,26 @@ def test_the_access_log_writes_every_line_in_order_once_flushed(
     log.flush()
     lines = [(r.request_id, r.status, r.getMessage()) for r in caplog.records]  # type: ignore[attr-defined]
     assert lines == [(f"r{n}", 200 + n, "request") for n in range(50)]
+
+
+def test_lines_past_the_capacity_are_dropped_counted_exported_and_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A writer that falls behind (stderr blocked) costs lines, never memory or the loop:
+    each one dropped is counted, exported as a Prometheus counter, and warned about once."""
+    log = AccessLog("modelgate.test.dropping", "request", ("n",), interval_s=3600, capacity=3)
+    caplog.set_level(logging.INFO, logger="modelgate.test.dropping")
+    for n in range(5):
+        log.write((n,))
+    registry = CollectorRegistry()
+    registry.register(DroppedLines(log, "modelgate_test_access_log_dropped"))
+    assert registry.get_sample_value("modelgate_test_access_log_dropped_total") == 2
+    log._report_dropped()
+    log._report_dropped()  # nothing new: no second warning
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [
+        "modelgate.test.dropping: 2 lines dropped since the last warning (2 in all): more than "
+        "3 lines waited, the log's writer falls behind (stderr blocked or slow)"
+    ]
+    log.flush()
+    assert [r.n for r in caplog.records if r.levelno == logging.INFO] == [0, 1, 2]  # type: ignore[attr-defined]
