@@ -35,6 +35,7 @@ from playwright.async_api import Page, async_playwright, expect
 
 from tests.support.fleet import Fleet, infer_json
 from tests.support.isolation import REDIS_URL, delete_prefix_sync, scoped
+from tests.support.rollouts import on_baseline
 from tests.support.traffic import Loop
 
 MODEL = "resnet"
@@ -93,19 +94,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, pg_database_factory: Any) ->
 def baseline(fleet: Fleet) -> Iterator[httpx.Client]:
     """1.0.0 takes all of resnet's traffic, under the alias ``prod``; no rollout is left
     active afterwards."""
-    with fleet.admin() as client:
-        put = client.put(
-            f"/admin/v1/models/{MODEL}/traffic",
-            json={"arms": [{"version": "1.0.0", "weight": 100}]},
-        )
-        assert put.status_code == 200, put.text
-        alias = client.put(f"/admin/v1/models/{MODEL}/aliases/prod", json={"version": "1.0.0"})
-        assert alias.status_code in (200, 201), alias.text
-        fleet.wait_registry_synced()
+    with on_baseline(fleet, MODEL) as client:
         yield client
-        for rollout in client.get(f"/admin/v1/models/{MODEL}/rollouts").json():
-            if rollout["state"] in ("waiting", "running", "paused"):
-                client.post(f"/admin/v1/models/{MODEL}/rollouts/{rollout['id']}/abort")
 
 
 def make_token(client: httpx.Client, scope: str) -> str:

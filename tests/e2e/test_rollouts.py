@@ -30,6 +30,7 @@ from tests.support.fleet import CLI, Fleet, infer_json, wait_until
 from tests.support.isolation import REDIS_URL, delete_prefix_sync, scoped
 from tests.support.models import onnx_bytes
 from tests.support.net import ROOT, free_port
+from tests.support.rollouts import on_baseline
 from tests.support.traffic import Loop
 
 MODEL = "resnet"
@@ -81,20 +82,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, pg_database_factory: Any) ->
 def baseline(fleet: Fleet) -> Iterator[None]:
     """1.0.0 takes all traffic, under the alias ``prod``; afterwards no rollout is left
     active (one left by a failed test is aborted)."""
-    with fleet.admin() as client:
-        put = client.put(
-            f"/admin/v1/models/{MODEL}/traffic",
-            json={"arms": [{"version": "1.0.0", "weight": 100}]},
-        )
-        assert put.status_code == 200, put.text
-        alias = client.put(f"/admin/v1/models/{MODEL}/aliases/prod", json={"version": "1.0.0"})
-        assert alias.status_code in (200, 201), alias.text
-    fleet.wait_registry_synced()
-    yield
-    with fleet.admin() as client:
-        for rollout in client.get(f"/admin/v1/models/{MODEL}/rollouts").json():
-            if rollout["state"] in ("waiting", "running", "paused"):
-                client.post(f"/admin/v1/models/{MODEL}/rollouts/{rollout['id']}/abort")
+    with on_baseline(fleet, MODEL):
+        yield
 
 
 def start_rollout(client: httpx.Client, version: str, **plan: Any) -> dict[str, Any]:
